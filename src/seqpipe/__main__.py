@@ -1,0 +1,5 @@
+import sys
+
+from seqpipe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,115 @@
+"""The `seqpipe` command. Heavy libraries are imported inside each command, so `--help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+STAGES = ("fetch", "prepare", "train", "evaluate", "register")
+
+
+def _train(overrides: list[str]) -> None:
+    """`seqpipe train key=value ...`: Hydra's own command line (overrides, --multirun, --cfg job)."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig, OmegaConf, open_dict
+
+    from seqpipe import train
+    from seqpipe.config import conf_dir
+    from seqpipe.errors import SeqpipeError
+
+    def main(cfg: DictConfig) -> None:
+        OmegaConf.resolve(cfg)
+        out = HydraConfig.get().runtime.output_dir
+        with open_dict(cfg):  # each (multi)run keeps its checkpoints and reports in its own Hydra folder
+            cfg.paths.models = os.path.join(out, "models")
+            cfg.paths.reports = os.path.join(out, "reports")
+        try:
+            result = train.run(cfg)
+        except SeqpipeError as e:  # Hydra would print a traceback; the message is what matters
+            print(f"seqpipe: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        print(f"train: best {cfg.monitor} {result['best_val_loss']:.4f}, checkpoint {result['best_checkpoint']}, "
+              f"MLflow run {result['run_id']}")
+
+    sys.argv = ["seqpipe train", *overrides]
+    hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(main)()
+
+
+def _stage(name: str) -> None:
+    import importlib
+
+    from seqpipe.config import load_params
+
+    cfg = load_params()
+    importlib.import_module(f"seqpipe.{name}").run(cfg)
+
+
+def _compose(overrides: list[str], check: bool) -> None:
+    from seqpipe.config import PARAMS_FILE, check_params_fresh, write_params
+
+    if check:
+        check_params_fresh()
+        print(f"{PARAMS_FILE} is up to date with conf/", file=sys.stderr)
+        return
+    changed = write_params(overrides)
+    print(f"{PARAMS_FILE} {'written' if changed else 'already up to date'}", file=sys.stderr)
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from seqpipe.predict import generate
+    from seqpipe.tracking import tracking_uri
+
+    params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
+              "seed": args.seed}
+    for text in generate(args.model, [args.prompt], args.tracking_uri or tracking_uri(), **params):
+        print(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqpipe", description="Raw sequences to a trained, tracked, registered, "
+                                "servable RNN/GRU/LSTM. The pipeline itself runs with `dvc repro`.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train with Hydra overrides, e.g. model.cell=gru trainer.max_epochs=1",
+                       add_help=False)
+    t.add_argument("overrides", nargs=argparse.REMAINDER)
+    c = sub.add_parser("compose", help="compose conf/ (plus overrides) into params.yaml for DVC")
+    c.add_argument("overrides", nargs="*")
+    c.add_argument("--check", action="store_true", help="only check that params.yaml is up to date")
+    s = sub.add_parser("stage", help="run one DVC stage with params.yaml (dvc.yaml calls this)")
+    s.add_argument("name", choices=STAGES)
+    g = sub.add_parser("generate", help="generate text from a registered model")
+    g.add_argument("--model", default="models:/seqpipe-shakespeare@champion",
+                   help="models:/NAME@ALIAS, models:/NAME/VERSION or a model path (default: %(default)s)")
+    g.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    g.add_argument("--max-new-tokens", type=int, default=300)
+    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)")
+    g.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens; 0 = all")
+    g.add_argument("--seed", type=int, default=-1, help="fix the sampling seed; -1 = random")
+    g.add_argument("--tracking-uri", default=None,
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from seqpipe.errors import SeqpipeError
+
+    try:
+        if args.command == "train":
+            _train(args.overrides)
+        elif args.command == "compose":
+            _compose(args.overrides, args.check)
+        elif args.command == "stage":
+            _stage(args.name)
+        elif args.command == "generate":
+            _generate(args)
+    except SeqpipeError as e:
+        print(f"seqpipe: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

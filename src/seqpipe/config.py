@@ -1,0 +1,131 @@
+"""Compose conf/ with Hydra, keep params.yaml in step with it, and validate values before any work starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from seqpipe.errors import SeqpipeError
+
+CELLS = ("rnn", "gru", "lstm")
+NONLINEARITIES = ("tanh", "relu")
+SCHEDULES = ("cosine", "constant")
+PARAMS_FILE = "params.yaml"
+
+
+def conf_dir() -> Path:
+    """conf/ of the project in the working directory, else the one beside this package's source tree."""
+    if env := os.environ.get("SEQPIPE_CONF_DIR"):
+        return Path(env).resolve()
+    here = Path.cwd() / "conf"
+    if (here / "config.yaml").is_file():
+        return here.resolve()
+    return (Path(__file__).resolve().parents[2] / "conf").resolve()
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path | None = None) -> DictConfig:
+    """The config conf/ gives with `overrides`, interpolations resolved (as DVC composes it)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(Path(config_dir or conf_dir()).resolve()), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def write_params(overrides: list[str] | tuple[str, ...] = (), path: str | Path = PARAMS_FILE,
+                 config_dir: str | Path | None = None) -> bool:
+    """Compose conf/ into params.yaml; touch the file only when its content changes. True if it changed."""
+    from seqpipe.atomic import write_text
+
+    text = OmegaConf.to_yaml(compose(overrides, config_dir))
+    path = Path(path)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    write_text(path, text)
+    return True
+
+
+def _diff(a: object, b: object, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix.rstrip('.')}: params.yaml has {b!r}, conf/ gives {a!r}"]
+
+
+def check_params_fresh(path: str | Path = PARAMS_FILE, config_dir: str | Path | None = None) -> None:
+    """Refuse a params.yaml that conf/ has changed under since it was composed.
+
+    A params.yaml that differs from conf/ but is newer than every file in it was composed on purpose
+    (`dvc exp run -S key=value` or `seqpipe compose key=value`) and is accepted.
+    """
+    path, config_dir = Path(path), Path(config_dir or conf_dir())
+    if not path.is_file():
+        raise SeqpipeError(f"{path} not found: run `seqpipe compose` to write it from conf/")
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    fresh = OmegaConf.to_container(compose((), config_dir))
+    if params == fresh:
+        return
+    newest_conf = max(p.stat().st_mtime for p in config_dir.rglob("*.yaml"))
+    if newest_conf > path.stat().st_mtime:
+        changes = _diff(fresh, params)
+        shown = "\n  ".join(changes[:10]) + ("\n  ..." if len(changes) > 10 else "")
+        raise SeqpipeError(
+            f"{path} is stale: conf/ changed after it was composed.\n  {shown}\n"
+            "Refresh it with `seqpipe compose` (add key=value overrides to keep a variant), then run "
+            "`dvc repro` again; or run a variant with `dvc exp run -S key=value`, which composes for you."
+        )
+
+
+def load_params(path: str | Path = PARAMS_FILE, check_fresh: bool = True) -> DictConfig:
+    """The config a DVC stage runs with: params.yaml, checked against conf/ and validated."""
+    if check_fresh:
+        check_params_fresh(path)
+    cfg = OmegaConf.load(path)
+    validate(cfg)
+    return cfg
+
+
+def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise SeqpipeError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _positive(cfg: DictConfig, *keys: str) -> None:
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise SeqpipeError(f"{key}={value!r} must be a positive integer")
+
+
+def _fraction(key: str, value: object, low: float, high: float) -> None:
+    if not isinstance(value, int | float) or not low <= value < high:
+        raise SeqpipeError(f"{key}={value!r} must be a number in [{low}, {high})")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values a run depends on, with messages that name the key and the allowed values."""
+    m = cfg.model
+    _choice("model.cell", m.cell, CELLS)
+    _choice("model.nonlinearity", m.nonlinearity, NONLINEARITIES)
+    _choice("optim.schedule", cfg.optim.schedule, SCHEDULES)
+    _positive(cfg, "model.embedding_dim", "model.hidden_size", "model.num_layers", "data.batch_size",
+              "data.bptt", "data.eval_batch_size", "trainer.max_epochs", "train.log_every_n_steps")
+    _fraction("model.dropout", m.dropout, 0.0, 1.0)
+    _fraction("prepare.val_fraction", cfg.prepare.val_fraction, 0.0, 0.5)
+    _fraction("prepare.test_fraction", cfg.prepare.test_fraction, 0.0, 0.5)
+    if not isinstance(cfg.optim.lr, int | float) or cfg.optim.lr <= 0:
+        raise SeqpipeError(f"optim.lr={cfg.optim.lr!r} must be a positive number")
+    if m.tie_weights and m.embedding_dim != m.hidden_size:
+        raise SeqpipeError(
+            f"model.tie_weights=true needs model.embedding_dim == model.hidden_size "
+            f"(got {m.embedding_dim} and {m.hidden_size}); set them equal or tie_weights=false"
+        )

@@ -1,0 +1,100 @@
+"""Token streams for language modelling: (B, N) parallel streams, read in consecutive BPTT chunks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from seqpipe.errors import SeqpipeError
+from seqpipe.vocab import Vocab
+
+
+def batchify(ids: np.ndarray, n_streams: int) -> Tensor:
+    """Cut one stream into `n_streams` equal contiguous rows (B, N); the few tokens left over are dropped."""
+    n = len(ids) // n_streams
+    return torch.from_numpy(ids[: n * n_streams].astype(np.int64)).view(n_streams, n)
+
+
+class ChunkDataset(Dataset):
+    """Item i is the (x, y) chunk i of every stream; chunk i + 1 continues where chunk i ends,
+    so a model can carry its hidden state from one item to the next (stateful truncated BPTT)."""
+
+    def __init__(self, streams: Tensor, bptt: int):
+        self.streams, self.bptt = streams, bptt
+
+    def __len__(self) -> int:
+        return math.ceil((self.streams.size(1) - 1) / self.bptt)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        start = i * self.bptt
+        end = min(start + self.bptt, self.streams.size(1) - 1)
+        return self.streams[:, start:end], self.streams[:, start + 1:end + 1]  # (B, T), (B, T)
+
+
+class StreamDataModule(L.LightningDataModule):
+    """Reads prepare's arrays. Under DDP every rank takes its own slice of the streams."""
+
+    def __init__(self, prepared_dir: str, batch_size: int = 64, bptt: int = 128, eval_batch_size: int = 16,
+                 num_workers: int = 0):
+        super().__init__()
+        self.dir = Path(prepared_dir)
+        self.batch_size, self.bptt = batch_size, bptt
+        self.eval_batch_size, self.num_workers = eval_batch_size, num_workers
+        self.vocab = self._load_vocab()
+        self.splits: dict[str, ChunkDataset] = {}
+
+    def _load_vocab(self) -> Vocab:
+        path = self.dir / "vocab.json"
+        if not path.is_file():
+            raise SeqpipeError(f"{path} not found: run the prepare stage first (`dvc repro prepare`)")
+        return Vocab.load(path)
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _streams(self, split: str, n_streams: int, strict: bool) -> Tensor:
+        path = self.dir / f"{split}.npy"
+        ids = np.load(path)
+        rank, world = self._rank()
+        need = n_streams * world * (self.bptt + 1)
+        if len(ids) < need:
+            if strict:
+                raise SeqpipeError(
+                    f"{path} has {len(ids):,} tokens, fewer than one training chunk needs "
+                    f"(data.batch_size x (data.bptt + 1) = {need:,}): add text, or lower data.batch_size "
+                    "or data.bptt"
+                )
+            # Small evaluation splits: fewer, longer streams rather than an error.
+            n_streams = max(1, min(n_streams, len(ids) // (world * (self.bptt + 1))))
+        if len(ids) < 2 * world * n_streams:
+            raise SeqpipeError(f"{path} has only {len(ids)} tokens: too few to evaluate on; add text")
+        streams = batchify(ids, n_streams * world)
+        return streams[rank * n_streams:(rank + 1) * n_streams]
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.splits["train"] = ChunkDataset(self._streams("train", self.batch_size, True), self.bptt)
+        if stage in (None, "fit", "validate"):
+            self.splits["val"] = ChunkDataset(self._streams("val", self.eval_batch_size, False), self.bptt)
+        if stage in (None, "test"):
+            self.splits["test"] = ChunkDataset(self._streams("test", self.eval_batch_size, False), self.bptt)
+
+    def _loader(self, split: str) -> DataLoader:
+        # batch_size=None: each item already is a batch; shuffle=False keeps chunks in stream order.
+        return DataLoader(self.splits[split], batch_size=None, shuffle=False, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

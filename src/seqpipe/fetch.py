@@ -1,0 +1,38 @@
+"""DVC stage `fetch`: run the recipe's fetcher and write its documents to raw/documents.jsonl."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from seqpipe.atomic import atomic_path
+from seqpipe.errors import SeqpipeError
+from seqpipe.recipes import Document
+
+DOCUMENTS = "documents.jsonl"
+
+
+def run(cfg: DictConfig) -> dict:
+    docs: list[Document] = instantiate(cfg.recipe.fetch)
+    if not docs:
+        raise SeqpipeError(f"recipe {cfg.recipe.name!r} produced no documents; check recipe.fetch in conf/")
+    with atomic_path(Path(cfg.paths.raw), is_dir=True) as out:
+        with open(out / DOCUMENTS, "w", encoding="utf-8") as f:
+            for doc in docs:
+                f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    stats = {"documents": len(docs), "characters": sum(len(d["text"]) for d in docs)}
+    print(f"fetch: {stats['documents']} documents, {stats['characters']:,} characters -> {cfg.paths.raw}",
+          file=sys.stderr)
+    return stats
+
+
+def read_documents(raw_dir: str | Path) -> list[Document]:
+    path = Path(raw_dir) / DOCUMENTS
+    if not path.is_file():
+        raise SeqpipeError(f"{path} not found: run the fetch stage first (`dvc repro fetch`)")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,115 @@
+"""The LightningModule: one shared step for every split and task, metrics, optimizer and schedule."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from seqpipe.nets import State, build_net, detach_state
+from seqpipe.vocab import PAD_ID
+
+STAGES = ("train", "val", "test")
+
+
+class SeqModule(L.LightningModule):
+    """Wraps a plain network. Only plain values go into hyperparameters, so checkpoints load with
+    `weights_only=True`."""
+
+    def __init__(self, vocab_size: int, net: dict, optim: dict, carry_state: bool = True):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_net(vocab_size, **net)
+        self.optim, self.carry_state = optim, carry_state
+        self.losses = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})  # token-weighted mean loss
+        self._state: dict[str, State] = {}
+        self.history: list[dict] = []  # one row per epoch, for the learning curve
+        self._tokens, self._t0 = 0, 0.0
+
+    def forward(self, x: Tensor, state: State = None) -> tuple[Tensor, State]:
+        return self.net(x, state)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch  # (B, T), (B, T)
+        # Stateful truncated BPTT: start from the state the previous chunk of the same streams ended in.
+        state = self._state.get(stage) if self.carry_state else None
+        logits, state = self.net(x, state)  # (B, T, V)
+        if self.carry_state:
+            self._state[stage] = detach_state(state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=PAD_ID)
+        n = int((y != PAD_ID).sum())
+        self.losses[f"{stage}_loss"].update(loss.detach(), weight=n)
+        if stage == "train":
+            self._tokens += n
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, "train")
+        self.log("train/loss_step", loss, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _epoch_start(self, stage: str) -> None:
+        self._state.pop(stage, None)  # every epoch starts the streams from their beginning
+        self.losses[f"{stage}_loss"].reset()
+
+    def _epoch_end(self, stage: str) -> dict[str, float]:
+        loss = float(self.losses[f"{stage}_loss"].compute())
+        metrics = {f"{stage}/loss": loss, f"{stage}/bpc": loss / math.log(2), f"{stage}/ppl": math.exp(min(loss, 50))}
+        self.log_dict(metrics, prog_bar=stage == "val", sync_dist=False)  # MeanMetric already syncs
+        self.losses[f"{stage}_loss"].reset()
+        return metrics
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start("train")
+        self._tokens, self._t0 = 0, time.perf_counter()
+
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_start("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._epoch_start("test")
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._epoch_end("val")
+        if not self.trainer.sanity_checking:
+            self._val_metrics = metrics
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    def on_train_epoch_end(self) -> None:
+        tokens_per_sec = self._tokens / max(time.perf_counter() - self._t0, 1e-9)
+        metrics = self._epoch_end("train")
+        self.log("train/tokens_per_sec", tokens_per_sec)
+        row = {"epoch": self.current_epoch, "step": self.global_step, **metrics,
+               "train/tokens_per_sec": tokens_per_sec, **getattr(self, "_val_metrics", {})}
+        self.history.append(row)
+
+    def configure_optimizers(self) -> dict:
+        opt = torch.optim.AdamW(self.parameters(), lr=self.optim["lr"], weight_decay=self.optim["weight_decay"])
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(int(self.optim.get("warmup_steps", 0)), total // 2)
+        cosine = self.optim.get("schedule", "cosine") == "cosine"
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if not cosine:
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))  # cosine from 1 down to 0.1
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,75 @@
+"""DVC stage `prepare`: documents -> tokens -> vocabulary -> compact id arrays, split by document."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from seqpipe.atomic import atomic_path, write_json
+from seqpipe.errors import SeqpipeError
+from seqpipe.fetch import read_documents
+from seqpipe.recipes import Document
+from seqpipe.vocab import BOS, EOS, UNK_ID, Vocab
+
+SPLITS = ("train", "val", "test")
+
+
+def split_documents(docs: list[Document], val_fraction: float, test_fraction: float,
+                    seed: int) -> dict[str, list[Document]]:
+    """Whole documents per split, so no text leaks between them. With fewer than 3 documents the text
+    is cut into three contiguous blocks instead (train first, then val, then test)."""
+    if len(docs) >= 3:
+        order = np.random.default_rng(seed).permutation(len(docs))
+        n_test = max(1, round(len(docs) * test_fraction))
+        n_val = max(1, round(len(docs) * val_fraction))
+        n_train = max(1, len(docs) - n_val - n_test)
+        pick = [docs[i] for i in order]
+        return {"train": pick[:n_train], "val": pick[n_train:n_train + n_val],
+                "test": pick[n_train + n_val:n_train + n_val + n_test]}
+    print(f"prepare: only {len(docs)} document(s): splitting the text into contiguous blocks", file=sys.stderr)
+    text = "".join(d["text"] for d in docs)
+    a = int(len(text) * (1 - val_fraction - test_fraction))
+    b = int(len(text) * (1 - test_fraction))
+    return {"train": [{"id": "block-train", "text": text[:a]}], "val": [{"id": "block-val", "text": text[a:b]}],
+            "test": [{"id": "block-test", "text": text[b:]}]}
+
+
+def run(cfg: DictConfig) -> dict:
+    p = cfg.prepare
+    docs = read_documents(cfg.paths.raw)
+    raw_file = Path(cfg.paths.raw) / "documents.jsonl"
+    if sum(len(d["text"].strip()) for d in docs) == 0:
+        raise SeqpipeError(f"the corpus is empty: {raw_file} holds no text (recipe {cfg.recipe.name!r})")
+    tokenizer = instantiate(p.tokenizer)
+    splits = split_documents(docs, p.val_fraction, p.test_fraction, p.split_seed)
+
+    tokens: dict[str, list[list[str]]] = {}
+    for name in SPLITS:
+        tokens[name] = [[BOS, *tokenizer.tokenize(d["text"]), EOS]
+                        for d in tqdm(splits[name], desc=f"tokenize {name}", unit="doc", file=sys.stderr)]
+    # The vocabulary comes from the training split alone: val/test tokens it lacks count as <unk>.
+    counts = Counter(t for doc in tokens["train"] for t in doc)
+    vocab = Vocab.build(counts, p.min_freq, p.max_size, tokenizer=dict(p.tokenizer))
+
+    stats: dict = {"vocab_size": len(vocab)}
+    with atomic_path(Path(cfg.paths.prepared), is_dir=True) as out:
+        for name in SPLITS:
+            ids = np.fromiter((i for doc in tokens[name] for i in vocab.encode(doc)), dtype=vocab.dtype())
+            if ids.size <= 2 * len(tokens[name]):  # nothing but <bos>/<eos>
+                raise SeqpipeError(f"the {name} split is empty ({raw_file}): add text or documents")
+            np.save(out / f"{name}.npy", ids)
+            stats[f"{name}_tokens"] = int(ids.size)
+            stats[f"{name}_documents"] = len(splits[name])
+            stats[f"{name}_unk_rate"] = round(float((ids == UNK_ID).mean()), 6)
+        vocab.save(out / "vocab.json")
+        write_json(out / "splits.json", {name: [d["id"] for d in splits[name]] for name in SPLITS})
+    write_json(Path(cfg.paths.reports) / "data.json", stats)
+    print(f"prepare: vocab {len(vocab)}, tokens train/val/test "
+          f"{stats['train_tokens']:,}/{stats['val_tokens']:,}/{stats['test_tokens']:,}", file=sys.stderr)
+    return stats

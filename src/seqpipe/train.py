@@ -1,0 +1,68 @@
+"""Train: seed, build the data module and model from config, fit with checkpoints and early stopping,
+track the run in MLflow. `run(cfg)` is the entry point; `seqpipe train` and the DVC stage call it."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import lightning.pytorch as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig
+
+from seqpipe.atomic import write_json, write_text
+from seqpipe.config import validate
+from seqpipe.data import StreamDataModule
+from seqpipe.module import SeqModule
+from seqpipe.tracking import data_digest, flatten, git_commit, tracking_uri
+
+
+def build_datamodule(cfg: DictConfig) -> StreamDataModule:
+    d = cfg.data
+    return StreamDataModule(cfg.paths.prepared, d.batch_size, d.bptt, d.eval_batch_size, d.num_workers)
+
+
+def history_csv(rows: list[dict]) -> str:
+    fields = ["epoch", "step", "train/loss", "val/loss", "val/bpc", "val/ppl", "train/tokens_per_sec"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def run(cfg: DictConfig) -> dict:
+    """Fit a model; return the MLflow run id, the best checkpoint and its validation loss."""
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = build_datamodule(cfg)
+    module = SeqModule(len(dm.vocab), dict(cfg.model), dict(cfg.optim), cfg.train.carry_state)
+
+    logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg),
+                          log_model=False)
+    logger.log_hyperparams({**flatten(cfg), "data.digest": data_digest(cfg.paths.prepared),
+                            "git.commit": git_commit(), "vocab_size": len(dm.vocab)})
+    ckpt_dir = Path(cfg.paths.models) / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.monitor, mode="min",
+                                 save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
+    early = EarlyStopping(monitor=cfg.monitor, mode="min", patience=cfg.train.patience)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, early],
+                                     log_every_n_steps=cfg.train.log_every_n_steps,
+                                     default_root_dir=cfg.paths.models)
+    trainer.fit(module, datamodule=dm)
+
+    result = {
+        "run_id": logger.run_id,
+        "best_checkpoint": str(checkpoint.best_model_path),
+        "best_val_loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+    }
+    if trainer.is_global_zero:
+        reports = Path(cfg.paths.reports)
+        write_text(reports / "history.csv", history_csv(module.history))
+        write_json(reports / "train.json", result)
+    return result
