@@ -50,7 +50,13 @@ def _compose(overrides: list[str], check: bool) -> None:
     from seqpipe.config import PARAMS_FILE, check_params_fresh, write_params
 
     if check:
+        import yaml
+
+        from seqpipe.atomic import write_text
+
         check_params_fresh()
+        reports = yaml.safe_load(open(PARAMS_FILE, encoding="utf-8"))["paths"]["reports"]
+        write_text(f"{reports}/params_ok.txt", f"{PARAMS_FILE} matches conf/\n")  # constant: see dvc.yaml
         print(f"{PARAMS_FILE} is up to date with conf/", file=sys.stderr)
         return
     changed = write_params(overrides)

@@ -49,12 +49,16 @@ class RecurrentLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, ids: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-                 generator: torch.Generator | None = None, stop_id: int | None = None) -> Tensor:
-        """Sample `max_new_tokens` after the prompt `ids` (B, T0); returns only the new ids (B, N)."""
+                 generator: torch.Generator | None = None, stop_id: int | None = None,
+                 suppress: tuple[int, ...] = ()) -> Tensor:
+        """Sample `max_new_tokens` after the prompt `ids` (B, T0); returns only the new ids (B, N).
+        Ids in `suppress` are never sampled; sampling stops early once every row has produced `stop_id`."""
         logits, state = self(ids)  # the prompt in one pass, then one token at a time
         logits = logits[:, -1]     # (B, V)
         new = []
         for _ in range(max_new_tokens):
+            if suppress:
+                logits = logits.index_fill(-1, torch.tensor(suppress, device=logits.device), float("-inf"))
             if temperature <= 0:  # greedy
                 nxt = logits.argmax(-1, keepdim=True)
             else:

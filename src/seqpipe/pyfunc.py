@@ -42,7 +42,8 @@ class LanguageModel(mlflow.pyfunc.PythonModel):
         self.vocab = Vocab.load(context.artifacts["vocab"])
         self.tokenizer = load_tokenizer(self.vocab.tokenizer)
 
-    def predict(self, context: object, model_input: object, params: dict | None = None) -> list[str]:
+    # No type hints on predict: MLflow would read them as an input schema; the signature is logged instead.
+    def predict(self, context, model_input, params=None):  # noqa: ANN001
         from seqpipe.sampling import complete
 
         p = {**PARAMS, **(params or {})}

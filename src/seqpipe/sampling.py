@@ -8,7 +8,7 @@ import torch
 
 from seqpipe.nets import RecurrentLM
 from seqpipe.tokenize import CharTokenizer
-from seqpipe.vocab import BOS_ID, EOS_ID, Vocab
+from seqpipe.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab
 
 
 def complete(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 200,
@@ -28,7 +28,8 @@ def complete(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: s
     net.eval()
     try:
         new = net.generate(torch.tensor([ids], device=device), max_new_tokens, temperature, top_k,
-                           generator, stop_id=EOS_ID)
+                           generator, stop_id=EOS_ID,
+                           suppress=(PAD_ID, UNK_ID, BOS_ID))
     finally:
         net.train(was_training)
     out = new[0].tolist()

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 
 import lightning.pytorch as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig
 
@@ -49,7 +50,10 @@ def run(cfg: DictConfig) -> dict:
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.monitor, mode="min",
                                  save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
     early = EarlyStopping(monitor=cfg.monitor, mode="min", patience=cfg.train.patience)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, early],
+    # tqdm rather than rich: rich draws nothing until the end when the output is a log, not a terminal.
+    bar = TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50)
+    callbacks = [checkpoint, early, *([bar] if cfg.trainer.enable_progress_bar else [])]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                                      log_every_n_steps=cfg.train.log_every_n_steps,
                                      default_root_dir=cfg.paths.models)
     trainer.fit(module, datamodule=dm)

@@ -1,0 +1,152 @@
+"""prepare -> train -> evaluate -> register on a tiny corpus, then load, generate, serve; all real, in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from conftest import ROOT, tiny_overrides, write_corpus
+
+from seqpipe import cli, evaluate, fetch, prepare, register, train
+from seqpipe.config import compose
+from seqpipe.errors import SeqpipeError
+from seqpipe.predict import generate
+
+pytestmark = pytest.mark.slow
+NAME = "seqpipe-text_file"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    write_corpus(root / "corpus")
+    old = os.getcwd()
+    os.chdir(root)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        cfg = compose(tiny_overrides(root), config_dir=ROOT / "conf")
+        fetch.run(cfg)
+        prepare.run(cfg)
+        trained = train.run(cfg)
+        metrics = evaluate.run(cfg)
+        registered = register.run(cfg)
+        yield {"root": root, "cfg": cfg, "train": trained, "metrics": metrics, "registered": registered}
+    finally:
+        os.chdir(old)
+
+
+def test_training_learns_and_is_tracked(pipeline):
+    cfg, trained, metrics = pipeline["cfg"], pipeline["train"], pipeline["metrics"]
+    history = (Path(cfg.paths.reports) / "history.csv").read_text().splitlines()
+    first, last = (float(r.split(",")[3]) for r in (history[1], history[-1]))  # val/loss per epoch
+    assert last < first < 3.3  # falls, and below a uniform guess over the ~40-symbol vocabulary
+    assert metrics["test_loss"] < 3.0 and metrics["test_bpc"] == pytest.approx(metrics["test_loss"] / 0.693147, 1e-4)
+    run = mlflow.MlflowClient(cfg.mlflow.tracking_uri).get_run(trained["run_id"])
+    assert run.data.params["model.cell"] == "lstm" and len(run.data.params["data.digest"]) == 64
+    assert "git.commit" in run.data.params
+    for key in ("train/loss", "val/loss", "val/bpc", "val/ppl", "train/tokens_per_sec", "test/loss", "train/lr"):
+        assert key in run.data.metrics, key
+    assert (Path(cfg.paths.reports) / "learning_curve.png").stat().st_size > 1000
+    assert (Path(cfg.paths.reports) / "sample.txt").read_text().startswith(cfg.evaluate.prompt)
+
+
+def test_registered_champion_loads_and_generates(pipeline):
+    mlflow.set_tracking_uri(pipeline["cfg"].mlflow.tracking_uri)
+    assert pipeline["registered"]["promoted"] and pipeline["registered"]["version"] == 1
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    out = model.predict(pd.DataFrame({"prompt": ["ROMEO:", "JULIET:"]}),
+                        params={"max_new_tokens": 30, "seed": 1, "temperature": 1.0})
+    assert out[0].startswith("ROMEO:") and out[1].startswith("JULIET:")
+    assert all(len(o) - len(p) == 30 for o, p in zip(out, ["ROMEO:", "JULIET:"]))  # no <eos> in a tiny run
+    again = model.predict(pd.DataFrame({"prompt": ["ROMEO:"]}), params={"max_new_tokens": 30, "seed": 1,
+                                                                       "temperature": 1.0})
+    assert again[0] == out[0]  # a seed makes sampling repeatable
+
+
+def test_unknown_prompt_characters_warn_not_crash(pipeline):
+    mlflow.set_tracking_uri(pipeline["cfg"].mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    with pytest.warns(UserWarning, match="not in the vocabulary"):
+        out = model.predict(pd.DataFrame({"prompt": ["ROMEO: ☃"]}), params={"max_new_tokens": 5})
+    assert out[0].startswith("ROMEO: ☃")
+
+
+def test_worse_model_never_takes_champion(pipeline):
+    cfg = pipeline["cfg"]
+    metrics_file = Path(cfg.paths.reports) / "metrics.json"
+    saved = metrics_file.read_text()
+    worse = {**json.loads(saved), "test_loss": pipeline["metrics"]["test_loss"] + 1.0}
+    metrics_file.write_text(json.dumps(worse))
+    try:
+        result = register.run(cfg)
+    finally:
+        metrics_file.write_text(saved)
+    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+    assert result["version"] == 2 and not result["promoted"]
+    assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
+    assert int(client.get_model_version_by_alias(NAME, "challenger").version) == 2
+
+
+def test_generate_command_and_missing_model_messages(pipeline, capsys):
+    uri = pipeline["cfg"].mlflow.tracking_uri
+    assert cli.main(["generate", "--model", f"models:/{NAME}@champion", "--prompt", "KING:",
+                     "--max-new-tokens", "20", "--seed", "3", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.startswith("KING:")
+    assert cli.main(["generate", "--model", f"models:/{NAME}@gold", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert "has no alias @gold" in err and "@champion -> v1" in err and "versions: 1" in err
+    with pytest.raises(SeqpipeError, match=f"no registered model named 'nope'.*{NAME}"):
+        generate("models:/nope@champion", ["x"], uri)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_mlflow_models_serve_answers_invocations(pipeline):
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": pipeline["cfg"].mlflow.tracking_uri}
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    proc = subprocess.Popen([mlflow_bin, "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager",
+                             "local", "--host", "127.0.0.1", "--port", str(port)], cwd=pipeline["root"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        body = {"dataframe_records": [{"prompt": "ROMEO:"}], "params": {"max_new_tokens": 25, "seed": 7}}
+        status, answer = _post(f"{url}/invocations", json.dumps(body).encode())
+        assert status == 200, answer
+        (text,) = answer["predictions"]
+        assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 25
+        status, answer = _post(f"{url}/invocations", b"{not json")
+        assert 400 <= status < 500
+        assert _post(f"{url}/invocations", json.dumps(body).encode())[0] == 200  # still serving
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
