@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,12 @@ def history_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _portable(path: str) -> str:
+    """Relative to the working directory when inside it, so reports/train.json means the same in any clone."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def run(cfg: DictConfig) -> dict:
     """Fit a model; return the MLflow run id, the best checkpoint and its validation loss."""
     validate(cfg)
@@ -60,7 +67,7 @@ def run(cfg: DictConfig) -> dict:
 
     result = {
         "run_id": logger.run_id,
-        "best_checkpoint": str(checkpoint.best_model_path),
+        "best_checkpoint": _portable(checkpoint.best_model_path),
         "best_val_loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
