@@ -6,7 +6,7 @@ from conftest import ROOT
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from seqpipe.config import check_params_fresh, compose, validate, write_params
+from seqpipe.config import check_override_keys, check_params_fresh, compose, validate, write_params
 from seqpipe.errors import SeqpipeError
 
 CONF = ROOT / "conf"
@@ -49,6 +49,15 @@ def test_unknown_key_and_unknown_recipe_are_refused():
         compose(["model.hiden_size=3"], config_dir=CONF)
     with pytest.raises(ConfigCompositionException, match="shakespeare"):  # lists the recipes there are
         compose(["recipe=nope"], config_dir=CONF)
+
+
+def test_unknown_override_key_lists_the_keys_there_are():
+    with pytest.raises(SeqpipeError, match=r"unknown config key 'model.hiden_size'; the keys under 'model' are: "
+                                           r"cell, nonlinearity, embedding_dim, hidden_size"):
+        check_override_keys(["model.hiden_size=3"], CONF)
+    with pytest.raises(SeqpipeError, match="'modle' is not a section"):
+        check_override_keys(["modle.cell=gru"], CONF)
+    check_override_keys(["recipe=text_file", "recipe.fetch.paths=[x]", "model.cell=rnn,gru", "+extra=1"], CONF)
 
 
 def test_stale_params_are_refused_and_deliberate_variants_accepted(tmp_path):

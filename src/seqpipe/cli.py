@@ -33,6 +33,9 @@ def _train(overrides: list[str]) -> None:
         print(f"train: best {cfg.monitor} {result['best_val_loss']:.4f}, checkpoint {result['best_checkpoint']}, "
               f"MLflow run {result['run_id']}")
 
+    from seqpipe.config import check_override_keys
+
+    check_override_keys(overrides)
     sys.argv = ["seqpipe train", *overrides]
     hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(main)()
 
@@ -47,7 +50,7 @@ def _stage(name: str) -> None:
 
 
 def _compose(overrides: list[str], check: bool) -> None:
-    from seqpipe.config import PARAMS_FILE, check_params_fresh, write_params
+    from seqpipe.config import PARAMS_FILE, check_override_keys, check_params_fresh, write_params
 
     if check:
         import yaml
@@ -59,6 +62,7 @@ def _compose(overrides: list[str], check: bool) -> None:
         write_text(f"{reports}/params_ok.txt", f"{PARAMS_FILE} matches conf/\n")  # constant: see dvc.yaml
         print(f"{PARAMS_FILE} is up to date with conf/", file=sys.stderr)
         return
+    check_override_keys(overrides)
     changed = write_params(overrides)
     print(f"{PARAMS_FILE} {'written' if changed else 'already up to date'}", file=sys.stderr)
 

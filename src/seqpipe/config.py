@@ -39,6 +39,25 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path 
     return cfg
 
 
+def check_override_keys(overrides: list[str] | tuple[str, ...], config_dir: str | Path | None = None) -> None:
+    """Refuse `key=value` overrides of keys the config does not have, listing the keys that are there."""
+    plain = [o for o in overrides if "=" in o and not o.startswith(("+", "~", "-", "hydra."))]
+    groups = [o for o in plain if "." not in o.split("=", 1)[0]]
+    cfg = None
+    for override in plain:
+        key = override.split("=", 1)[0]
+        if "." not in key:
+            continue
+        if cfg is None:
+            cfg = compose([g for g in groups if "," not in g], config_dir)  # the groups chosen, not a sweep
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent)
+        if not isinstance(node, DictConfig):
+            raise SeqpipeError(f"unknown config key {key!r}: {parent!r} is not a section of the config")
+        if leaf not in node:
+            raise SeqpipeError(f"unknown config key {key!r}; the keys under {parent!r} are: {', '.join(node)}")
+
+
 def write_params(overrides: list[str] | tuple[str, ...] = (), path: str | Path = PARAMS_FILE,
                  config_dir: str | Path | None = None) -> bool:
     """Compose conf/ into params.yaml; touch the file only when its content changes. True if it changed."""
