@@ -13,7 +13,7 @@ def test_chunks_continue_each_stream():
     assert streams.shape == (4, 250)
     assert torch.equal(streams[1], torch.arange(250, 500))
     ds = ChunkDataset(streams, bptt=32)
-    xs, ys = zip(*(ds[i] for i in range(len(ds))))
+    xs, ys = zip(*((ds[i]["x"], ds[i]["y"]) for i in range(len(ds))))
     assert torch.equal(torch.cat(xs, 1), streams[:, :-1])
     assert torch.equal(torch.cat(ys, 1), streams[:, 1:])  # y is x shifted by one
 

@@ -21,6 +21,7 @@ from seqpipe import cli, evaluate, fetch, prepare, register, train
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
 from seqpipe.predict import generate
+from seqpipe.tracking import use_tracking_uri
 
 pytestmark = pytest.mark.slow
 NAME = "seqpipe-text_file"
@@ -56,12 +57,12 @@ def test_training_learns_and_is_tracked(pipeline):
     assert "git.commit" in run.data.params
     for key in ("train/loss", "val/loss", "val/bpc", "val/ppl", "train/tokens_per_sec", "test/loss", "train/lr"):
         assert key in run.data.metrics, key
-    assert (Path(cfg.paths.reports) / "learning_curve.png").stat().st_size > 1000
-    assert (Path(cfg.paths.reports) / "sample.txt").read_text().startswith(cfg.evaluate.prompt)
+    assert (Path(cfg.paths.reports) / "evaluate" / "learning_curve.png").stat().st_size > 1000
+    assert (Path(cfg.paths.reports) / "evaluate" / "sample.txt").read_text().startswith(cfg.evaluate.prompt)
 
 
 def test_registered_champion_loads_and_generates(pipeline):
-    mlflow.set_tracking_uri(pipeline["cfg"].mlflow.tracking_uri)
+    use_tracking_uri(pipeline["cfg"].mlflow.tracking_uri)
     assert pipeline["registered"]["promoted"] and pipeline["registered"]["version"] == 1
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     out = model.predict(pd.DataFrame({"prompt": ["ROMEO:", "JULIET:"]}),
@@ -74,7 +75,7 @@ def test_registered_champion_loads_and_generates(pipeline):
 
 
 def test_unknown_prompt_characters_warn_not_crash(pipeline):
-    mlflow.set_tracking_uri(pipeline["cfg"].mlflow.tracking_uri)
+    use_tracking_uri(pipeline["cfg"].mlflow.tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     with pytest.warns(UserWarning, match="not in the vocabulary"):
         out = model.predict(pd.DataFrame({"prompt": ["ROMEO: ☃"]}), params={"max_new_tokens": 5})

@@ -17,7 +17,7 @@ def test_chunks_with_carried_state_equal_one_pass(cell, nonlinearity):
     full, _ = net(inp)
     state, parts = None, []
     for start in range(0, 40, 7):  # uneven chunks, last one shorter
-        logits, state = net(inp[:, start:start + 7], state)
+        logits, state = net(inp[:, start:start + 7], state=state)
         state = detach_state(state)
         parts.append(logits)
     chunked = torch.cat(parts, dim=1)
@@ -56,7 +56,7 @@ def test_loss_falls_when_overfitting_a_batch(cell, nonlinearity, num_layers):
 
 def test_tied_weights_share_one_matrix():
     net = RecurrentLM(30, "gru", 24, 24, tie_weights=True)
-    assert net.head.weight is net.embedding.weight
+    assert net.head.weight is net.encoder.embedding.weight
     with pytest.raises(ValueError, match="embedding_dim == hidden_size"):
         RecurrentLM(30, "gru", 16, 24, tie_weights=True)
 

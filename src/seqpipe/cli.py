@@ -77,6 +77,27 @@ def _generate(args: argparse.Namespace) -> None:
         print(text)
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from seqpipe.errors import SeqpipeError
+    from seqpipe.predict import load_model, predict_file
+    from seqpipe.tracking import tracking_uri
+
+    if (args.text is None) == (args.input is None):
+        raise SeqpipeError("give either --text TEXT or --input FILE (with --output FILE)")
+    model = load_model(args.model, args.tracking_uri or tracking_uri(), ("classify", "tag"))
+    if args.text is not None:
+        import pandas as pd
+
+        row = model.predict(pd.DataFrame({"text": [args.text]})).iloc[0]
+        print("\t".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        return
+    output = Path(args.output or Path(args.input).with_suffix(".predictions.csv"))
+    n = predict_file(model, Path(args.input), output, args.column, args.batch_size)
+    print(f"predict: {n} rows -> {output}", file=sys.stderr)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqpipe", description="Raw sequences to a trained, tracked, registered, "
                                 "servable RNN/GRU/LSTM. The pipeline itself runs with `dvc repro`.")
@@ -99,6 +120,15 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=-1, help="fix the sampling seed; -1 = random")
     g.add_argument("--tracking-uri", default=None,
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    pr = sub.add_parser("predict", help="label texts (classifier) or tag sequences (tagger) with a registered model")
+    pr.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or a model path")
+    pr.add_argument("--text", help="one text to label")
+    pr.add_argument("--input", help="a CSV/TSV/JSONL file with a text column")
+    pr.add_argument("--output", help="where to write the input plus predictions (default: INPUT.predictions.csv)")
+    pr.add_argument("--column", default="text", help="the text column of --input (default: %(default)s)")
+    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--tracking-uri", default=None,
+                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     return p
 
 
@@ -115,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             _stage(args.name)
         elif args.command == "generate":
             _generate(args)
+        elif args.command == "predict":
+            _predict(args)
     except SeqpipeError as e:
         print(f"seqpipe: error: {e}", file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ from seqpipe.errors import SeqpipeError
 CELLS = ("rnn", "gru", "lstm")
 NONLINEARITIES = ("tanh", "relu")
 SCHEDULES = ("cosine", "constant")
+TASKS = ("lm", "classify", "tag")
+POOLINGS = ("last", "mean", "max")
 PARAMS_FILE = "params.yaml"
 
 
@@ -133,6 +135,9 @@ def _fraction(key: str, value: object, low: float, high: float) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on, with messages that name the key and the allowed values."""
     m = cfg.model
+    _choice("task", cfg.task, TASKS)
+    _choice("model.pooling", m.pooling, POOLINGS)
+    _choice("prepare.empty", cfg.prepare.empty, ("drop", "error"))
     _choice("model.cell", m.cell, CELLS)
     _choice("model.nonlinearity", m.nonlinearity, NONLINEARITIES)
     _choice("optim.schedule", cfg.optim.schedule, SCHEDULES)
@@ -143,6 +148,14 @@ def validate(cfg: DictConfig) -> None:
     _fraction("prepare.test_fraction", cfg.prepare.test_fraction, 0.0, 0.5)
     if not isinstance(cfg.optim.lr, int | float) or cfg.optim.lr <= 0:
         raise SeqpipeError(f"optim.lr={cfg.optim.lr!r} must be a positive number")
+    if cfg.task == "lm" and m.bidirectional:
+        raise SeqpipeError("model.bidirectional=true needs a labelled task: a language model (task=lm) reads left to "
+                           "right; set model.bidirectional=false")
+    if cfg.task != "lm" and cfg.train.carry_state:
+        raise SeqpipeError(f"train.carry_state=true carries hidden state across chunks of one stream (task=lm); "
+                           f"task={cfg.task} has independent sequences: set train.carry_state=false")
+    if cfg.prepare.max_len is not None:
+        _positive(cfg, "prepare.max_len")
     if m.tie_weights and m.embedding_dim != m.hidden_size:
         raise SeqpipeError(
             f"model.tie_weights=true needs model.embedding_dim == model.hidden_size "

@@ -31,10 +31,10 @@ class ChunkDataset(Dataset):
     def __len__(self) -> int:
         return math.ceil((self.streams.size(1) - 1) / self.bptt)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
         start = i * self.bptt
         end = min(start + self.bptt, self.streams.size(1) - 1)
-        return self.streams[:, start:end], self.streams[:, start + 1:end + 1]  # (B, T), (B, T)
+        return {"x": self.streams[:, start:end], "y": self.streams[:, start + 1:end + 1]}  # (B, T), (B, T)
 
 
 class StreamDataModule(L.LightningDataModule):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -13,11 +14,14 @@ import mlflow
 from omegaconf import DictConfig
 
 from seqpipe.atomic import atomic_path, write_json, write_text
+from seqpipe.data import StreamDataModule
 from seqpipe.errors import SeqpipeError
+from seqpipe.evaluate_labels import evaluate_labels
+from seqpipe.examples import ExampleDataModule
 from seqpipe.module import SeqModule
 from seqpipe.sampling import complete
 from seqpipe.tokenize import load_tokenizer
-from seqpipe.tracking import tracking_uri
+from seqpipe.tracking import tracking_uri, use_tracking_uri
 from seqpipe.train import build_datamodule
 
 
@@ -52,32 +56,62 @@ def plot_learning_curve(history_csv: Path, out_png: Path) -> None:
     plt.close(fig)
 
 
-def run(cfg: DictConfig) -> dict:
-    info = read_train_result(cfg)
-    module = SeqModule.load_from_checkpoint(info["best_checkpoint"], map_location="cpu", weights_only=True)
-    dm = build_datamodule(cfg)
+def evaluate_lm(cfg: DictConfig, module: SeqModule, dm: StreamDataModule, out_dir: Path) -> dict:
+    """Test loss in nats, bits and perplexity per token (per character at character level), and a sample."""
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=cfg.trainer.enable_progress_bar)
     (scores,) = trainer.test(module, datamodule=dm, verbose=False)
     loss = float(scores["test/loss"])
-    metrics = {"test_loss": loss, "test_bpc": loss / math.log(2), "test_ppl": math.exp(loss),
-               "best_val_loss": info["best_val_loss"], "epochs": info["epochs"], "steps": info["steps"]}
-
-    e = cfg.evaluate
-    vocab = dm.vocab
+    e, vocab = cfg.evaluate, dm.vocab
     sample = complete(module.net.cpu(), vocab, load_tokenizer(vocab.tokenizer), e.prompt, e.sample_tokens,
                       e.temperature, e.top_k, seed=cfg.seed)
-    reports = Path(cfg.paths.reports)
-    write_json(reports / "metrics.json", metrics)
-    write_text(reports / "sample.txt", sample + "\n")
-    plot_learning_curve(reports / "history.csv", reports / "learning_curve.png")
+    write_text(out_dir / "sample.txt", sample + "\n")
+    print(f"--- sample ---\n{sample}\n---")
+    return {"test_loss": loss, "test_bpc": loss / math.log(2), "test_ppl": math.exp(min(loss, 50))}
 
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+
+SYMBOLS = {"+": "plus", "-": "minus", ".": "dot"}  # one-character labels MLflow would refuse or garble in a key
+
+
+def metric_key(part: str) -> str:
+    """A label as MLflow metric-name text (letters, digits, _ - . / and spaces only)."""
+    part = SYMBOLS.get(part, part)
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", part)
+
+
+def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """Nested numeric metrics as MLflow keys: {"test_f1_per_class": {"pos": ..}} -> test/f1_per_class/pos."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        key = prefix + (k.replace("test_", "test/", 1) if not prefix else metric_key(str(k)))
+        if isinstance(v, dict):
+            out |= flat_metrics(v, f"{key}/")
+        elif isinstance(v, int | float) and math.isfinite(v):
+            out[key] = float(v)
+    return out
+
+
+def run(cfg: DictConfig) -> dict:
+    info = read_train_result(cfg)
+    module = SeqModule.load_from_checkpoint(info["best_checkpoint"], map_location="cpu", weights_only=True)
+    dm = build_datamodule(cfg)
+    reports = Path(cfg.paths.reports)
+    with atomic_path(reports / "evaluate", is_dir=True) as out_dir:
+        if isinstance(dm, ExampleDataModule):
+            metrics = evaluate_labels(module, dm, out_dir)
+        else:
+            metrics = evaluate_lm(cfg, module, dm, out_dir)
+        plot_learning_curve(reports / "history.csv", out_dir / "learning_curve.png")
+    metrics |= {"best_val_loss": info["best_val_loss"], "epochs": info["epochs"], "steps": info["steps"]}
+    write_json(reports / "metrics.json", metrics)
+
+    use_tracking_uri(tracking_uri(cfg))
     client = mlflow.MlflowClient()
-    for key in ("test_loss", "test_bpc", "test_ppl"):
-        client.log_metric(info["run_id"], key.replace("_", "/", 1), metrics[key])
-    for name in ("sample.txt", "learning_curve.png", "history.csv", "metrics.json"):
+    for key, value in flat_metrics({k: v for k, v in metrics.items() if k.startswith("test_")}).items():
+        client.log_metric(info["run_id"], key, value)
+    client.log_artifacts(info["run_id"], str(reports / "evaluate"), artifact_path="evaluate")
+    for name in ("history.csv", "metrics.json"):
         client.log_artifact(info["run_id"], str(reports / name), artifact_path="evaluate")
-    print(f"evaluate: test loss {loss:.4f} nats/token, {metrics['test_bpc']:.4f} bits/token, "
-          f"perplexity {metrics['test_ppl']:.2f}\n--- sample ---\n{sample}\n---")
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    print(f"evaluate: {shown}")
     return metrics

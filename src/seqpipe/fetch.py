@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -17,7 +18,12 @@ DOCUMENTS = "documents.jsonl"
 
 
 def run(cfg: DictConfig) -> dict:
-    docs: list[Document] = instantiate(cfg.recipe.fetch)
+    try:
+        docs: list[Document] = instantiate(cfg.recipe.fetch)
+    except InstantiationException as e:  # Hydra wraps the recipe's own error: show that one
+        if isinstance(e.__cause__, SeqpipeError):
+            raise e.__cause__ from None
+        raise
     if not docs:
         raise SeqpipeError(f"recipe {cfg.recipe.name!r} produced no documents; check recipe.fetch in conf/")
     with atomic_path(Path(cfg.paths.raw), is_dir=True) as out:

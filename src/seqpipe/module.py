@@ -9,65 +9,84 @@ import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from seqpipe.nets import State, build_net, detach_state
-from seqpipe.vocab import PAD_ID
 
 STAGES = ("train", "val", "test")
+IGNORE = -100  # target value of padded steps: never counted in the loss or the metrics
+Batch = dict[str, Tensor]
 
 
 class SeqModule(L.LightningModule):
     """Wraps a plain network. Only plain values go into hyperparameters, so checkpoints load with
     `weights_only=True`."""
 
-    def __init__(self, vocab_size: int, net: dict, optim: dict, carry_state: bool = True):
+    def __init__(self, vocab_size: int, net: dict, optim: dict, carry_state: bool = True, task: str = "lm",
+                 num_classes: int = 0):
         super().__init__()
         self.save_hyperparameters()
-        self.net = build_net(vocab_size, **net)
-        self.optim, self.carry_state = optim, carry_state
+        self.net = build_net(task, vocab_size, num_classes, **net)
+        self.optim, self.carry_state, self.num_classes = optim, carry_state, num_classes
         self.losses = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})  # token-weighted mean loss
+        # Labelled tasks: accuracy and macro-F1 over every counted target (a sequence, or a step when tagging).
+        self.scores = torch.nn.ModuleDict({f"{s}_scores": MetricCollection({
+            "acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE),
+            "f1": MulticlassF1Score(num_classes, average="macro", ignore_index=IGNORE),
+        }) for s in STAGES} if num_classes else {})
         self._state: dict[str, State] = {}
         self.history: list[dict] = []  # one row per epoch, for the learning curve
         self._tokens, self._t0 = 0, 0.0
 
-    def forward(self, x: Tensor, state: State = None) -> tuple[Tensor, State]:
-        return self.net(x, state)
+    def forward(self, x: Tensor, lengths: Tensor | None = None, state: State = None) -> tuple[Tensor, State]:
+        return self.net(x, lengths, state)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        x, y = batch  # (B, T), (B, T)
+    def _step(self, batch: Batch, stage: str) -> Tensor:
+        x, y = batch["x"], batch["y"]  # (B, T); (B, T) next tokens or tags, or (B,) labels
         # Stateful truncated BPTT: start from the state the previous chunk of the same streams ended in.
         state = self._state.get(stage) if self.carry_state else None
-        logits, state = self.net(x, state)  # (B, T, V)
+        logits, state = self.net(x, batch.get("lengths"), state)  # (B, T, V) or (B, C)
         if self.carry_state:
             self._state[stage] = detach_state(state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=PAD_ID)
-        n = int((y != PAD_ID).sum())
+        logits, y = logits.reshape(-1, logits.size(-1)), y.reshape(-1)
+        loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
+        n = int((y != IGNORE).sum())
         self.losses[f"{stage}_loss"].update(loss.detach(), weight=n)
+        if self.num_classes:
+            self.scores[f"{stage}_scores"].update(logits.detach(), y)
         if stage == "train":
-            self._tokens += n
+            self._tokens += int(batch["lengths"].sum()) if "lengths" in batch else x.numel()  # useful tokens
         return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
         self.log("train/loss_step", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
     def _epoch_start(self, stage: str) -> None:
         self._state.pop(stage, None)  # every epoch starts the streams from their beginning
         self.losses[f"{stage}_loss"].reset()
+        if self.num_classes:
+            self.scores[f"{stage}_scores"].reset()
 
     def _epoch_end(self, stage: str) -> dict[str, float]:
         loss = float(self.losses[f"{stage}_loss"].compute())
-        metrics = {f"{stage}/loss": loss, f"{stage}/bpc": loss / math.log(2), f"{stage}/ppl": math.exp(min(loss, 50))}
-        self.log_dict(metrics, prog_bar=stage == "val", sync_dist=False)  # MeanMetric already syncs
+        metrics = {f"{stage}/loss": loss}
+        if self.num_classes:
+            scores = self.scores[f"{stage}_scores"]
+            metrics |= {f"{stage}/{k}": float(v) for k, v in scores.compute().items()}
+            scores.reset()
+        else:  # language models: bits per token (per char at character level) and perplexity
+            metrics |= {f"{stage}/bpc": loss / math.log(2), f"{stage}/ppl": math.exp(min(loss, 50))}
+        self.log_dict(metrics, prog_bar=stage == "val", sync_dist=False)  # torchmetrics already sync
         self.losses[f"{stage}_loss"].reset()
         return metrics
 

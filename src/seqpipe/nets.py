@@ -1,14 +1,22 @@
-"""Plain torch networks. One contract for every task: `forward(x, state=None) -> (logits, state)`."""
+"""Plain torch networks. One contract for every task: `forward(x, lengths=None, state=None) -> (logits, state)`.
+
+An `Encoder` (embedding -> RNN/GRU/LSTM stack, optionally bidirectional) feeds one of three heads:
+`RecurrentLM` (next-token logits per step), `SequenceClassifier` (one label per sequence) and `SequenceTagger`
+(one label per step). Padding never changes the outputs at valid positions: unidirectional layers are causal,
+and the backward direction reads each sequence reversed within its own length.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqpipe.vocab import PAD_ID
 
 State = Tensor | tuple[Tensor, Tensor] | None
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+POOLINGS = ("last", "mean", "max")
 
 
 def detach_state(state: State) -> State:
@@ -20,32 +28,90 @@ def detach_state(state: State) -> State:
     return state.detach()
 
 
-class RecurrentLM(nn.Module):
-    """Embedding -> stacked RNN/GRU/LSTM -> linear layer over the vocabulary (next-token logits)."""
+def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each row of (B, T, ...) within its first lengths[b] steps; padding stays at the end."""
+    T = x.size(1)
+    steps = torch.arange(T, device=x.device).unsqueeze(0)            # (1, T)
+    idx = (lengths.unsqueeze(1) - 1 - steps)                          # (B, T)
+    idx = torch.where(idx >= 0, idx, steps.expand_as(idx))            # padding maps to itself
+    idx = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, idx)
+
+
+def run_rnn(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None, state: State, packed: bool) -> tuple[Tensor, State]:
+    """One RNN call; with `packed` the padded steps are skipped (pack_padded_sequence)."""
+    if not packed or lengths is None:
+        return rnn(x, state)
+    seq = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, state = rnn(seq, state)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+    return out, state
+
+
+class Encoder(nn.Module):
+    """Embedding -> stacked RNN/GRU/LSTM. Output (B, T, D * H) with D = 2 when bidirectional."""
 
     def __init__(self, vocab_size: int, cell: str = "lstm", embedding_dim: int = 64, hidden_size: int = 256,
-                 num_layers: int = 1, dropout: float = 0.0, nonlinearity: str = "tanh",
-                 tie_weights: bool = False):
+                 num_layers: int = 1, dropout: float = 0.0, nonlinearity: str = "tanh", bidirectional: bool = False,
+                 packed: bool = False):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"model.cell={cell!r} is not one of {', '.join(CELLS)}")
+        rnn_cls = CELLS[cell]
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD_ID)
-        self.rnn = CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
-                               dropout=dropout if num_layers > 1 else 0.0, **extra)
         self.drop = nn.Dropout(dropout)
+        self.bidirectional, self.packed = bidirectional, packed
+        self.output_size = hidden_size * (2 if bidirectional else 1)
+        if not bidirectional:  # one fused multi-layer call: the fastest kernel, and a state to carry (TBPTT)
+            self.rnn = rnn_cls(embedding_dim, hidden_size, num_layers, batch_first=True,
+                               dropout=dropout if num_layers > 1 else 0.0, **extra)
+        else:  # layer by layer, so the backward direction can read each sequence reversed within its length
+            sizes = [embedding_dim] + [2 * hidden_size] * (num_layers - 1)
+            self.fwd = nn.ModuleList(rnn_cls(n, hidden_size, 1, batch_first=True, **extra) for n in sizes)
+            self.bwd = nn.ModuleList(rnn_cls(n, hidden_size, 1, batch_first=True, **extra) for n in sizes)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, state: State = None) -> tuple[Tensor, State]:
+        h = self.drop(self.embedding(x))  # (B, T, E)
+        if not self.bidirectional:
+            out, state = run_rnn(self.rnn, h, lengths, state, self.packed)
+            return self.drop(out), state  # (B, T, H)
+        if lengths is None:
+            lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
+        for i, (fwd, bwd) in enumerate(zip(self.fwd, self.bwd)):
+            if i:
+                h = self.drop(h)
+            out_f, _ = run_rnn(fwd, h, lengths, None, self.packed)                     # (B, T, H)
+            out_b, _ = run_rnn(bwd, reverse_padded(h, lengths), lengths, None, self.packed)
+            h = torch.cat([out_f, reverse_padded(out_b, lengths)], dim=-1)            # (B, T, 2H)
+        return self.drop(h), None
+
+
+def _mask(lengths: Tensor, T: int) -> Tensor:
+    return torch.arange(T, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+
+
+class RecurrentLM(nn.Module):
+    """Encoder -> linear layer over the vocabulary (next-token logits at every step)."""
+
+    def __init__(self, vocab_size: int, cell: str = "lstm", embedding_dim: int = 64, hidden_size: int = 256,
+                 num_layers: int = 1, dropout: float = 0.0, nonlinearity: str = "tanh", tie_weights: bool = False,
+                 **encoder: object):
+        super().__init__()
+        if encoder.get("bidirectional"):
+            raise ValueError("a language model reads left to right: set model.bidirectional=false")
+        self.encoder = Encoder(vocab_size, cell, embedding_dim, hidden_size, num_layers, dropout, nonlinearity,
+                               **encoder)  # type: ignore[arg-type]
         self.head = nn.Linear(hidden_size, vocab_size)
         if tie_weights:
             if embedding_dim != hidden_size:
                 raise ValueError("tie_weights needs embedding_dim == hidden_size")
             # Input and output embeddings share one matrix (Press & Wolf 2017): fewer parameters, often lower loss.
-            self.head.weight = self.embedding.weight
+            self.head.weight = self.encoder.embedding.weight
 
-    def forward(self, x: Tensor, state: State = None) -> tuple[Tensor, State]:
-        emb = self.drop(self.embedding(x))  # (B, T, E)
-        out, state = self.rnn(emb, state)   # (B, T, H)
-        logits = self.head(self.drop(out))  # (B, T, V)
-        return logits, state
+    def forward(self, x: Tensor, lengths: Tensor | None = None, state: State = None) -> tuple[Tensor, State]:
+        out, state = self.encoder(x, lengths, state)  # (B, T, H)
+        return self.head(out), state                  # (B, T, V)
 
     @torch.no_grad()
     def generate(self, ids: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
@@ -70,11 +136,64 @@ class RecurrentLM(nn.Module):
             new.append(nxt)
             if stop_id is not None and bool((nxt == stop_id).all()):
                 break
-            logits, state = self(nxt, state)
+            logits, state = self(nxt, state=state)
             logits = logits[:, -1]
         return torch.cat(new, dim=1) if new else ids.new_empty((ids.size(0), 0))
 
 
-def build_net(vocab_size: int, **model: object) -> RecurrentLM:
-    """The network a `model` config section describes."""
-    return RecurrentLM(vocab_size, **model)  # type: ignore[arg-type]
+class SequenceClassifier(nn.Module):
+    """Encoder -> pooling over valid steps (last state per direction, mean or max) -> class logits (B, C)."""
+
+    def __init__(self, vocab_size: int, num_classes: int, pooling: str = "last", **encoder: object):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
+        encoder.pop("tie_weights", None)
+        self.encoder = Encoder(vocab_size, **encoder)  # type: ignore[arg-type]
+        self.pooling = pooling
+        self.head = nn.Linear(self.encoder.output_size, num_classes)
+
+    def pool(self, out: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T, D) -> (B, D) over the first lengths[b] steps of each row."""
+        if self.pooling == "last":
+            last = out[torch.arange(out.size(0), device=out.device), lengths - 1]  # (B, D): forward's last step
+            if not self.encoder.bidirectional:
+                return last
+            H = out.size(-1) // 2
+            return torch.cat([last[:, :H], out[:, 0, H:]], dim=-1)  # backward direction ends at step 0
+        mask = _mask(lengths, out.size(1)).unsqueeze(-1)  # (B, T, 1)
+        if self.pooling == "mean":
+            return (out * mask).sum(1) / lengths.unsqueeze(1).clamp(min=1)
+        return out.masked_fill(~mask, float("-inf")).max(1).values
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, state: State = None) -> tuple[Tensor, State]:
+        if lengths is None:
+            lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
+        out, _ = self.encoder(x, lengths)          # (B, T, D)
+        return self.head(self.pool(out, lengths)), None  # (B, C)
+
+
+class SequenceTagger(nn.Module):
+    """Encoder -> class logits at every step (B, T, C): many-to-many with Tx = Ty."""
+
+    def __init__(self, vocab_size: int, num_classes: int, **encoder: object):
+        super().__init__()
+        encoder.pop("tie_weights", None)
+        encoder.pop("pooling", None)
+        self.encoder = Encoder(vocab_size, **encoder)  # type: ignore[arg-type]
+        self.head = nn.Linear(self.encoder.output_size, num_classes)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, state: State = None) -> tuple[Tensor, State]:
+        out, _ = self.encoder(x, lengths)  # (B, T, D)
+        return self.head(out), None        # (B, T, C)
+
+
+NETS: dict[str, type[nn.Module]] = {"lm": RecurrentLM, "classify": SequenceClassifier, "tag": SequenceTagger}
+
+
+def build_net(task: str, vocab_size: int, num_classes: int = 0, **model: object) -> nn.Module:
+    """The network for `task` that a `model` config section describes."""
+    if task == "lm":
+        model.pop("pooling", None)
+        return RecurrentLM(vocab_size, **model)  # type: ignore[arg-type]
+    return NETS[task](vocab_size, num_classes, **model)  # type: ignore[call-arg]

@@ -40,6 +40,24 @@ def split_documents(docs: list[Document], val_fraction: float, test_fraction: fl
             "test": [{"id": "block-test", "text": text[b:]}]}
 
 
+def split_examples(rows: list[Document], val_fraction: float, test_fraction: float, seed: int,
+                   stratify: bool) -> dict[str, list[Document]]:
+    """Random split of independent examples; with `stratify`, each label keeps its share in every split."""
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[Document]] = {}
+    for row in rows:
+        groups.setdefault(row.get("label", "") if stratify else "", []).append(row)
+    out: dict[str, list[Document]] = {name: [] for name in SPLITS}
+    for _, group in sorted(groups.items()):
+        order = rng.permutation(len(group))
+        n_test, n_val = round(len(group) * test_fraction), round(len(group) * val_fraction)
+        picked = [group[i] for i in order]
+        out["test"] += picked[:n_test]
+        out["val"] += picked[n_test:n_test + n_val]
+        out["train"] += picked[n_test + n_val:]
+    return out
+
+
 def run(cfg: DictConfig) -> dict:
     p = cfg.prepare
     docs = read_documents(cfg.paths.raw)
@@ -47,6 +65,10 @@ def run(cfg: DictConfig) -> dict:
     if sum(len(d["text"].strip()) for d in docs) == 0:
         raise SeqpipeError(f"the corpus is empty: {raw_file} holds no text (recipe {cfg.recipe.name!r})")
     tokenizer = instantiate(p.tokenizer)
+    if cfg.task != "lm":
+        from seqpipe.prepare_examples import prepare_examples
+
+        return prepare_examples(cfg, docs, tokenizer, raw_file)
     splits = split_documents(docs, p.val_fraction, p.test_fraction, p.split_seed)
 
     tokens: dict[str, list[list[str]]] = {}

@@ -19,18 +19,32 @@ import seqpipe
 from seqpipe.atomic import write_json
 from seqpipe.errors import SeqpipeError
 from seqpipe.evaluate import read_train_result
-from seqpipe.pyfunc import PARAMS, LanguageModel
-from seqpipe.tracking import tracking_uri
+from seqpipe.pyfunc import PARAMS, SeqpipeModel
+from seqpipe.tracking import tracking_uri, use_tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
-def export_weights(checkpoint: str, out: Path) -> None:
-    """The network's weights and config alone, without Lightning's training state."""
+def export_weights(checkpoint: str, prepared: Path, out: Path) -> str:
+    """The network's weights, config and labels alone, without Lightning's training state; returns the task."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     hp = ckpt["hyper_parameters"]
     state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    torch.save({"vocab_size": hp["vocab_size"], "model": hp["net"], "state_dict": state}, out)
+    task = hp.get("task", "lm")
+    labels = json.loads((prepared / "labels.json").read_text())["labels"] if task != "lm" else []
+    torch.save({"task": task, "labels": labels, "vocab_size": hp["vocab_size"], "model": hp["net"],
+                "state_dict": state}, out)
+    return task
+
+
+def signature_for(task: str, example_text: str) -> tuple[object, pd.DataFrame]:
+    if task == "lm":
+        example = pd.DataFrame({"prompt": [example_text]})
+        return infer_signature(example, ["generated text"], params=PARAMS), example
+    example = pd.DataFrame({"text": [example_text]})
+    output = pd.DataFrame({"label": ["x"], "unk_fraction": [0.0]}) if task == "classify" else \
+        pd.DataFrame({"tags": ["x"], "unk_fraction": [0.0], "confidence": [1.0]})
+    return infer_signature(example, output), example
 
 
 def champion_loss(client: mlflow.MlflowClient, name: str) -> tuple[str | None, float]:
@@ -46,22 +60,22 @@ def run(cfg: DictConfig) -> dict:
     metrics_path = Path(cfg.paths.reports) / "metrics.json"
     if not metrics_path.is_file():
         raise SeqpipeError(f"{metrics_path} not found: run the evaluate stage first (`dvc repro evaluate`)")
-    test_loss = float(json.loads(metrics_path.read_text())["test_loss"])
+    test_loss = float(json.loads(metrics_path.read_text())["test_loss"])  # the champion criterion, every task
     if not math.isfinite(test_loss):
         raise SeqpipeError(f"test loss is {test_loss}: refusing to register a broken model")
     name = cfg.register.model_name
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    use_tracking_uri(tracking_uri(cfg))
     client = mlflow.MlflowClient()
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.pt"
-        export_weights(info["best_checkpoint"], weights)
+        task = export_weights(info["best_checkpoint"], Path(cfg.paths.prepared), weights)
         vocab = Path(cfg.paths.prepared) / "vocab.json"
-        example = pd.DataFrame({"prompt": [cfg.evaluate.prompt]})
-        signature = infer_signature(example, ["generated text"], params=PARAMS)
+        signature, example = signature_for(task, cfg.evaluate.prompt)
         with mlflow.start_run(run_id=info["run_id"]):
             model_info = mlflow.pyfunc.log_model(
-                name="model", python_model=LanguageModel(), artifacts={"weights": str(weights), "vocab": str(vocab)},
+                name="model", python_model=SeqpipeModel(), artifacts={"weights": str(weights), "vocab": str(vocab)},
+                metadata={"task": task},
                 code_paths=[str(Path(seqpipe.__file__).parent)], signature=signature, input_example=example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
                                   "pandas", "numpy", "hydra-core"],

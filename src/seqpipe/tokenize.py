@@ -6,7 +6,6 @@ from __future__ import annotations
 class CharTokenizer:
     """Every character is a token; detokenizing is concatenation, so the round trip is exact."""
 
-    target = "seqpipe.tokenize.CharTokenizer"
     separator = ""
 
     def tokenize(self, text: str) -> list[str]:
@@ -15,11 +14,40 @@ class CharTokenizer:
     def detokenize(self, tokens: list[str]) -> str:
         return "".join(tokens)
 
-    def config(self) -> dict:
-        return {"_target_": self.target}
+
+class WordTokenizer:
+    """Words and punctuation marks as tokens (`it's!` -> `it ' s !`), optionally lowercased."""
+
+    separator = " "
+
+    def __init__(self, lowercase: bool = True, split_punct: bool = True):
+        import re
+
+        self.lowercase, self.split_punct = lowercase, split_punct
+        self._pattern = re.compile(r"\w+|[^\w\s]" if split_punct else r"\S+")
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._pattern.findall(text.lower() if self.lowercase else text)
+
+    def detokenize(self, tokens: list[str]) -> str:
+        return " ".join(tokens)
 
 
-def load_tokenizer(config: dict) -> CharTokenizer:
+class DnaTokenizer(CharTokenizer):
+    """Bases as tokens: upper-cased, IUPAC ambiguity codes read as N; any other letter is an error."""
+
+    IUPAC = "RYSWKMBDHV"
+
+    def tokenize(self, text: str) -> list[str]:
+        seq = text.upper().translate(str.maketrans(self.IUPAC, "N" * len(self.IUPAC)))
+        for i, base in enumerate(seq):
+            if base not in "ACGTN":
+                raise ValueError(f"not a DNA letter: {text[i]!r} at position {i} (allowed: ACGTN and IUPAC codes "
+                                 f"{self.IUPAC})")
+        return list(seq)
+
+
+def load_tokenizer(config: dict) -> CharTokenizer | WordTokenizer | DnaTokenizer:
     """Build the tokenizer a vocabulary file or a config names by `_target_`."""
     from hydra.utils import instantiate
 

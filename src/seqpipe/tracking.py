@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -50,3 +52,26 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.strip() + ("-dirty" if dirty.strip() else "")
+
+
+@contextlib.contextmanager
+def env_unchanged() -> Iterator[None]:
+    """Undo what MLflow and Lightning's MLFlowLogger write to MLFLOW_TRACKING_URI (they export the URI they
+    use), so one run's store never becomes the next run's default in the same process."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def use_tracking_uri(uri: str) -> None:
+    """Point this process's MLflow calls at `uri` without exporting it: mlflow.set_tracking_uri also sets
+    MLFLOW_TRACKING_URI, which would then override every later config in the process (tests, notebooks)."""
+    import mlflow
+
+    with env_unchanged():
+        mlflow.set_tracking_uri(uri)

@@ -18,17 +18,28 @@ from omegaconf import DictConfig
 from seqpipe.atomic import write_json, write_text
 from seqpipe.config import validate
 from seqpipe.data import StreamDataModule
+from seqpipe.examples import ExampleDataModule
 from seqpipe.module import SeqModule
-from seqpipe.tracking import data_digest, flatten, git_commit, tracking_uri
+from seqpipe.tracking import data_digest, env_unchanged, flatten, git_commit, tracking_uri
 
 
-def build_datamodule(cfg: DictConfig) -> StreamDataModule:
+def build_datamodule(cfg: DictConfig) -> StreamDataModule | ExampleDataModule:
+    """Token streams for a language model; padded, length-bucketed batches of examples otherwise."""
     d = cfg.data
-    return StreamDataModule(cfg.paths.prepared, d.batch_size, d.bptt, d.eval_batch_size, d.num_workers)
+    if cfg.task == "lm":
+        return StreamDataModule(cfg.paths.prepared, d.batch_size, d.bptt, d.eval_batch_size, d.num_workers)
+    return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
+                             cfg.seed, d.bucket_factor)
+
+
+def build_module(cfg: DictConfig, dm: StreamDataModule | ExampleDataModule) -> SeqModule:
+    num_classes = len(dm.labels) if isinstance(dm, ExampleDataModule) else 0
+    return SeqModule(len(dm.vocab), dict(cfg.model), dict(cfg.optim), cfg.train.carry_state, cfg.task, num_classes)
 
 
 def history_csv(rows: list[dict]) -> str:
-    fields = ["epoch", "step", "train/loss", "val/loss", "val/bpc", "val/ppl", "train/tokens_per_sec"]
+    fields = ["epoch", "step", "train/loss", "val/loss", "val/bpc", "val/ppl", "train/acc", "val/acc", "val/f1",
+              "train/tokens_per_sec"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -47,12 +58,13 @@ def run(cfg: DictConfig) -> dict:
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
-    module = SeqModule(len(dm.vocab), dict(cfg.model), dict(cfg.optim), cfg.train.carry_state)
+    module = build_module(cfg, dm)
 
     logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg),
                           log_model=False)
-    logger.log_hyperparams({**flatten(cfg), "data.digest": data_digest(cfg.paths.prepared),
-                            "git.commit": git_commit(), "vocab_size": len(dm.vocab)})
+    with env_unchanged():
+        logger.log_hyperparams({**flatten(cfg), "data.digest": data_digest(cfg.paths.prepared),
+                                "git.commit": git_commit(), "vocab_size": len(dm.vocab)})
     ckpt_dir = Path(cfg.paths.models) / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.monitor, mode="min",
                                  save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
@@ -63,7 +75,8 @@ def run(cfg: DictConfig) -> dict:
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                                      log_every_n_steps=cfg.train.log_every_n_steps,
                                      default_root_dir=cfg.paths.models)
-    trainer.fit(module, datamodule=dm)
+    with env_unchanged():
+        trainer.fit(module, datamodule=dm)
 
     result = {
         "run_id": logger.run_id,

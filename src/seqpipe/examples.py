@@ -1,0 +1,99 @@
+"""Labelled sequences (classification and tagging): saved ragged arrays, datasets and the DataModule."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from seqpipe.batching import BucketBatchSampler, pad_collate
+from seqpipe.errors import SeqpipeError
+from seqpipe.vocab import PAD_ID, Vocab
+
+IGNORE = -100
+
+
+def save_examples(path: Path, ids: list[np.ndarray], targets: list[np.ndarray] | np.ndarray, sources: np.ndarray,
+                  dtype: np.dtype) -> None:
+    """Ragged sequences as one flat array plus offsets; targets are one label per sequence or one per step."""
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(a) for a in ids])
+    flat = np.concatenate(ids).astype(dtype) if ids else np.zeros(0, dtype)
+    per_step = not isinstance(targets, np.ndarray)
+    tgt = np.concatenate(targets).astype(np.int16) if per_step else targets.astype(np.int16)
+    with open(path, "wb") as f:
+        np.savez(f, ids=flat, offsets=offsets, targets=tgt, per_step=np.array(per_step), sources=sources)
+
+
+class ExampleDataset(Dataset):
+    """Item i: (ids (T_i,), target: a label () or tags (T_i,))."""
+
+    def __init__(self, path: Path):
+        with np.load(path) as z:
+            self.ids, self.offsets, self.targets = z["ids"], z["offsets"], z["targets"]
+            self.per_step, self.sources = bool(z["per_step"]), z["sources"]
+        self.lengths = np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        ids = torch.from_numpy(self.ids[a:b].astype(np.int64))
+        target = self.targets[a:b] if self.per_step else self.targets[i]
+        return ids, torch.as_tensor(np.asarray(target, dtype=np.int64))
+
+
+class ExampleDataModule(L.LightningDataModule):
+    """Batches padded to their longest sequence; with `bucketing`, batches of similar lengths."""
+
+    def __init__(self, prepared_dir: str, batch_size: int = 64, eval_batch_size: int = 128, bucketing: bool = True,
+                 num_workers: int = 0, seed: int = 0, bucket_factor: int = 200):
+        super().__init__()
+        self.dir = Path(prepared_dir)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.bucketing, self.num_workers, self.seed, self.bucket_factor = bucketing, num_workers, seed, bucket_factor
+        path = self.dir / "vocab.json"
+        if not path.is_file():
+            raise SeqpipeError(f"{path} not found: run the prepare stage first (`dvc repro prepare`)")
+        self.vocab = Vocab.load(path)
+        meta = json.loads((self.dir / "labels.json").read_text())
+        self.labels, self.source_names = meta["labels"], meta["sources"]
+        self.splits: dict[str, ExampleDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val", "test"):
+            if split not in self.splits:
+                self.splits[split] = ExampleDataset(self.dir / f"{split}.npz")
+        if len(self.splits["train"]) == 0:
+            raise SeqpipeError(f"{self.dir / 'train.npz'} holds no examples: add data")
+
+    def _batches(self, split: str, train: bool) -> BatchSampler | BucketBatchSampler:
+        ds, size = self.splits[split], self.batch_size if train else self.eval_batch_size
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if self.bucketing:
+            return BucketBatchSampler(ds.lengths.tolist(), size, shuffle=train, seed=self.seed,
+                                      bucket_factor=self.bucket_factor, num_replicas=world, rank=rank)
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if train \
+            else SequentialSampler(ds)
+        return BatchSampler(sampler, size, drop_last=False)
+
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        return DataLoader(self.splits[split], batch_sampler=self._batches(split, train), num_workers=self.num_workers,
+                          collate_fn=partial(pad_collate, pad_id=PAD_ID, ignore_index=IGNORE))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

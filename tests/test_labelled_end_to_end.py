@@ -1,0 +1,169 @@
+"""Classification (text_csv) and tagging (dna) on tiny data: prepare -> train -> evaluate -> register -> predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from Bio.Seq import Seq
+from Bio.SeqFeature import SeqFeature, SimpleLocation
+from Bio.SeqRecord import SeqRecord
+from conftest import ROOT
+
+from seqpipe import cli, evaluate, fetch, prepare, register, train
+from seqpipe.config import compose
+from seqpipe.errors import SeqpipeError
+from seqpipe.predict import generate
+from seqpipe.tracking import use_tracking_uri
+
+pytestmark = pytest.mark.slow
+POS, NEG, FILL = ["good", "great", "lovely", "superb"], ["bad", "awful", "boring", "dull"], \
+    ["the", "film", "was", "quite", "a", "plot", "and", "cast", "really", "very"]
+
+
+def write_reviews(path: Path, n: int = 600, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "sentiment", "site"])
+        for _ in range(n):
+            label = rng.choice(["neg", "pos"])
+            words = [rng.choice(FILL) for _ in range(rng.randint(3, 25))]
+            words.insert(rng.randrange(len(words) + 1), rng.choice(POS if label == "pos" else NEG))
+            w.writerow([" ".join(words) + "!", label, rng.choice(["siteA", "siteB"])])
+
+
+def write_genbank(path: Path, n: int = 6000, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    seq = "".join(rng.choice("ACGT") for _ in range(n))
+    features, pos = [], 0
+    while pos < n - 300:  # alternating coding stretches on each strand, with a marker codon the net can learn
+        start = pos + rng.randint(50, 150)
+        end = min(n, start + rng.randint(90, 240))
+        strand = rng.choice([1, -1])
+        seq = seq[:start] + ("ATG" if strand == 1 else "CAT") + seq[start + 3:]
+        features.append(SeqFeature(SimpleLocation(start, end, strand=strand), type="CDS"))
+        pos = end
+    record = SeqRecord(Seq(seq), id="toy.1", name="toy", annotations={"molecule_type": "DNA"}, features=features)
+    with open(path, "w") as f:
+        from Bio import SeqIO
+
+        SeqIO.write(record, f, "genbank")
+
+
+def run_pipeline(root: Path, overrides: list[str]) -> dict:
+    cfg = compose([*overrides, f"paths.raw={root}/data/raw", f"paths.prepared={root}/data/prepared",
+                   f"paths.models={root}/models", f"paths.reports={root}/reports",
+                   f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", "trainer.enable_progress_bar=false",
+                   "trainer.enable_model_summary=false"], config_dir=ROOT / "conf")
+    fetch.run(cfg)
+    stats = prepare.run(cfg)
+    train.run(cfg)
+    metrics = evaluate.run(cfg)
+    registered = register.run(cfg)
+    return {"cfg": cfg, "stats": stats, "metrics": metrics, "registered": registered}
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classify")
+    write_reviews(root / "reviews.csv")
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        yield root, run_pipeline(root, [
+            "recipe=text_csv", f"recipe.fetch.path={root / 'reviews.csv'}", "recipe.fetch.text_column=review",
+            "recipe.fetch.label_column=sentiment", "recipe.fetch.source_column=site", "recipe.labels=[neg,pos]",
+            "prepare.min_freq=1", "prepare.val_fraction=0.15", "prepare.test_fraction=0.15",
+            "model.embedding_dim=16", "model.hidden_size=16", "data.batch_size=16", "trainer.max_epochs=6",
+            "optim.lr=0.01"])
+    finally:
+        os.chdir(old)
+
+
+def test_classifier_learns_and_reports(classifier):
+    root, out = classifier
+    m = out["metrics"]
+    assert m["test_acc"] > 0.85 and m["test_f1"] > 0.85
+    assert set(m["test_f1_per_class"]) == {"neg", "pos"}
+    assert set(m["test_per_source"]) == {"siteA", "siteB"}
+    assert (root / "reports" / "evaluate" / "confusion.png").stat().st_size > 1000
+    confusion = (root / "reports" / "evaluate" / "confusion.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) - 1 == m["test_count"]
+    assert json.loads((root / "reports" / "data.json").read_text())["train_examples"] > 350
+    run = mlflow.MlflowClient(out["cfg"].mlflow.tracking_uri).get_run(
+        json.loads((root / "reports" / "train.json").read_text())["run_id"])
+    assert {"val/acc", "val/f1", "test/acc", "test/f1_per_class/pos", "test/per_source/siteA/acc"} <= \
+        set(run.data.metrics)
+
+
+def test_classifier_predicts_text_and_files(classifier, capsys, tmp_path):
+    root, out = classifier
+    uri = out["cfg"].mlflow.tracking_uri
+    model = "models:/seqpipe-text_csv@champion"
+    assert cli.main(["predict", "--model", model, "--text", "a really superb film", "--tracking-uri", uri]) == 0
+    line = capsys.readouterr().out
+    assert "label=pos" in line and "prob_neg=" in line and "prob_pos=" in line
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"id": [1, 2, 3], "text": ["so dull", "lovely cast", "awful plot"]}).to_csv(src, index=False)
+    assert cli.main(["predict", "--model", model, "--input", str(src), "--output", str(tmp_path / "out.csv"),
+                     "--tracking-uri", uri]) == 0
+    result = pd.read_csv(tmp_path / "out.csv")
+    assert result["label"].tolist() == ["neg", "pos", "neg"] and result["id"].tolist() == [1, 2, 3]
+    assert ((result["prob_neg"] + result["prob_pos"]) - 1).abs().max() < 1e-5
+    # bad inputs: a missing column, a model of another task, text made only of unknown words
+    assert cli.main(["predict", "--model", model, "--input", str(src), "--column", "review",
+                     "--tracking-uri", uri]) == 2
+    assert "has no column 'review'; its columns: id, text" in capsys.readouterr().err
+    with pytest.raises(SeqpipeError, match="is a 'classify' model.*seqpipe predict"):
+        generate(model, ["x"], uri)
+    with pytest.warns(UserWarning, match="every token is unknown"):
+        use_tracking_uri(uri)
+        mlflow.pyfunc.load_model(model).predict(pd.DataFrame({"text": ["zzyzx qwerty"]}))
+
+
+def test_labels_outside_the_configured_set(tmp_path):
+    write_reviews(tmp_path / "r.csv", n=50)
+    cfg = compose(["recipe=text_csv", f"recipe.fetch.path={tmp_path / 'r.csv'}", "recipe.fetch.text_column=review",
+                   "recipe.fetch.label_column=sentiment", "recipe.labels=[neg,positive]",
+                   f"paths.raw={tmp_path}/raw", f"paths.prepared={tmp_path}/prepared",
+                   f"paths.reports={tmp_path}/reports"], config_dir=ROOT / "conf")
+    fetch.run(cfg)
+    with pytest.raises(SeqpipeError, match=r"labels outside the configured set \['neg', 'positive'\]: 'pos'"):
+        prepare.run(cfg)
+    assert not (tmp_path / "prepared").exists()
+
+
+@pytest.fixture(scope="module")
+def tagger(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tag")
+    write_genbank(root / "toy.gbk")
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        yield root, run_pipeline(root, [
+            "recipe=dna", f"recipe.fetch.path={root / 'toy.gbk'}", "recipe.fetch.window=200",
+            "prepare.val_fraction=0.2", "prepare.test_fraction=0.2", "model.hidden_size=16", "model.num_layers=1",
+            "data.batch_size=4", "trainer.max_epochs=2"])
+    finally:
+        os.chdir(old)
+
+
+def test_tagger_reports_per_base_scores_and_tags(tagger):
+    root, out = tagger
+    m = out["metrics"]
+    assert set(m["test_f1_per_class"]) == {"+", "-", "."} and m["test_count"] == out["stats"]["test_tokens"]
+    assert 0.0 < m["test_acc"] <= 1.0
+    use_tracking_uri(out["cfg"].mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/seqpipe-dna@champion")
+    seq = "ATGAAACGCATTAGCNNRYacgt"
+    tags = model.predict(pd.DataFrame({"text": [seq]}))["tags"][0]
+    assert len(tags) == len(seq) and set(tags) <= {"+", "-", "."}
+    with pytest.raises(ValueError, match="not a DNA letter: 'Z' at position 3"):
+        model.predict(pd.DataFrame({"text": ["ACGZ"]}))
