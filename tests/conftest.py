@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,16 @@ def tiny_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DictConfig:
     monkeypatch.chdir(tmp_path)  # MLflow puts artifacts under the working directory
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return compose(tiny_overrides(tmp_path), config_dir=ROOT / "conf")
+
+
+@contextlib.contextmanager
+def working_dir(path: Path) -> Iterator[Path]:
+    """Run inside `path` (MLflow writes artifacts under the working directory), with no MLFLOW_TRACKING_URI."""
+    old, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.chdir(path)
+    try:
+        yield path
+    finally:
+        os.chdir(old)
+        if uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = uri

@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import ROOT, tiny_overrides, write_corpus
+from conftest import ROOT, tiny_overrides, working_dir, write_corpus
 
 from seqpipe import cli, evaluate, fetch, prepare, register, train
 from seqpipe.config import compose
@@ -31,10 +31,7 @@ NAME = "seqpipe-text_file"
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     write_corpus(root / "corpus")
-    old = os.getcwd()
-    os.chdir(root)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
+    with working_dir(root):
         cfg = compose(tiny_overrides(root), config_dir=ROOT / "conf")
         fetch.run(cfg)
         prepare.run(cfg)
@@ -42,8 +39,6 @@ def pipeline(tmp_path_factory):
         metrics = evaluate.run(cfg)
         registered = register.run(cfg)
         yield {"root": root, "cfg": cfg, "train": trained, "metrics": metrics, "registered": registered}
-    finally:
-        os.chdir(old)
 
 
 def test_training_learns_and_is_tracked(pipeline):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from Bio.Seq import Seq
 from Bio.SeqFeature import SeqFeature, SimpleLocation
 from Bio.SeqRecord import SeqRecord
-from conftest import ROOT
+from conftest import ROOT, working_dir
 
 from seqpipe import cli, evaluate, fetch, prepare, register, train
 from seqpipe.config import compose
@@ -74,17 +73,13 @@ def run_pipeline(root: Path, overrides: list[str]) -> dict:
 def classifier(tmp_path_factory):
     root = tmp_path_factory.mktemp("classify")
     write_reviews(root / "reviews.csv")
-    old = os.getcwd()
-    os.chdir(root)
-    try:
+    with working_dir(root):
         yield root, run_pipeline(root, [
             "recipe=text_csv", f"recipe.fetch.path={root / 'reviews.csv'}", "recipe.fetch.text_column=review",
             "recipe.fetch.label_column=sentiment", "recipe.fetch.source_column=site", "recipe.labels=[neg,pos]",
             "prepare.min_freq=1", "prepare.val_fraction=0.15", "prepare.test_fraction=0.15",
             "model.embedding_dim=16", "model.hidden_size=16", "data.batch_size=16", "trainer.max_epochs=6",
             "optim.lr=0.01"])
-    finally:
-        os.chdir(old)
 
 
 def test_classifier_learns_and_reports(classifier):
@@ -144,15 +139,11 @@ def test_labels_outside_the_configured_set(tmp_path):
 def tagger(tmp_path_factory):
     root = tmp_path_factory.mktemp("tag")
     write_genbank(root / "toy.gbk")
-    old = os.getcwd()
-    os.chdir(root)
-    try:
+    with working_dir(root):
         yield root, run_pipeline(root, [
             "recipe=dna", f"recipe.fetch.path={root / 'toy.gbk'}", "recipe.fetch.window=200",
             "prepare.val_fraction=0.2", "prepare.test_fraction=0.2", "model.hidden_size=16", "model.num_layers=1",
             "data.batch_size=4", "trainer.max_epochs=2"])
-    finally:
-        os.chdir(old)
 
 
 def test_tagger_reports_per_base_scores_and_tags(tagger):

@@ -32,6 +32,23 @@ def read_train_result(cfg: DictConfig) -> dict:
     return json.loads(path.read_text())
 
 
+def load_checkpoint(path: str | Path, vocab_size: int | None = None) -> SeqModule:
+    """The trained module, loaded with weights_only=True; a missing, corrupt or mismatched file is refused
+    (and left as it is)."""
+    if not Path(path).is_file():
+        raise SeqpipeError(f"checkpoint {path} not found: run the train stage (`dvc repro -f train`)")
+    try:
+        module = SeqModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a truncated or foreign file
+        raise SeqpipeError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {str(e)[:200]}); it was left "
+                           "as it is: retrain with `dvc repro -f train`") from None
+    if vocab_size is not None and module.hparams.vocab_size != vocab_size:
+        raise SeqpipeError(f"checkpoint {path} was trained with a vocabulary of {module.hparams.vocab_size} tokens, "
+                           f"but the prepared data has {vocab_size}: the data changed since training; retrain "
+                           "with `dvc repro train`")
+    return module
+
+
 def plot_learning_curve(history_csv: Path, out_png: Path) -> None:
     import matplotlib
 
@@ -93,8 +110,8 @@ def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
 
 def run(cfg: DictConfig) -> dict:
     info = read_train_result(cfg)
-    module = SeqModule.load_from_checkpoint(info["best_checkpoint"], map_location="cpu", weights_only=True)
     dm = build_datamodule(cfg)
+    module = load_checkpoint(info["best_checkpoint"], len(dm.vocab))
     reports = Path(cfg.paths.reports)
     with atomic_path(reports / "evaluate", is_dir=True) as out_dir:
         if isinstance(dm, ExampleDataModule):

@@ -12,6 +12,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from seqpipe.errors import SeqpipeError
 from seqpipe.nets import State, build_net, detach_state
 
 STAGES = ("train", "val", "test")
@@ -61,6 +62,12 @@ class SeqModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            raise SeqpipeError(
+                f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                "training stopped and the last good checkpoint is kept. Lower optim.lr, keep gradient clipping "
+                "on (trainer.gradient_clip_val), or check the data for extreme values."
+            )
         self.log("train/loss_step", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
@@ -115,6 +122,12 @@ class SeqModule(L.LightningModule):
         row = {"epoch": self.current_epoch, "step": self.global_step, **metrics,
                "train/tokens_per_sec": tokens_per_sec, **getattr(self, "_val_metrics", {})}
         self.history.append(row)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["history"] = self.history  # plain floats: the learning curve survives a resume
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = list(checkpoint.get("history", []))
 
     def configure_optimizers(self) -> dict:
         opt = torch.optim.AdamW(self.parameters(), lr=self.optim["lr"], weight_decay=self.optim["weight_decay"])

@@ -45,10 +45,16 @@ def prepare_examples(cfg: DictConfig, docs: list[Document], tokenizer: CharToken
     index = {label: i for i, label in enumerate(labels)}
     source_names = sorted({d.get("source", "") for d in docs})
 
-    stats: dict = {"truncated": 0, "dropped_empty": 0}
+    stats: dict = {"truncated": 0, "dropped_empty": 0, "dropped_duplicates": 0}
     rows: list[dict] = []  # the document plus its tokens and encoded target
+    seen: set[tuple[str, ...]] = set()
     for d in tqdm(docs, desc="tokenize", unit="example", file=sys.stderr, mininterval=1.0):
         tokens = tokenizer.tokenize(d["text"])
+        if p.dedupe and key == "label":  # the same text in train and test would inflate test scores
+            if tuple(tokens) in seen:
+                stats["dropped_duplicates"] += 1
+                continue
+            seen.add(tuple(tokens))
         if not tokens:
             if p.empty == "error":
                 raise SeqpipeError(f"{raw_file}: example {d['id']!r} has an empty text (prepare.empty=drop "
@@ -67,6 +73,9 @@ def prepare_examples(cfg: DictConfig, docs: list[Document], tokenizer: CharToken
             tokens = tokens[: p.max_len]
             target = target[: p.max_len] if isinstance(target, list) else target
         rows.append({**d, "tokens": tokens, "target": target})
+    if stats["dropped_duplicates"]:
+        print(f"prepare: dropped {stats['dropped_duplicates']} examples whose text repeats an earlier one "
+              "(prepare.dedupe)", file=sys.stderr)
     if stats["dropped_empty"]:
         print(f"prepare: dropped {stats['dropped_empty']} examples with an empty text", file=sys.stderr)
     if stats["truncated"]:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 import seqpipe
 from seqpipe.atomic import write_json
 from seqpipe.errors import SeqpipeError
-from seqpipe.evaluate import read_train_result
+from seqpipe.evaluate import load_checkpoint, read_train_result
 from seqpipe.pyfunc import PARAMS, SeqpipeModel
 from seqpipe.tracking import tracking_uri, use_tracking_uri
 
@@ -27,6 +27,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 def export_weights(checkpoint: str, prepared: Path, out: Path) -> str:
     """The network's weights, config and labels alone, without Lightning's training state; returns the task."""
+    load_checkpoint(checkpoint)  # refuses a missing or corrupt file with a clear message
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     hp = ckpt["hyper_parameters"]
     state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}

@@ -4,8 +4,11 @@ track the run in MLflow. `run(cfg)` is the entry point; `seqpipe train` and the 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import lightning.pytorch as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from seqpipe.atomic import write_json, write_text
 from seqpipe.config import validate
@@ -53,6 +56,28 @@ def _portable(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+def fingerprint(cfg: DictConfig, digest: str) -> str:
+    """What a checkpoint must match to be resumed: the training config (not paths or display) and the data."""
+    keep = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
+            if k in ("seed", "task", "monitor", "data", "model", "optim", "train", "trainer")}
+    keep["trainer"] = {k: v for k, v in keep["trainer"].items() if k not in ("enable_progress_bar",
+                                                                           "enable_model_summary")}
+    return hashlib.sha256((json.dumps(keep, sort_keys=True) + digest).encode()).hexdigest()
+
+
+def resumable(cfg: DictConfig, digest: str) -> dict | None:
+    """The checkpoint and MLflow run of an interrupted run of this same config and data, if there is one.
+    Checkpoints of another config or data are removed, so a changed config always starts fresh."""
+    models = Path(cfg.paths.models)
+    last, info = models / "checkpoints" / "last.ckpt", models / "run.json"
+    if cfg.train.resume and last.is_file() and info.is_file():
+        saved = json.loads(info.read_text())
+        if saved.get("fingerprint") == fingerprint(cfg, digest) and not saved.get("complete"):
+            return {"checkpoint": str(last), "run_id": saved["run_id"]}
+    shutil.rmtree(models / "checkpoints", ignore_errors=True)
+    return None
+
+
 def run(cfg: DictConfig) -> dict:
     """Fit a model; return the MLflow run id, the best checkpoint and its validation loss."""
     validate(cfg)
@@ -60,12 +85,17 @@ def run(cfg: DictConfig) -> dict:
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)
 
-    logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg),
-                          log_model=False)
-    with env_unchanged():
-        logger.log_hyperparams({**flatten(cfg), "data.digest": data_digest(cfg.paths.prepared),
-                                "git.commit": git_commit(), "vocab_size": len(dm.vocab)})
+    digest = data_digest(cfg.paths.prepared)
     ckpt_dir = Path(cfg.paths.models) / "checkpoints"
+    resume = resumable(cfg, digest)
+    logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg), log_model=False,
+                          run_id=resume["run_id"] if resume else None)
+    with env_unchanged():
+        if not resume:
+            logger.log_hyperparams({**flatten(cfg), "data.digest": digest, "git.commit": git_commit(),
+                                    "vocab_size": len(dm.vocab)})
+        write_json(Path(cfg.paths.models) / "run.json", {"fingerprint": fingerprint(cfg, digest),
+                                                         "run_id": logger.run_id})
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.monitor, mode="min",
                                  save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
     early = EarlyStopping(monitor=cfg.monitor, mode="min", patience=cfg.train.patience)
@@ -75,8 +105,10 @@ def run(cfg: DictConfig) -> dict:
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                                      log_every_n_steps=cfg.train.log_every_n_steps,
                                      default_root_dir=cfg.paths.models)
+    if resume:
+        print(f"train: resuming from {resume['checkpoint']} (MLflow run {resume['run_id']})", file=sys.stderr)
     with env_unchanged():
-        trainer.fit(module, datamodule=dm)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume["checkpoint"] if resume else None)
 
     result = {
         "run_id": logger.run_id,
@@ -86,6 +118,8 @@ def run(cfg: DictConfig) -> dict:
         "steps": trainer.global_step,
     }
     if trainer.is_global_zero:
+        write_json(Path(cfg.paths.models) / "run.json", {"fingerprint": fingerprint(cfg, digest),
+                                                         "run_id": logger.run_id, "complete": True})
         reports = Path(cfg.paths.reports)
         write_text(reports / "history.csv", history_csv(module.history))
         write_json(reports / "train.json", result)

@@ -1,0 +1,150 @@
+"""Training throughput: seqpipe's training step as configured by default (Lightning, MLflow logging, progress bar)
+against a plain PyTorch loop on the same network, data, batch and optimizer, in the same process; plus hardware
+efficiency of the LSTM step against torch.mm on this machine.
+
+    python bench/throughput.py [--steps 60] [--cells lstm,gru,rnn] [--json reports/bench_throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.loggers import MLFlowLogger
+
+from seqpipe.config import compose
+from seqpipe.data import ChunkDataset, StreamDataModule, batchify
+from seqpipe.module import SeqModule
+from seqpipe.nets import build_net, detach_state
+from seqpipe.vocab import Vocab
+
+WARMUP = 5
+
+
+class StepTimer(Callback):
+    """Wall time of the training steps after the warm-up, tokens included."""
+
+    def __init__(self) -> None:
+        self.t0, self.tokens, self.elapsed = 0.0, 0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # noqa: ANN001
+        if batch_idx == WARMUP:
+            self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001
+        if batch_idx >= WARMUP:
+            self.tokens += batch["x"].numel()
+            self.elapsed = time.perf_counter() - self.t0
+
+
+def fake_prepared(root: Path, n_tokens: int, vocab_size: int = 88) -> Path:
+    """A prepared directory with a random token stream (throughput does not depend on the text)."""
+    rng = np.random.default_rng(0)
+    Vocab(["<pad>", "<unk>", "<bos>", "<eos>", *[chr(0x100 + i) for i in range(vocab_size - 4)]]).save(root / "vocab.json")
+    for split, n in (("train", n_tokens), ("val", 20_000), ("test", 20_000)):
+        np.save(root / f"{split}.npy", rng.integers(4, vocab_size, n, dtype=np.uint8))
+    return root
+
+
+def seqpipe_step(cfg, prepared: Path, steps: int, tmp: Path) -> float:  # noqa: ANN001
+    """tokens/s of the default Lightning fit: MLflow logger (SQLite), progress bar, clipping, carried state."""
+    L.seed_everything(0, verbose=False)
+    dm = StreamDataModule(str(prepared), cfg.data.batch_size, cfg.data.bptt, cfg.data.eval_batch_size)
+    module = SeqModule(len(dm.vocab), dict(cfg.model), dict(cfg.optim), True)
+    timer = StepTimer()
+    logger = MLFlowLogger(experiment_name="bench", tracking_uri=f"sqlite:///{tmp / 'bench.db'}")
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=WARMUP + steps, limit_val_batches=0,
+                        gradient_clip_val=cfg.trainer.gradient_clip_val, logger=logger,
+                        log_every_n_steps=cfg.train.log_every_n_steps, enable_checkpointing=False,
+                        enable_model_summary=False, callbacks=[timer, TQDMProgressBar(refresh_rate=50)])
+    trainer.fit(module, datamodule=dm)
+    return timer.tokens / timer.elapsed
+
+
+def plain_loop(cfg, prepared: Path, steps: int) -> float:  # noqa: ANN001
+    """tokens/s of a hand-written loop: same network, AdamW, clipping and carried hidden state."""
+    torch.manual_seed(0)
+    vocab = Vocab.load(prepared / "vocab.json")
+    net = build_net("lm", len(vocab), **dict(cfg.model))
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr)
+    chunks = ChunkDataset(batchify(np.load(prepared / "train.npy"), cfg.data.batch_size), cfg.data.bptt)
+    state, tokens, t0 = None, 0, 0.0
+    for i in range(WARMUP + steps):
+        if i == WARMUP:
+            t0 = time.perf_counter()
+        batch = chunks[i]
+        logits, state = net(batch["x"], state=state)
+        state = detach_state(state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["y"].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.trainer.gradient_clip_val)
+        opt.step()
+        if i >= WARMUP:
+            tokens += batch["x"].numel()
+    return tokens / (time.perf_counter() - t0)
+
+
+def mm_gflops(n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def lstm_train_flops_per_token(cfg, vocab_size: int) -> float:  # noqa: ANN001
+    """3x the forward matmul FLOPs per token: LSTM gates 2*4H(E+H) per layer, output layer 2*H*V."""
+    m = cfg.model
+    fwd, inp = 0, m.embedding_dim
+    for _ in range(m.num_layers):
+        fwd += 2 * 4 * m.hidden_size * (inp + m.hidden_size)
+        inp = m.hidden_size
+    fwd += 2 * m.hidden_size * vocab_size
+    return 3 * fwd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--cells", default="lstm,gru,rnn")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for cell in args.cells.split(","):
+            cfg = compose([f"model.cell={cell}"])
+            prepared = fake_prepared(Path(tempfile.mkdtemp(dir=tmp)), cfg.data.batch_size * cfg.data.bptt * 200)
+            ours = seqpipe_step(cfg, prepared, args.steps, tmp)
+            plain = plain_loop(cfg, prepared, args.steps)
+            rows.append({"cell": cell, "seqpipe_tok_s": ours, "plain_tok_s": plain, "ratio": ours / plain})
+        cfg = compose([])
+        mm = mm_gflops()
+        lstm = next(r for r in rows if r["cell"] == "lstm") if "lstm" in args.cells else None
+    print(f"\n{torch.get_num_threads()} threads, batch {cfg.data.batch_size} x bptt {cfg.data.bptt}, "
+          f"hidden {cfg.model.hidden_size}, {args.steps} timed steps after {WARMUP} warm-up steps")
+    print(f"{'cell':<6} {'seqpipe tok/s':>14} {'plain loop tok/s':>17} {'ratio':>7}")
+    for r in rows:
+        print(f"{r['cell']:<6} {r['seqpipe_tok_s']:>14,.0f} {r['plain_tok_s']:>17,.0f} {r['ratio']:>7.3f}")
+    result = {"throughput": rows, "mm_gflops": mm}
+    if lstm:
+        achieved = lstm_train_flops_per_token(cfg, 88) * lstm["plain_tok_s"] / 1e9
+        result["lstm_gflops"] = achieved
+        print(f"torch.mm 2048x2048: {mm:.1f} GFLOP/s; LSTM training step (plain loop): {achieved:.1f} GFLOP/s "
+              f"= {achieved / mm:.2f} of torch.mm")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Real processes, real files: a killed training run resumes; same seed, same metrics; NaN stops cleanly;
+a bad checkpoint is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, tiny_overrides, working_dir, write_corpus
+
+from seqpipe import evaluate, fetch, prepare, train
+from seqpipe.config import compose
+from seqpipe.errors import SeqpipeError
+
+pytestmark = pytest.mark.slow
+# Big enough that one epoch takes a moment, so the kill lands between checkpoints.
+RUN = ["trainer.max_epochs=4", "model.hidden_size=64", "data.batch_size=2", "data.bptt=16", "optim.lr=0.003"]
+
+
+def prepared_cfg(root: Path, extra: list[str] = ()):  # noqa: ANN201
+    write_corpus(root / "corpus", n_docs=6, lines=150)
+    cfg = compose([*tiny_overrides(root), *RUN, *extra], config_dir=ROOT / "conf")
+    fetch.run(cfg)
+    prepare.run(cfg)
+    return cfg
+
+
+def train_in_subprocess(root: Path) -> subprocess.Popen:
+    code = ("import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from conftest import *; "
+            "from seqpipe import train; from seqpipe.config import compose; "
+            f"from test_reliability import RUN; root = Path({str(root)!r}); "
+            "train.run(compose([*tiny_overrides(root), *RUN], config_dir=ROOT / 'conf'))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    with working_dir(whole.mkdir() or whole):
+        reference = train.run(prepared_cfg(whole))
+    with working_dir(killed.mkdir() or killed):
+        cfg = prepared_cfg(killed)
+    proc = train_in_subprocess(killed)
+    history_path = killed / "models" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not history_path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert proc.poll() is None, f"training ended before it could be killed:\n{proc.stderr.read()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    epoch_at_kill = torch.load(history_path, weights_only=True)["epoch"]
+    assert epoch_at_kill < 3  # killed before the end
+    with working_dir(killed):
+        resumed = train.run(cfg)
+    assert resumed["run_id"] == json.loads((killed / "models" / "run.json").read_text())["run_id"]
+    assert resumed["steps"] == reference["steps"] and resumed["epochs"] == reference["epochs"]
+    assert resumed["best_val_loss"] == pytest.approx(reference["best_val_loss"], rel=1e-3)
+    history = (killed / "reports" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 4  # every epoch's row, those before the kill included
+
+
+def test_same_seed_same_metrics(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        root = tmp_path / name
+        root.mkdir()
+        with working_dir(root):
+            cfg = prepared_cfg(root, ["trainer.max_epochs=1"])
+            train.run(cfg)
+            results.append(evaluate.run(cfg)["test_loss"])
+    assert results[0] == results[1]
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    with working_dir(tmp_path):
+        cfg = prepared_cfg(tmp_path, ["trainer.max_epochs=1"])
+        train.run(cfg)
+        last = tmp_path / "models" / "checkpoints" / "last.ckpt"
+        before = last.read_bytes()
+        cfg.trainer.max_epochs = 3
+        cfg.optim.lr = 1e30  # diverges at once
+        cfg.trainer.gradient_clip_val = None
+        cfg.train.resume = True
+        (tmp_path / "models" / "run.json").write_text(json.dumps(
+            {"fingerprint": train.fingerprint(cfg, train.data_digest(cfg.paths.prepared)), "run_id": None}))
+        with pytest.raises(SeqpipeError, match="the training loss became (nan|inf)"):
+            train.run(cfg)
+        assert last.read_bytes() == before
+
+
+def test_corrupt_checkpoint_is_refused_and_kept(tmp_path):
+    with working_dir(tmp_path):
+        cfg = prepared_cfg(tmp_path, ["trainer.max_epochs=1"])
+        train.run(cfg)
+        best = tmp_path / "models" / "checkpoints" / "best.ckpt"
+        best.write_bytes(best.read_bytes()[: 1000])  # truncated
+        metrics = tmp_path / "reports" / "metrics.json"
+        with pytest.raises(SeqpipeError, match="best.ckpt.*cannot be loaded.*dvc repro -f train"):
+            evaluate.run(cfg)
+        assert best.stat().st_size == 1000 and not metrics.exists()
