@@ -19,7 +19,7 @@ run: $(VENV)/.installed  ## compose conf/ into params.yaml, then run the DVC pip
 	$(BIN)/dvc repro
 
 test: $(VENV)/.installed  ## lint, then the whole test suite (slow end-to-end tests included)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest -q
 
 ui: $(VENV)/.installed  ## the MLflow UI on http://127.0.0.1:5000

@@ -48,7 +48,8 @@ class StepTimer(Callback):
 def fake_prepared(root: Path, n_tokens: int, vocab_size: int = 88) -> Path:
     """A prepared directory with a random token stream (throughput does not depend on the text)."""
     rng = np.random.default_rng(0)
-    Vocab(["<pad>", "<unk>", "<bos>", "<eos>", *[chr(0x100 + i) for i in range(vocab_size - 4)]]).save(root / "vocab.json")
+    tokens = ["<pad>", "<unk>", "<bos>", "<eos>", *[chr(0x100 + i) for i in range(vocab_size - 4)]]
+    Vocab(tokens).save(root / "vocab.json")
     for split, n in (("train", n_tokens), ("val", 20_000), ("test", 20_000)):
         np.save(root / f"{split}.npy", rng.integers(4, vocab_size, n, dtype=np.uint8))
     return root

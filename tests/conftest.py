@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import random
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
+from seqpipe import evaluate, fetch, prepare, register, train
 from seqpipe.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,3 +74,33 @@ def working_dir(path: Path) -> Iterator[Path]:
         os.chdir(old)
         if uri is not None:
             os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
+POS, NEG, FILL = ["good", "great", "lovely", "superb"], ["bad", "awful", "boring", "dull"], \
+    ["the", "film", "was", "quite", "a", "plot", "and", "cast", "really", "very"]
+
+
+def write_reviews(path: Path, n: int = 600, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "sentiment", "site"])
+        for _ in range(n):
+            label = rng.choice(["neg", "pos"])
+            words = [rng.choice(FILL) for _ in range(rng.randint(3, 25))]
+            words.insert(rng.randrange(len(words) + 1), rng.choice(POS if label == "pos" else NEG))
+            w.writerow([" ".join(words) + "!", label, rng.choice(["siteA", "siteB"])])
+
+
+def run_pipeline(root: Path, overrides: list[str], store: Path | None = None) -> dict:
+    """fetch -> prepare -> train -> evaluate -> register with every path under `root` (MLflow: `store`)."""
+    cfg = compose([*overrides, f"paths.raw={root}/data/raw", f"paths.prepared={root}/data/prepared",
+                   f"paths.models={root}/models", f"paths.reports={root}/reports",
+                   f"mlflow.tracking_uri=sqlite:///{store or root / 'mlflow.db'}", "trainer.enable_progress_bar=false",
+                   "trainer.enable_model_summary=false"], config_dir=ROOT / "conf")
+    fetch.run(cfg)
+    stats = prepare.run(cfg)
+    train.run(cfg)
+    metrics = evaluate.run(cfg)
+    registered = register.run(cfg)
+    return {"cfg": cfg, "stats": stats, "metrics": metrics, "registered": registered}

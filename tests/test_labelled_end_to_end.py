@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from pathlib import Path
@@ -13,31 +12,15 @@ import pytest
 from Bio.Seq import Seq
 from Bio.SeqFeature import SeqFeature, SimpleLocation
 from Bio.SeqRecord import SeqRecord
-from conftest import ROOT, working_dir
+from conftest import ROOT, run_pipeline, working_dir, write_reviews
 
-from seqpipe import cli, evaluate, fetch, prepare, register, train
+from seqpipe import cli, fetch, prepare
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
 from seqpipe.predict import generate
 from seqpipe.tracking import use_tracking_uri
 
 pytestmark = pytest.mark.slow
-POS, NEG, FILL = ["good", "great", "lovely", "superb"], ["bad", "awful", "boring", "dull"], \
-    ["the", "film", "was", "quite", "a", "plot", "and", "cast", "really", "very"]
-
-
-def write_reviews(path: Path, n: int = 600, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["review", "sentiment", "site"])
-        for _ in range(n):
-            label = rng.choice(["neg", "pos"])
-            words = [rng.choice(FILL) for _ in range(rng.randint(3, 25))]
-            words.insert(rng.randrange(len(words) + 1), rng.choice(POS if label == "pos" else NEG))
-            w.writerow([" ".join(words) + "!", label, rng.choice(["siteA", "siteB"])])
-
-
 def write_genbank(path: Path, n: int = 6000, seed: int = 0) -> None:
     rng = random.Random(seed)
     seq = "".join(rng.choice("ACGT") for _ in range(n))
@@ -54,19 +37,6 @@ def write_genbank(path: Path, n: int = 6000, seed: int = 0) -> None:
         from Bio import SeqIO
 
         SeqIO.write(record, f, "genbank")
-
-
-def run_pipeline(root: Path, overrides: list[str]) -> dict:
-    cfg = compose([*overrides, f"paths.raw={root}/data/raw", f"paths.prepared={root}/data/prepared",
-                   f"paths.models={root}/models", f"paths.reports={root}/reports",
-                   f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", "trainer.enable_progress_bar=false",
-                   "trainer.enable_model_summary=false"], config_dir=ROOT / "conf")
-    fetch.run(cfg)
-    stats = prepare.run(cfg)
-    train.run(cfg)
-    metrics = evaluate.run(cfg)
-    registered = register.run(cfg)
-    return {"cfg": cfg, "stats": stats, "metrics": metrics, "registered": registered}
 
 
 @pytest.fixture(scope="module")

@@ -85,14 +85,17 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     with working_dir(tmp_path):
         cfg = prepared_cfg(tmp_path, ["trainer.max_epochs=1"])
         train.run(cfg)
+        # An interrupted run whose optimizer is about to diverge: its checkpoint's learning rate is huge.
         last = tmp_path / "models" / "checkpoints" / "last.ckpt"
+        ckpt = torch.load(last, weights_only=True)
+        ckpt["optimizer_states"][0]["param_groups"][0]["lr"] = float("inf")
+        ckpt["lr_schedulers"][0]["base_lrs"] = [float("inf")]
+        torch.save(ckpt, last)
         before = last.read_bytes()
         cfg.trainer.max_epochs = 3
-        cfg.optim.lr = 1e30  # diverges at once
-        cfg.trainer.gradient_clip_val = None
-        cfg.train.resume = True
+        run = json.loads((tmp_path / "models" / "run.json").read_text())
         (tmp_path / "models" / "run.json").write_text(json.dumps(
-            {"fingerprint": train.fingerprint(cfg, train.data_digest(cfg.paths.prepared)), "run_id": None}))
+            {**run, "complete": False, "fingerprint": train.fingerprint(cfg, train.data_digest(cfg.paths.prepared))}))
         with pytest.raises(SeqpipeError, match="the training loss became (nan|inf)"):
             train.run(cfg)
         assert last.read_bytes() == before

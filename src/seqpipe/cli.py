@@ -150,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     except SeqpipeError as e:
         print(f"seqpipe: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # Hydra's own config errors (unknown group, bad override syntax) are input errors too
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        if not isinstance(e, HydraException | OmegaConfBaseException):
+            raise
+        print(f"seqpipe: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

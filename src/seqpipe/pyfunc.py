@@ -43,6 +43,7 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
 
         saved = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         self.task, self.labels = saved.get("task", "lm"), saved.get("labels", [])
+        self.max_len = saved.get("max_len")  # inputs are cut as the training data was
         self.net = build_net(self.task, saved["vocab_size"], len(self.labels), **saved["model"])
         self.net.load_state_dict(saved["state_dict"])
         self.net.eval()
@@ -77,6 +78,10 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
                 tokens = self.tokenizer.tokenize(text)
                 if not tokens:
                     raise ValueError(f"empty input text at row {start + len(ids)}: nothing to {self.task}")
+                if self.max_len and len(tokens) > self.max_len and self.task == "classify":
+                    warnings.warn(f"row {start + len(ids)}: {len(tokens)} tokens, read as its first {self.max_len} "
+                                  "(the training data's max_len)", stacklevel=2)
+                    tokens = tokens[: self.max_len]
                 ids.append(torch.tensor(self.vocab.encode(tokens)))
             batch = pad_collate([(i, torch.tensor(0)) for i in ids])
             logits, _ = self.net(batch["x"], batch["lengths"])

@@ -25,7 +25,7 @@ from seqpipe.tracking import tracking_uri, use_tracking_uri
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
-def export_weights(checkpoint: str, prepared: Path, out: Path) -> str:
+def export_weights(checkpoint: str, prepared: Path, out: Path, max_len: int | None = None) -> str:
     """The network's weights, config and labels alone, without Lightning's training state; returns the task."""
     load_checkpoint(checkpoint)  # refuses a missing or corrupt file with a clear message
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -34,7 +34,7 @@ def export_weights(checkpoint: str, prepared: Path, out: Path) -> str:
     task = hp.get("task", "lm")
     labels = json.loads((prepared / "labels.json").read_text())["labels"] if task != "lm" else []
     torch.save({"task": task, "labels": labels, "vocab_size": hp["vocab_size"], "model": hp["net"],
-                "state_dict": state}, out)
+                "state_dict": state, "max_len": max_len}, out)
     return task
 
 
@@ -70,7 +70,7 @@ def run(cfg: DictConfig) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.pt"
-        task = export_weights(info["best_checkpoint"], Path(cfg.paths.prepared), weights)
+        task = export_weights(info["best_checkpoint"], Path(cfg.paths.prepared), weights, cfg.prepare.max_len)
         vocab = Path(cfg.paths.prepared) / "vocab.json"
         signature, example = signature_for(task, cfg.evaluate.prompt)
         with mlflow.start_run(run_id=info["run_id"]):

@@ -30,7 +30,10 @@ def _expand(paths: list[str]) -> list[Path]:
 
 def read_text(path: Path, encoding: str = "utf-8", errors: str = "strict") -> str:
     """Decode a file; with errors='strict' a bad byte is reported with its offset."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SeqpipeError(f"{path}: cannot be read ({e.strerror}); check the path and its permissions") from None
     try:
         return data.decode(encoding, errors=errors)
     except UnicodeDecodeError as e:

@@ -1,0 +1,82 @@
+"""Start-up and data preparation: `seqpipe --help` and `seqpipe generate` to the first token against a bare Python
+start; `prepare` MB/s against a plain read of the same documents; peak memory of prepare and of a short train.
+Run from the repo root after `dvc repro` (uses data/raw and the registered champion when present).
+
+    python bench/startup_prepare.py [--json reports/bench_startup.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def wall(cmd: list[str], repeat: int = 5) -> float:
+    """Median wall time of a command, in seconds."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def peak_rss_mb(code: str) -> float:
+    """Peak resident memory of a Python child process that runs `code` (the child reports its own peak)."""
+    report = "; import resource; print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    out = subprocess.run([sys.executable, "-c", code + report], capture_output=True, text=True, check=True).stdout
+    return int(out.rsplit("PEAK", 1)[1]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--model", default="models:/seqpipe-shakespeare@champion")
+    args = ap.parse_args()
+    rows: dict[str, float] = {}
+    rows["python -c pass (s)"] = wall([sys.executable, "-c", "pass"])
+    rows["seqpipe --help (s)"] = wall([str(BIN / "seqpipe"), "--help"])
+    try:
+        rows["seqpipe generate, 1 token (s)"] = wall([str(BIN / "seqpipe"), "generate", "--model", args.model,
+                                                      "--max-new-tokens", "1"], repeat=3)
+    except subprocess.CalledProcessError:
+        print(f"(no {args.model} registered here: generate start-up skipped)")
+
+    raw = Path("data/raw/documents.jsonl")
+    if raw.is_file():
+        mb = raw.stat().st_size / 1e6
+        t = time.perf_counter()
+        docs = [json.loads(line) for line in raw.open(encoding="utf-8")]
+        plain = time.perf_counter() - t
+        with tempfile.TemporaryDirectory() as tmp:
+            code = ("from seqpipe.config import compose; from seqpipe import prepare; "
+                    f"prepare.run(compose(['paths.prepared={tmp}/p', 'paths.reports={tmp}/r']))")
+            t = time.perf_counter()
+            rows["prepare peak RSS (MB)"] = peak_rss_mb(code)
+            ours = time.perf_counter() - t
+        rows["plain read of documents.jsonl (MB/s)"] = mb / plain
+        rows["prepare, whole stage process (MB/s)"] = mb / ours
+        rows["documents"] = len(docs)
+    code = ("from seqpipe.config import compose; from seqpipe import train; "
+            "train.run(compose(['trainer.max_epochs=1', 'trainer.limit_train_batches=20', "
+            "'trainer.limit_val_batches=2', 'trainer.enable_progress_bar=false', 'paths.models=/tmp/bench_m', "
+            "'paths.reports=/tmp/bench_r', 'mlflow.tracking_uri=sqlite:////tmp/bench_startup.db']))")
+    if Path("data/prepared/vocab.json").is_file():
+        rows["train (20 steps) peak RSS (MB)"] = peak_rss_mb(code)
+    width = max(map(len, rows))
+    for k, v in rows.items():
+        print(f"{k:<{width}}  {v:>10.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
