@@ -118,18 +118,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--cells", default="lstm,gru,rnn")
+    ap.add_argument("--hidden", type=int, default=None, help="model.hidden_size (default: the config's)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    extra = [f"model.hidden_size={args.hidden}"] if args.hidden else []
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for cell in args.cells.split(","):
-            cfg = compose([f"model.cell={cell}"])
+            cfg = compose([f"model.cell={cell}", *extra])
             prepared = fake_prepared(Path(tempfile.mkdtemp(dir=tmp)), cfg.data.batch_size * cfg.data.bptt * 200)
             ours = seqpipe_step(cfg, prepared, args.steps, tmp)
             plain = plain_loop(cfg, prepared, args.steps)
             rows.append({"cell": cell, "seqpipe_tok_s": ours, "plain_tok_s": plain, "ratio": ours / plain})
-        cfg = compose([])
+        cfg = compose(extra)
         mm = mm_gflops()
         lstm = next(r for r in rows if r["cell"] == "lstm") if "lstm" in args.cells else None
     print(f"\n{torch.get_num_threads()} threads, batch {cfg.data.batch_size} x bptt {cfg.data.bptt}, "

@@ -35,6 +35,13 @@ def texts_from(model_input: object, column: str) -> list[str]:
     return values
 
 
+def upgrade_state_dict(state: dict) -> dict:
+    """Weights saved by seqpipe 0.1's first language models (embedding/rnn at the top level) in today's layout."""
+    if any(k.startswith(("embedding.", "rnn.")) for k in state):
+        return {(k if k.startswith("head.") else f"encoder.{k}"): v for k, v in state.items()}
+    return state
+
+
 class SeqpipeModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from seqpipe.nets import build_net
@@ -45,7 +52,7 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
         self.task, self.labels = saved.get("task", "lm"), saved.get("labels", [])
         self.max_len = saved.get("max_len")  # inputs are cut as the training data was
         self.net = build_net(self.task, saved["vocab_size"], len(self.labels), **saved["model"])
-        self.net.load_state_dict(saved["state_dict"])
+        self.net.load_state_dict(upgrade_state_dict(saved["state_dict"]))
         self.net.eval()
         self.vocab = Vocab.load(context.artifacts["vocab"])
         self.tokenizer = load_tokenizer(self.vocab.tokenizer)
@@ -100,3 +107,7 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
                     rows.append({"tags": sep.join(tags), "unk_fraction": unk,
                                  "confidence": float(np.mean(probs[i, : len(seq)].max(-1)))})
         return pd.DataFrame(rows)
+
+
+# Models registered by the first walking-skeleton builds pickled this name; it loads them with today's code.
+LanguageModel = SeqpipeModel
