@@ -142,6 +142,8 @@ def test_mlflow_models_serve_answers_invocations(pipeline):
         assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 25
         status, answer = _post(f"{url}/invocations", b"{not json")
         assert 400 <= status < 500
+        status, answer = _post(f"{url}/invocations", json.dumps({"dataframe_records": [{"text": "x"}]}).encode())
+        assert 400 <= status < 500 and "prompt" in json.dumps(answer)  # wrong column: the message names the right one
         assert _post(f"{url}/invocations", json.dumps(body).encode())[0] == 200  # still serving
     finally:
         os.killpg(proc.pid, 15)

@@ -111,3 +111,59 @@ def test_corrupt_checkpoint_is_refused_and_kept(tmp_path):
         with pytest.raises(SeqpipeError, match="best.ckpt.*cannot be loaded.*dvc repro -f train"):
             evaluate.run(cfg)
         assert best.stat().st_size == 1000 and not metrics.exists()
+
+
+def test_prepare_killed_half_way_leaves_no_output_and_reruns_clean(tmp_path):
+    write_corpus(tmp_path / "corpus", n_docs=40, lines=3000)  # a few MB, so prepare takes a while
+    cfg = compose(tiny_overrides(tmp_path), config_dir=ROOT / "conf")
+    with working_dir(tmp_path):
+        fetch.run(cfg)
+    code = ("import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from conftest import *; "
+            "from seqpipe import prepare; from seqpipe.config import compose; "
+            f"prepare.run(compose(tiny_overrides(Path({str(tmp_path)!r})), config_dir=ROOT / 'conf'))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    data = tmp_path / "data"
+    deadline = time.time() + 60
+    while not list(data.glob(".prepared.*.tmp")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)  # wait until it is writing its output
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (data / "prepared").exists()  # nothing half-written where the next stage looks
+    with working_dir(tmp_path):
+        stats = prepare.run(cfg)
+    assert sorted(p.name for p in data.iterdir()) == ["prepared", "raw"]  # the killed run's temporary is gone
+    assert stats["train_tokens"] > 1_000_000
+
+
+def test_vocabulary_mismatch_is_refused(tmp_path):
+    with working_dir(tmp_path):
+        cfg = prepared_cfg(tmp_path, ["trainer.max_epochs=1"])
+        train.run(cfg)
+        vocab = tmp_path / "data" / "prepared" / "vocab.json"
+        data = json.loads(vocab.read_text())
+        vocab.write_text(json.dumps({**data, "tokens": [*data["tokens"], "\u2603"]}))
+        with pytest.raises(SeqpipeError, match="trained with a vocabulary of .* but the prepared data has"):
+            evaluate.run(cfg)
+
+
+def test_concurrent_registrations_do_not_corrupt_the_store(tmp_path):
+    import mlflow
+
+    with working_dir(tmp_path):
+        cfg = prepared_cfg(tmp_path, ["trainer.max_epochs=1"])
+        train.run(cfg)
+        evaluate.run(cfg)
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from pathlib import Path; "
+            "from conftest import *; from seqpipe import register; from seqpipe.config import compose; "
+            f"register.run(compose([*tiny_overrides(Path({str(tmp_path)!r})), *{RUN!r}, 'trainer.max_epochs=1'], "
+            "config_dir=ROOT / 'conf'))")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [p.communicate()[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+    versions = sorted(int(v.version) for v in client.search_model_versions("name='seqpipe-text_file'"))
+    assert versions == [1, 2, 3]
+    assert int(client.get_model_version_by_alias("seqpipe-text_file", "champion").version) in versions

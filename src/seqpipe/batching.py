@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Sampler
 
-from seqpipe.vocab import PAD_ID
+from seqpipe.vocab import IGNORE_INDEX, PAD_ID
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -85,7 +85,7 @@ class BucketBatchSampler(Sampler[list[int]]):
 
 
 def pad_collate(batch: Sequence[tuple[Tensor, Tensor | int]], pad_id: int = PAD_ID,
-                ignore_index: int = -100) -> dict[str, Tensor]:
+                ignore_index: int = IGNORE_INDEX) -> dict[str, Tensor]:
     """Pad to the batch's longest sequence; per-step targets are padded with `ignore_index`, which the loss skips."""
     ids = [torch.as_tensor(x, dtype=torch.long) for x, _ in batch]
     targets = [torch.as_tensor(y, dtype=torch.long) for _, y in batch]

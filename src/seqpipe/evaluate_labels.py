@@ -17,8 +17,9 @@ from torchmetrics.functional.classification import (
 
 from seqpipe.atomic import atomic_path, write_text
 from seqpipe.batching import BucketBatchSampler, pad_collate
-from seqpipe.examples import IGNORE, ExampleDataModule
+from seqpipe.examples import ExampleDataModule
 from seqpipe.module import SeqModule
+from seqpipe.vocab import IGNORE_INDEX as IGNORE
 
 
 @torch.no_grad()

@@ -14,9 +14,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from seqpipe.batching import BucketBatchSampler, pad_collate
 from seqpipe.errors import SeqpipeError
+from seqpipe.vocab import IGNORE_INDEX as IGNORE
 from seqpipe.vocab import PAD_ID, Vocab
-
-IGNORE = -100
 
 
 def save_examples(path: Path, ids: list[np.ndarray], targets: list[np.ndarray] | np.ndarray, sources: np.ndarray,

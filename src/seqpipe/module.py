@@ -14,9 +14,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from seqpipe.errors import SeqpipeError
 from seqpipe.nets import State, build_net, detach_state
+from seqpipe.vocab import IGNORE_INDEX as IGNORE
 
 STAGES = ("train", "val", "test")
-IGNORE = -100  # target value of padded steps: never counted in the loss or the metrics
 Batch = dict[str, Tensor]
 
 
