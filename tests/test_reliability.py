@@ -62,6 +62,8 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert epoch_at_kill < 3  # killed before the end
     with working_dir(killed):
         resumed = train.run(cfg)
+    print(f"resume: uninterrupted best val loss {reference['best_val_loss']:.6f}, killed at epoch {epoch_at_kill} "
+          f"and resumed {resumed['best_val_loss']:.6f}")
     assert resumed["run_id"] == json.loads((killed / "models" / "run.json").read_text())["run_id"]
     assert resumed["steps"] == reference["steps"] and resumed["epochs"] == reference["epochs"]
     assert resumed["best_val_loss"] == pytest.approx(reference["best_val_loss"], rel=1e-3)
