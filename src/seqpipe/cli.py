@@ -133,7 +133,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        # Everything after `train` is Hydra's (overrides, --multirun, --cfg job): argparse would take the flags.
+        args = argparse.Namespace(command="train", overrides=argv[1:])
+    else:
+        args = parser().parse_args(argv)
     from seqpipe.errors import SeqpipeError
 
     try:

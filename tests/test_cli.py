@@ -1,0 +1,38 @@
+"""The `seqpipe` command itself: fast help without heavy imports, Hydra's command line for train."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import tiny_overrides
+
+from seqpipe import fetch, prepare
+
+SEQPIPE = str(Path(sys.executable).with_name("seqpipe"))
+
+
+def test_help_imports_nothing_heavy():
+    code = "import sys; from seqpipe import cli; cli.parser(); print(sorted(m for m in ('torch', 'lightning', " \
+           "'mlflow', 'hydra') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert "generate" in subprocess.run([SEQPIPE, "--help"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.slow
+def test_train_multirun_runs_each_job_in_its_own_folder(tiny_cfg, tmp_path):
+    fetch.run(tiny_cfg)
+    prepare.run(tiny_cfg)
+    keep = [o for o in tiny_overrides(tmp_path) if not o.startswith(("paths.models", "paths.reports"))]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([SEQPIPE, "train", "--multirun", "model.cell=rnn,gru", "trainer.max_epochs=1", *keep,
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("train: best val/loss") == 2
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "models" / "checkpoints" / "best.ckpt").is_file()
