@@ -49,8 +49,6 @@ def check_model_uri(uri: str) -> None:
         raise SeqpipeError(f"model {name!r} has no {what}; {describe_registry(client, name)}") from None
 
 
-
-
 def load_model(model_uri: str, tracking_uri: str, expect: tuple[str, ...]) -> object:
     """The registered pyfunc, refused with a clear message when it was trained for another task."""
     import mlflow

@@ -27,10 +27,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 def export_weights(checkpoint: str, prepared: Path, out: Path, max_len: int | None = None) -> str:
     """The network's weights, config and labels alone, without Lightning's training state; returns the task."""
-    load_checkpoint(checkpoint)  # refuses a missing or corrupt file with a clear message
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    hp = ckpt["hyper_parameters"]
-    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    module = load_checkpoint(checkpoint)  # refuses a missing or corrupt file with a clear message
+    hp, state = module.hparams, module.net.state_dict()
     task = hp.get("task", "lm")
     labels = json.loads((prepared / "labels.json").read_text())["labels"] if task != "lm" else []
     torch.save({"task": task, "labels": labels, "vocab_size": hp["vocab_size"], "model": hp["net"],
