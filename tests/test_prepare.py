@@ -3,10 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from seqpipe import fetch, prepare
 from seqpipe.errors import SeqpipeError
 from seqpipe.prepare import split_documents
+from seqpipe.tokenize import CharTokenizer
 from seqpipe.vocab import BOS_ID, EOS_ID, Vocab
 
 
@@ -59,3 +61,28 @@ def test_failed_prepare_keeps_the_previous_output_and_leaves_no_temporaries(tiny
         prepare.run(tiny_cfg)
     assert {p.name: p.read_bytes() for p in prepared.iterdir()} == before
     assert sorted(p.name for p in prepared.parent.iterdir()) == ["prepared", "raw"]
+
+
+class TokensOnly:
+    """A character tokenizer without `codepoints`: prepare takes its token-by-token path."""
+
+    tokenize = staticmethod(list)
+
+
+@pytest.mark.parametrize("min_freq,max_size", [(1, None), (3, None), (1, 12)])
+def test_array_path_for_characters_matches_the_token_path(min_freq, max_size):
+    rng = np.random.default_rng(0)
+    alphabet = list("abcde fgh\nÉé") + ["😀", "\ud800", "中"]  # accents, astral plane, a lone surrogate
+
+    def doc(n):
+        return {"text": "".join(rng.choice(alphabet, n, p=np.r_[[0.09] * 10, [0.02] * 5]))}
+
+    splits = {"train": [doc(300), doc(0), doc(50)], "val": [doc(40), doc(0)], "test": [{"text": "zzz ab"}]}
+    p = OmegaConf.create({"min_freq": min_freq, "max_size": max_size,
+                          "tokenizer": {"_target_": "seqpipe.tokenize.CharTokenizer"}})
+    fast_vocab, fast = prepare.encode_splits(splits, CharTokenizer(), p)
+    slow_vocab, slow = prepare.encode_splits(splits, TokensOnly(), p)
+    assert fast_vocab.itos == slow_vocab.itos
+    for name in ("train", "val", "test"):
+        assert fast[name].dtype == slow[name].dtype and fast[name].tolist() == slow[name].tolist(), name
+    assert fast["train"].tolist().count(BOS_ID) == 3 and fast["test"][-1] == EOS_ID

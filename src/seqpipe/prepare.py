@@ -15,7 +15,7 @@ from seqpipe.atomic import atomic_path, write_json
 from seqpipe.errors import SeqpipeError
 from seqpipe.fetch import read_documents
 from seqpipe.recipes import Document
-from seqpipe.vocab import BOS, EOS, UNK_ID, Vocab
+from seqpipe.vocab import BOS, BOS_ID, EOS, EOS_ID, SPECIALS, UNK_ID, Vocab
 
 SPLITS = ("train", "val", "test")
 
@@ -58,6 +58,45 @@ def split_examples(rows: list[Document], val_fraction: float, test_fraction: flo
     return out
 
 
+def encode_splits(splits: dict[str, list[Document]], tokenizer, p: DictConfig) -> tuple[Vocab, dict]:  # noqa: ANN001
+    """The vocabulary of the training split (val/test tokens it lacks count as <unk>), and each split as one
+    stream of ids: <bos> document <eos> <bos> document <eos> ..."""
+    if hasattr(tokenizer, "codepoints"):
+        return encode_chars(splits, tokenizer, p)
+    tokens = {name: [[BOS, *tokenizer.tokenize(d["text"]), EOS] for d in _progress(splits[name], name)]
+              for name in SPLITS}
+    counts = Counter(t for doc in tokens["train"] for t in doc)
+    vocab = Vocab.build(counts, p.min_freq, p.max_size, tokenizer=dict(p.tokenizer))
+    return vocab, {name: np.fromiter((i for doc in tokens[name] for i in vocab.encode(doc)), dtype=vocab.dtype())
+                   for name in SPLITS}
+
+
+def encode_chars(splits: dict[str, list[Document]], tokenizer, p: DictConfig) -> tuple[Vocab, dict]:  # noqa: ANN001
+    """`encode_splits` for character tokenizers, on arrays of code points: the same vocabulary and ids as the
+    token-by-token path (tested), without a Python object per character."""
+    points = {name: [tokenizer.codepoints(d["text"]) for d in _progress(splits[name], name)] for name in SPLITS}
+    streams = {name: np.concatenate([np.zeros(0, "<u4"), *docs]) for name, docs in points.items()}
+    counts = np.bincount(streams["train"])
+    chars = np.flatnonzero(counts)
+    vocab = Vocab.build(Counter(dict(zip(map(chr, chars.tolist()), counts[chars].tolist()))), p.min_freq,
+                        p.max_size, tokenizer=dict(p.tokenizer))
+    # code point -> id, through a table as long as the largest code point seen (at most 0x10FFFF entries)
+    lut = np.full(max((int(s.max()) for s in streams.values() if s.size), default=0) + 1, UNK_ID, vocab.dtype())
+    for token in vocab.itos[len(SPECIALS):]:
+        lut[ord(token)] = vocab.stoi[token]
+    for name, docs in points.items():
+        ends = np.cumsum([len(d) for d in docs], dtype=np.int64)
+        # <bos> before and <eos> after each document: offsets interleaved (start0, end0, start1, ...) so that
+        # an <eos> comes before the next <bos> at the same offset (np.insert keeps the order of equal offsets).
+        at = np.stack([ends - [len(d) for d in docs], ends], axis=1).ravel() if docs else np.zeros(0, np.int64)
+        streams[name] = np.insert(lut[streams[name]], at, np.tile([BOS_ID, EOS_ID], len(docs))).astype(vocab.dtype())
+    return vocab, streams
+
+
+def _progress(docs: list[Document], name: str):  # noqa: ANN202
+    return tqdm(docs, desc=f"tokenize {name}", unit="doc", file=sys.stderr)
+
+
 def run(cfg: DictConfig) -> dict:
     p = cfg.prepare
     docs = read_documents(cfg.paths.raw)
@@ -71,19 +110,13 @@ def run(cfg: DictConfig) -> dict:
         return prepare_examples(cfg, docs, tokenizer, raw_file)
     splits = split_documents(docs, p.val_fraction, p.test_fraction, p.split_seed)
 
-    tokens: dict[str, list[list[str]]] = {}
-    for name in SPLITS:
-        tokens[name] = [[BOS, *tokenizer.tokenize(d["text"]), EOS]
-                        for d in tqdm(splits[name], desc=f"tokenize {name}", unit="doc", file=sys.stderr)]
-    # The vocabulary comes from the training split alone: val/test tokens it lacks count as <unk>.
-    counts = Counter(t for doc in tokens["train"] for t in doc)
-    vocab = Vocab.build(counts, p.min_freq, p.max_size, tokenizer=dict(p.tokenizer))
+    vocab, streams = encode_splits(splits, tokenizer, p)
 
     stats: dict = {"vocab_size": len(vocab)}
     with atomic_path(Path(cfg.paths.prepared), is_dir=True) as out:
         for name in SPLITS:
-            ids = np.fromiter((i for doc in tokens[name] for i in vocab.encode(doc)), dtype=vocab.dtype())
-            if ids.size <= 2 * len(tokens[name]):  # nothing but <bos>/<eos>
+            ids = streams[name]
+            if ids.size <= 2 * len(splits[name]):  # nothing but <bos>/<eos>
                 raise SeqpipeError(f"the {name} split is empty ({raw_file}): add text or documents")
             np.save(out / f"{name}.npy", ids)
             stats[f"{name}_tokens"] = int(ids.size)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
+
 
 class CharTokenizer:
     """Every character is a token; detokenizing is concatenation, so the round trip is exact."""
 
     separator = ""
 
+    def normalize(self, text: str) -> str:
+        return text
+
     def tokenize(self, text: str) -> list[str]:
-        return list(text)
+        return list(self.normalize(text))
+
+    def codepoints(self, text: str) -> np.ndarray:
+        """The tokens as Unicode code points (uint32): `tokenize` in array form, for encoding at numpy speed."""
+        return np.frombuffer(self.normalize(text).encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
     def detokenize(self, tokens: list[str]) -> str:
         return "".join(tokens)
@@ -21,8 +32,6 @@ class WordTokenizer:
     separator = " "
 
     def __init__(self, lowercase: bool = True, split_punct: bool = True):
-        import re
-
         self.lowercase, self.split_punct = lowercase, split_punct
         self._pattern = re.compile(r"\w+|[^\w\s]" if split_punct else r"\S+")
 
@@ -37,14 +46,16 @@ class DnaTokenizer(CharTokenizer):
     """Bases as tokens: upper-cased, IUPAC ambiguity codes read as N; any other letter is an error."""
 
     IUPAC = "RYSWKMBDHV"
+    _TABLE = str.maketrans(IUPAC, "N" * len(IUPAC))
+    _OTHER = re.compile("[^ACGTN]")
 
-    def tokenize(self, text: str) -> list[str]:
-        seq = text.upper().translate(str.maketrans(self.IUPAC, "N" * len(self.IUPAC)))
-        for i, base in enumerate(seq):
-            if base not in "ACGTN":
-                raise ValueError(f"not a DNA letter: {text[i]!r} at position {i} (allowed: ACGTN and IUPAC codes "
-                                 f"{self.IUPAC})")
-        return list(seq)
+    def normalize(self, text: str) -> str:
+        seq = text.upper().translate(self._TABLE)
+        if bad := self._OTHER.search(seq):
+            i = bad.start()
+            raise ValueError(f"not a DNA letter: {text[i]!r} at position {i} (allowed: ACGTN and IUPAC codes "
+                             f"{self.IUPAC})")
+        return seq
 
 
 def load_tokenizer(config: dict) -> CharTokenizer | WordTokenizer | DnaTokenizer:
