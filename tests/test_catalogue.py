@@ -75,23 +75,55 @@ def _cfg(root: Path, *extra: str):  # noqa: ANN202
     return compose([*tiny_overrides(root), *extra], config_dir=ROOT / "conf")
 
 
-DATA_CASES = {
-    "empty-corpus": (lambda d: (d / "corpus" / "a.txt").write_text("  \n"), "produced no documents"),
-    "binary-file": (lambda d: (d / "corpus" / "a.bin.txt").write_bytes(bytes(range(256))),
-                    "not valid utf-8: byte 0x80 at offset 128"),
-    "non-utf8": (lambda d: (d / "corpus" / "a.txt").write_bytes(b"caf\xe9"), "byte 0xe9 at offset 3"),
-    "missing-file": (lambda d: None, "text file not found"),
+def _text_files(content: bytes | str | None, name: str = "a.txt"):  # noqa: ANN202
+    """A text_file recipe over tmp/corpus holding one file (None: a path that does not exist)."""
+    def make(d: Path) -> list[str]:
+        if content is None:
+            return ["recipe=text_file", f"recipe.fetch.paths=[{d / 'nope.txt'}]"]
+        f = d / "corpus" / name
+        f.write_bytes(content) if isinstance(content, bytes) else f.write_text(content)
+        return ["recipe=text_file", f"recipe.fetch.paths=[{d / 'corpus'}]"]
+    return make
+
+
+def _csv(content: bytes):  # noqa: ANN202
+    def make(d: Path) -> list[str]:
+        (d / "in.csv").write_bytes(content)
+        return ["recipe=text_csv", f"recipe.fetch.path={d / 'in.csv'}"]
+    return make
+
+
+def _genbank(sequence: str | None):  # noqa: ANN202
+    def make(d: Path) -> list[str]:
+        path = d / "x.gbk.gz"
+        if sequence is not None:
+            with gzip.open(path, "wt") as f:
+                f.write(f"LOCUS       x  {len(sequence)} bp    DNA     linear   UNK 01-JAN-1980\nORIGIN\n"
+                        f"        1 {sequence}\n//\n")
+        return ["recipe=dna", f"recipe.fetch.path={path}", "recipe.fetch.window=4"]
+    return make
+
+
+# (make the input in tmp_path and return the overrides, expected message); each runs the fetch stage.
+FETCH_CASES = {
+    "empty-corpus": (_text_files("  \n"), "produced no documents"),
+    "binary-file": (_text_files(bytes(range(256)), "a.bin.txt"), "not valid utf-8: byte 0x80 at offset 128"),
+    "non-utf8": (_text_files(b"caf\xe9"), "byte 0xe9 at offset 3"),
+    "missing-file": (_text_files(None), "text file not found"),
+    "csv-latin1": (_csv(b"text,label\ncaf\xe9,a\n"), "byte 0xe9"),
+    "csv-no-text-column": (_csv(b"body,label\nhi,a\n"), "column 'text'"),
+    "genbank-missing": (_genbank(None), "apt-get install any2fasta-examples"),
+    "dna-bad-letter": (_genbank("acgtzzac"), "record x, position 5: 'Z' is not a DNA base"),
 }
 
 
-@pytest.mark.parametrize("case", DATA_CASES)
-def test_data_cases(case, tmp_path):
+@pytest.mark.parametrize("case", FETCH_CASES)
+def test_fetch_cases(case, tmp_path):
     (tmp_path / "corpus").mkdir()
-    make, message = DATA_CASES[case]
-    make(tmp_path)
-    paths = f"[{tmp_path / 'corpus'}]" if case != "missing-file" else f"[{tmp_path / 'nope.txt'}]"
+    make, message = FETCH_CASES[case]
+    cfg = compose([*make(tmp_path), f"paths.raw={tmp_path / 'data/raw'}"], config_dir=ROOT / "conf")
     with pytest.raises(SeqpipeError, match=message.replace("(", r"\(")):
-        fetch.run(_cfg(tmp_path, f"recipe.fetch.paths={paths}"))
+        fetch.run(cfg)
     assert not (tmp_path / "data" / "raw").exists()  # no half-written output
 
 
@@ -115,21 +147,6 @@ def test_too_little_data_for_a_batch(tmp_path):
     assert not (tmp_path / "models" / "checkpoints").exists()
 
 
-def test_csv_cases(tmp_path):
-    bad = tmp_path / "bad.csv"
-    bad.write_bytes(b"text,label\ncaf\xe9,a\n")
-    cfg = compose(["recipe=text_csv", f"recipe.fetch.path={bad}", f"paths.raw={tmp_path}/raw"],
-                  config_dir=ROOT / "conf")
-    with pytest.raises(SeqpipeError, match="byte 0xe9"):
-        fetch.run(cfg)
-    ok = tmp_path / "ok.csv"
-    ok.write_text("body,label\nhi,a\n")
-    cfg.recipe.fetch.path = str(ok)
-    with pytest.raises(SeqpipeError, match="text"):  # the missing text column is named
-        fetch.run(cfg)
-    assert not (tmp_path / "raw").exists()
-
-
 def test_sha256_mismatch_removes_the_download(tmp_path):
     f = tmp_path / "x.tar.gz"
     f.write_bytes(b"tampered")
@@ -138,19 +155,8 @@ def test_sha256_mismatch_removes_the_download(tmp_path):
     assert not f.exists()
 
 
-def test_dna_cases(tmp_path):
-    from seqpipe.recipes import dna
-
-    with pytest.raises(SeqpipeError, match="apt-get install any2fasta-examples"):
-        dna.fetch(str(tmp_path / "missing.gbk.gz"), 512)
-    gbk = tmp_path / "x.gbk.gz"
-    with gzip.open(gbk, "wt") as f:
-        f.write("LOCUS       x  8 bp    DNA     linear   UNK 01-JAN-1980\nORIGIN\n        1 acgtzzac\n//\n")
-    with pytest.raises(SeqpipeError, match="position"):
-        dna.fetch(str(gbk), 4)
-
-
-def test_checkpoint_cases(tmp_path):
+@pytest.mark.parametrize("case", ["checkpoint-missing", "checkpoint-corrupt"])
+def test_checkpoint_cases(case, tmp_path):
     (tmp_path / "reports").mkdir()
     write_corpus(tmp_path / "corpus")
     cfg = _cfg(tmp_path)
@@ -160,48 +166,76 @@ def test_checkpoint_cases(tmp_path):
     ckpt.parent.mkdir(parents=True)
     (tmp_path / "reports" / "train.json").write_text(json.dumps(
         {"best_checkpoint": str(ckpt), "run_id": "x", "best_val_loss": 1.0, "epochs": 1, "steps": 1}))
-    with pytest.raises(SeqpipeError, match="not found"):
+    if case == "checkpoint-corrupt":
+        ckpt.write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(SeqpipeError, match="not found" if case == "checkpoint-missing" else
+                       "cannot be loaded.*left as it is"):
         evaluate.run(cfg)
-    ckpt.write_bytes(b"PK\x03\x04 not a checkpoint")
-    with pytest.raises(SeqpipeError, match="cannot be loaded.*left as it is"):
-        evaluate.run(cfg)
-    assert ckpt.read_bytes().startswith(b"PK") and not (tmp_path / "reports" / "metrics.json").exists()
+    assert not (tmp_path / "reports" / "metrics.json").exists()
+    assert case == "checkpoint-missing" or ckpt.read_bytes().startswith(b"PK")
 
 
-def test_registry_and_prediction_cases(models, tmp_path, capsys):
+def _latin1(d: Path) -> str:
+    (d / "latin1.csv").write_bytes(b"text\ncaf\xe9\n")
+    return str(d / "latin1.csv")
+
+
+# (case id, command line after the tracking URI; a callable makes an input file in tmp_path, expected message)
+REGISTRY_CASES = [
+    ("no-such-model", ["generate", "--model", "models:/nope@champion"], "no registered model named 'nope'"),
+    ("no-such-alias", ["generate", "--model", "models:/seqpipe-text_file@gold"], "has no alias @gold"),
+    ("no-such-version", ["generate", "--model", "models:/seqpipe-text_file/9"], "has no version 9; versions: 1"),
+    ("predict-with-lm", ["predict", "--model", LM, "--text", "x"], "is a 'lm' model"),
+    ("generate-with-classifier", ["generate", "--model", CLF], "is a 'classify' model"),
+    ("predict-no-input", ["predict", "--model", CLF], "give either --text TEXT or --input FILE"),
+    ("predict-missing-file", ["predict", "--model", CLF, "--input", lambda d: str(d / "none.csv")],
+     "input file not found"),
+    ("predict-latin1-file", ["predict", "--model", CLF, "--input", _latin1], "not valid UTF-8 at byte offset"),
+]
+
+
+@pytest.mark.parametrize("case,argv,message", REGISTRY_CASES, ids=[c[0] for c in REGISTRY_CASES])
+def test_registry_and_prediction_cases(case, argv, message, models, tmp_path, capsys):
     root, uri = models
-    t = ["--tracking-uri", uri]
-    cases = [
-        (["generate", "--model", "models:/nope@champion", *t], "no registered model named 'nope'"),
-        (["generate", "--model", "models:/seqpipe-text_file@gold", *t], "has no alias @gold"),
-        (["generate", "--model", "models:/seqpipe-text_file/9", *t], "has no version 9; versions: 1"),
-        (["predict", "--model", LM, "--text", "x", *t], "is a 'lm' model"),
-        (["generate", "--model", CLF, *t], "is a 'classify' model"),
-        (["predict", "--model", CLF, *t], "give either --text TEXT or --input FILE"),
-        (["predict", "--model", CLF, "--input", str(tmp_path / "none.csv"), *t], "input file not found"),
-    ]
-    bad = tmp_path / "latin1.csv"
-    bad.write_bytes(b"text\ncaf\xe9\n")
-    cases.append((["predict", "--model", CLF, "--input", str(bad), *t], "not valid UTF-8 at byte offset"))
-    for argv, message in cases:
-        code, text = run_cli(argv, capsys)
-        assert code == 2 and message in text, (argv, text)
+    before = (root / "mlflow.db").read_bytes()
+    argv = [a(tmp_path) if callable(a) else a for a in argv]
+    code, text = run_cli([*argv, "--tracking-uri", uri], capsys)
+    assert code == 2 and message in text, text
+    assert (root / "mlflow.db").read_bytes() == before  # the registry is untouched
 
 
-def test_prediction_inputs_that_still_answer(models):
+def _ask(model: str, column: str, text: str, **params):  # noqa: ANN202
     import mlflow
 
+    return mlflow.pyfunc.load_model(model).predict(pd.DataFrame({column: [text]}), params=params or None)
+
+
+# (case id, model, input text, generation params, the warning or error expected, check of the answer)
+ANSWER_CASES = [
+    ("unknown-prompt-chars", LM, "€€€", {"max_new_tokens": 3}, (UserWarning, "not in the vocabulary"),
+     lambda out: out[0].startswith("€€€")),
+    ("empty-prompt", LM, "", {"max_new_tokens": 5}, None, lambda out: len(out[0]) <= 5),
+    ("over-long-text", CLF, "good " * 100, {}, (UserWarning, "read as its first 12"),
+     lambda out: out["label"][0] in ("neg", "pos")),
+    ("unknown-words-only", CLF, "qqq zzz", {}, (UserWarning, "every token is unknown"),
+     lambda out: out["unk_fraction"][0] == 1.0),
+    ("empty-text", CLF, "   ", {}, (ValueError, "empty input text at row 0"), None),
+]
+
+
+@pytest.mark.parametrize("case,model,text,params,expect,check", ANSWER_CASES, ids=[c[0] for c in ANSWER_CASES])
+def test_prediction_inputs(case, model, text, params, expect, check, models):
     from seqpipe.tracking import use_tracking_uri
 
-    _, uri = models
-    use_tracking_uri(uri)
-    lm, clf = mlflow.pyfunc.load_model(LM), mlflow.pyfunc.load_model(CLF)
-    with pytest.warns(UserWarning, match="not in the vocabulary"):  # unknown characters: <unk>, no crash
-        assert lm.predict(pd.DataFrame({"prompt": ["€€€"]}), params={"max_new_tokens": 3})[0].startswith("€€€")
-    assert len(lm.predict(pd.DataFrame({"prompt": [""]}), params={"max_new_tokens": 5})[0]) <= 5  # empty prompt
-    with pytest.warns(UserWarning, match="read as its first 12"):  # over-long input: cut like the training data
-        assert clf.predict(pd.DataFrame({"text": ["good " * 100]}))["label"][0] in ("neg", "pos")
-    with pytest.warns(UserWarning, match="every token is unknown"):
-        clf.predict(pd.DataFrame({"text": ["qqq zzz"]}))
-    with pytest.raises(ValueError, match="empty input text at row 0"):
-        clf.predict(pd.DataFrame({"text": ["   "]}))
+    use_tracking_uri(models[1])
+    column = "prompt" if model == LM else "text"
+    if expect is None:
+        out = _ask(model, column, text, **params)
+    elif issubclass(expect[0], Warning):
+        with pytest.warns(expect[0], match=expect[1]):
+            out = _ask(model, column, text, **params)
+    else:
+        with pytest.raises(expect[0], match=expect[1]):
+            _ask(model, column, text, **params)
+        return
+    assert check(out)
