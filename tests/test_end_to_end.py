@@ -52,6 +52,10 @@ def test_training_learns_and_is_tracked(pipeline):
     assert "git.commit" in run.data.params
     for key in ("train/loss", "val/loss", "val/bpc", "val/ppl", "train/tokens_per_sec", "test/loss", "train/lr"):
         assert key in run.data.metrics, key
+    # per-step values at every train.log_every_n_steps (5) steps, none missing (they are logged only on those steps)
+    steps = [m.step for m in mlflow.MlflowClient(cfg.mlflow.tracking_uri).get_metric_history(run.info.run_id,
+                                                                                              "train/loss_step")]
+    assert steps == list(range(4, trained["steps"], 5)), steps
     assert (Path(cfg.paths.reports) / "evaluate" / "learning_curve.png").stat().st_size > 1000
     assert (Path(cfg.paths.reports) / "evaluate" / "sample.txt").read_text().startswith(cfg.evaluate.prompt)
 

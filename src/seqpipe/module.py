@@ -68,9 +68,18 @@ class SeqModule(L.LightningModule):
                 "training stopped and the last good checkpoint is kept. Lower optim.lr, keep gradient clipping "
                 "on (trainer.gradient_clip_val), or check the data for extreme values."
             )
-        self.log("train/loss_step", loss, prog_bar=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        if self._shown(batch_idx):
+            self.log("train/loss_step", loss, prog_bar=True)
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
+
+    def _shown(self, batch_idx: int) -> bool:
+        """Whether the logger writes this step or the progress bar draws it. Per-step values are logged only then:
+        a `self.log` call costs ~0.5 ms, as much as the whole step of a small model (bench/throughput.py)."""
+        t = self.trainer
+        bar = t.progress_bar_callback
+        return ((self.global_step + 1) % max(t.log_every_n_steps, 1) == 0
+                or (bar is not None and (batch_idx + 1) % max(getattr(bar, "refresh_rate", 1), 1) == 0))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val")
