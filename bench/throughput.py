@@ -1,14 +1,16 @@
 """Training throughput: seqpipe's training step as configured by default (Lightning, MLflow logging, progress bar)
 against a plain PyTorch loop on the same network, data, batch and optimizer, in the same process; plus hardware
-efficiency of the LSTM step against torch.mm on this machine.
+efficiency of the LSTM step against torch.mm on this machine, for several layer sizes (the default first).
 
-    python bench/throughput.py [--steps 60] [--cells lstm,gru,rnn] [--json reports/bench_throughput.json]
+    python bench/throughput.py [--steps 60] [--cells lstm,gru,rnn] [--sizes 256,512,1024] [--device cuda]
+                               [--json reports/bench_throughput.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -37,12 +39,19 @@ class StepTimer(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # noqa: ANN001
         if batch_idx == WARMUP:
-            self.t0 = time.perf_counter()
+            self.t0 = now(pl_module.device)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001
         if batch_idx >= WARMUP:
             self.tokens += batch["x"].numel()
-            self.elapsed = time.perf_counter() - self.t0
+            self.elapsed = now(pl_module.device) - self.t0
+
+
+def now(device: torch.device | str) -> float:
+    """perf_counter after the device has finished its queued work (CUDA runs asynchronously)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def fake_prepared(root: Path, n_tokens: int, vocab_size: int = 88) -> Path:
@@ -55,33 +64,33 @@ def fake_prepared(root: Path, n_tokens: int, vocab_size: int = 88) -> Path:
     return root
 
 
-def seqpipe_step(cfg, prepared: Path, steps: int, tmp: Path) -> float:  # noqa: ANN001
+def seqpipe_step(cfg, prepared: Path, steps: int, tmp: Path, device: str) -> float:  # noqa: ANN001
     """tokens/s of the default Lightning fit: MLflow logger (SQLite), progress bar, clipping, carried state."""
     L.seed_everything(0, verbose=False)
     dm = StreamDataModule(str(prepared), cfg.data.batch_size, cfg.data.bptt, cfg.data.eval_batch_size)
     module = SeqModule(len(dm.vocab), dict(cfg.model), dict(cfg.optim), True)
     timer = StepTimer()
     logger = MLFlowLogger(experiment_name="bench", tracking_uri=f"sqlite:///{tmp / 'bench.db'}")
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=WARMUP + steps, limit_val_batches=0,
-                        gradient_clip_val=cfg.trainer.gradient_clip_val, logger=logger,
+    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=WARMUP + steps,
+                        limit_val_batches=0, gradient_clip_val=cfg.trainer.gradient_clip_val, logger=logger,
                         log_every_n_steps=cfg.train.log_every_n_steps, enable_checkpointing=False,
                         enable_model_summary=False, callbacks=[timer, TQDMProgressBar(refresh_rate=50)])
     trainer.fit(module, datamodule=dm)
     return timer.tokens / timer.elapsed
 
 
-def plain_loop(cfg, prepared: Path, steps: int) -> float:  # noqa: ANN001
+def plain_loop(cfg, prepared: Path, steps: int, device: str) -> float:  # noqa: ANN001
     """tokens/s of a hand-written loop: same network, AdamW, clipping and carried hidden state."""
     torch.manual_seed(0)
     vocab = Vocab.load(prepared / "vocab.json")
-    net = build_net("lm", len(vocab), **dict(cfg.model))
+    net = build_net("lm", len(vocab), **dict(cfg.model)).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr)
     chunks = ChunkDataset(batchify(np.load(prepared / "train.npy"), cfg.data.batch_size), cfg.data.bptt)
     state, tokens, t0 = None, 0, 0.0
     for i in range(WARMUP + steps):
         if i == WARMUP:
-            t0 = time.perf_counter()
-        batch = chunks[i]
+            t0 = now(device)
+        batch = {k: v.to(device) for k, v in chunks[i].items()}
         logits, state = net(batch["x"], state=state)
         state = detach_state(state)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["y"].reshape(-1))
@@ -91,16 +100,17 @@ def plain_loop(cfg, prepared: Path, steps: int) -> float:  # noqa: ANN001
         opt.step()
         if i >= WARMUP:
             tokens += batch["x"].numel()
-    return tokens / (time.perf_counter() - t0)
+    return tokens / (now(device) - t0)
 
 
-def mm_gflops(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def mm_gflops(device: str, n: int = 2048, reps: int = 20) -> float:
+    """float32 GFLOP/s of an n x n matmul on `device`."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
-    t = time.perf_counter()
+    t = now(device)
     for _ in range(reps):
         a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+    return 2 * n**3 * reps / (now(device) - t) / 1e9
 
 
 def lstm_train_flops_per_token(cfg, vocab_size: int) -> float:  # noqa: ANN001
@@ -117,36 +127,53 @@ def lstm_train_flops_per_token(cfg, vocab_size: int) -> float:  # noqa: ANN001
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="alternating runs of each; the median of the paired ratios is reported")
     ap.add_argument("--cells", default="lstm,gru,rnn")
-    ap.add_argument("--hidden", type=int, default=None, help="model.hidden_size (default: the config's)")
+    ap.add_argument("--sizes", default="256,512,1024", help="LSTM hidden sizes for the efficiency table")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: seqpipe runs trainer=gpu")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    extra = [f"model.hidden_size={args.hidden}"] if args.hidden else []
-    rows = []
+    device, rows, eff = args.device, [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for cell in args.cells.split(","):
-            cfg = compose([f"model.cell={cell}", *extra])
+            cfg = compose([f"model.cell={cell}"])
             prepared = fake_prepared(Path(tempfile.mkdtemp(dir=tmp)), cfg.data.batch_size * cfg.data.bptt * 200)
-            ours = seqpipe_step(cfg, prepared, args.steps, tmp)
-            plain = plain_loop(cfg, prepared, args.steps)
-            rows.append({"cell": cell, "seqpipe_tok_s": ours, "plain_tok_s": plain, "ratio": ours / plain})
-        cfg = compose(extra)
-        mm = mm_gflops()
-        lstm = next(r for r in rows if r["cell"] == "lstm") if "lstm" in args.cells else None
-    print(f"\n{torch.get_num_threads()} threads, batch {cfg.data.batch_size} x bptt {cfg.data.bptt}, "
-          f"hidden {cfg.model.hidden_size}, {args.steps} timed steps after {WARMUP} warm-up steps")
-    print(f"{'cell':<6} {'seqpipe tok/s':>14} {'plain loop tok/s':>17} {'ratio':>7}")
+            ours, plain = [], []
+            for _ in range(args.rounds):  # alternate, so drift of the machine's speed hits both alike
+                ours.append(seqpipe_step(cfg, prepared, args.steps, tmp, device))
+                plain.append(plain_loop(cfg, prepared, args.steps, device))
+            ratios = [a / b for a, b in zip(ours, plain)]
+            rows.append({"cell": cell, "seqpipe_tok_s": statistics.median(ours),
+                         "plain_tok_s": statistics.median(plain), "ratio": statistics.median(ratios),
+                         "ratio_min": min(ratios), "ratio_max": max(ratios)})
+        mm = mm_gflops(device)
+        for hidden in map(int, args.sizes.split(",")):
+            cfg = compose(["model.cell=lstm", f"model.hidden_size={hidden}"])
+            default = hidden == compose([]).model.hidden_size and any(r["cell"] == "lstm" for r in rows)
+            steps = args.steps if default else max(10, args.steps * 256 // hidden)
+            ours = next(r["seqpipe_tok_s"] for r in rows if r["cell"] == "lstm") if default else seqpipe_step(
+                cfg, prepared, steps, tmp, device)
+            eff.append({"hidden": hidden, "lstm_gflops": lstm_train_flops_per_token(cfg, 88) * ours / 1e9,
+                        "mm_gflops": mm})
+    cfg = compose([])
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{where}; batch {cfg.data.batch_size} x bptt {cfg.data.bptt}, hidden {cfg.model.hidden_size}, "
+          f"{args.steps} timed steps after {WARMUP} warm-up steps;\n{args.rounds} alternating runs of each, "
+          "ratio: median (range) of the pairs")
+    print(f"{'cell':<6} {'seqpipe tok/s':>14} {'plain loop tok/s':>17} {'ratio':>7} {'(range)':>13}")
     for r in rows:
-        print(f"{r['cell']:<6} {r['seqpipe_tok_s']:>14,.0f} {r['plain_tok_s']:>17,.0f} {r['ratio']:>7.3f}")
-    result = {"throughput": rows, "mm_gflops": mm}
-    if lstm:
-        achieved = lstm_train_flops_per_token(cfg, 88) * lstm["plain_tok_s"] / 1e9
-        result["lstm_gflops"] = achieved
-        print(f"torch.mm 2048x2048: {mm:.1f} GFLOP/s; LSTM training step (plain loop): {achieved:.1f} GFLOP/s "
-              f"= {achieved / mm:.2f} of torch.mm")
+        print(f"{r['cell']:<6} {r['seqpipe_tok_s']:>14,.0f} {r['plain_tok_s']:>17,.0f} {r['ratio']:>7.3f} "
+              f"({r['ratio_min']:.3f}-{r['ratio_max']:.3f})")
+    print(f"\nLSTM training step (seqpipe), GFLOP/s counted as 3x the forward matmul FLOPs; torch.mm 2048x2048: "
+          f"{mm:.1f} GFLOP/s")
+    print(f"{'hidden':>6} {'LSTM GFLOP/s':>13} {'/ torch.mm 2048':>16}")
+    for e in eff:
+        print(f"{e['hidden']:>6} {e['lstm_gflops']:>13.1f} {e['lstm_gflops'] / mm:>16.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"device": where, "throughput": rows, "efficiency": eff}, indent=2)
+                                   + "\n")
 
 
 if __name__ == "__main__":
