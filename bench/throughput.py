@@ -64,15 +64,16 @@ def fake_prepared(root: Path, n_tokens: int, vocab_size: int = 88) -> Path:
     return root
 
 
-def seqpipe_step(cfg, prepared: Path, steps: int, tmp: Path, device: str) -> float:  # noqa: ANN001
+def seqpipe_step(cfg, prepared: Path, steps: int, tmp: Path) -> float:  # noqa: ANN001
     """tokens/s of the default Lightning fit: MLflow logger (SQLite), progress bar, clipping, carried state."""
     L.seed_everything(0, verbose=False)
     dm = StreamDataModule(str(prepared), cfg.data.batch_size, cfg.data.bptt, cfg.data.eval_batch_size)
     module = SeqModule(len(dm.vocab), dict(cfg.model), dict(cfg.optim), True)
     timer = StepTimer()
     logger = MLFlowLogger(experiment_name="bench", tracking_uri=f"sqlite:///{tmp / 'bench.db'}")
-    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=WARMUP + steps,
-                        limit_val_batches=0, gradient_clip_val=cfg.trainer.gradient_clip_val, logger=logger,
+    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
+                        max_steps=WARMUP + steps, limit_val_batches=0, logger=logger,
+                        gradient_clip_val=cfg.trainer.gradient_clip_val,
                         log_every_n_steps=cfg.train.log_every_n_steps, enable_checkpointing=False,
                         enable_model_summary=False, callbacks=[timer, TQDMProgressBar(refresh_rate=50)])
     trainer.fit(module, datamodule=dm)
@@ -80,7 +81,7 @@ def seqpipe_step(cfg, prepared: Path, steps: int, tmp: Path, device: str) -> flo
 
 
 def plain_loop(cfg, prepared: Path, steps: int, device: str) -> float:  # noqa: ANN001
-    """tokens/s of a hand-written loop: same network, AdamW, clipping and carried hidden state."""
+    """tokens/s of a hand-written loop: same network, AdamW, clipping, carried hidden state and precision."""
     torch.manual_seed(0)
     vocab = Vocab.load(prepared / "vocab.json")
     net = build_net("lm", len(vocab), **dict(cfg.model)).to(device)
@@ -91,9 +92,10 @@ def plain_loop(cfg, prepared: Path, steps: int, device: str) -> float:  # noqa: 
         if i == WARMUP:
             t0 = now(device)
         batch = {k: v.to(device) for k, v in chunks[i].items()}
-        logits, state = net(batch["x"], state=state)
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16(cfg)):
+            logits, state = net(batch["x"], state=state)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["y"].reshape(-1))
         state = detach_state(state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["y"].reshape(-1))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.trainer.gradient_clip_val)
@@ -103,9 +105,13 @@ def plain_loop(cfg, prepared: Path, steps: int, device: str) -> float:  # noqa: 
     return tokens / (now(device) - t0)
 
 
-def mm_gflops(device: str, n: int = 2048, reps: int = 20) -> float:
-    """float32 GFLOP/s of an n x n matmul on `device`."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def bf16(cfg) -> bool:  # noqa: ANN001
+    return str(cfg.trainer.precision).startswith("bf16")
+
+
+def mm_gflops(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 20) -> float:
+    """GFLOP/s of an n x n matmul on `device` in `dtype` (the training step's precision)."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b
     t = now(device)
     for _ in range(reps):
@@ -135,14 +141,15 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     device, rows, eff = args.device, [], []
+    base = ["trainer=gpu"] if device == "cuda" else []  # trainer=gpu: bf16 mixed precision
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for cell in args.cells.split(","):
-            cfg = compose([f"model.cell={cell}"])
+            cfg = compose([*base, f"model.cell={cell}"])
             prepared = fake_prepared(Path(tempfile.mkdtemp(dir=tmp)), cfg.data.batch_size * cfg.data.bptt * 200)
             ours, plain = [], []
             for _ in range(args.rounds):  # alternate, so drift of the machine's speed hits both alike
-                ours.append(seqpipe_step(cfg, prepared, args.steps, tmp, device))
+                ours.append(seqpipe_step(cfg, prepared, args.steps, tmp))
                 plain.append(plain_loop(cfg, prepared, args.steps, device))
             ratios = [a / b for a, b in zip(ours, plain)]
             rows.append({"cell": cell, "seqpipe_tok_s": statistics.median(ours),
@@ -150,24 +157,24 @@ def main() -> None:
                          "ratio_min": min(ratios), "ratio_max": max(ratios)})
         # The machine's speed drifts by several % between runs; seqpipe's own cost per step is measured where it
         # dominates (a tiny RNN, a ~1 ms step) and set against each cell's plain step time.
-        tiny = compose(["model.cell=rnn", "model.hidden_size=8", "model.embedding_dim=8", "data.bptt=8"])
+        tiny = compose([*base, "model.cell=rnn", "model.hidden_size=8", "model.embedding_dim=8", "data.bptt=8"])
         tokens = tiny.data.batch_size * tiny.data.bptt
-        per_step = [1e3 * tokens * (1 / seqpipe_step(tiny, prepared, 300, tmp, device)
+        per_step = [1e3 * tokens * (1 / seqpipe_step(tiny, prepared, 300, tmp)
                                     - 1 / plain_loop(tiny, prepared, 300, device)) for _ in range(args.rounds)]
         overhead_ms = statistics.median(per_step)
         for r in rows:
             plain_ms = 1e3 * cfg.data.batch_size * cfg.data.bptt / r["plain_tok_s"]
             r["implied_ratio"] = plain_ms / (plain_ms + overhead_ms)
-        mm = mm_gflops(device)
+        mm = mm_gflops(device, torch.bfloat16 if bf16(cfg) else torch.float32)
         for hidden in map(int, args.sizes.split(",")):
-            cfg = compose(["model.cell=lstm", f"model.hidden_size={hidden}"])
+            cfg = compose([*base, "model.cell=lstm", f"model.hidden_size={hidden}"])
             default = hidden == compose([]).model.hidden_size and any(r["cell"] == "lstm" for r in rows)
             steps = args.steps if default else max(10, args.steps * 256 // hidden)
             ours = next(r["seqpipe_tok_s"] for r in rows if r["cell"] == "lstm") if default else seqpipe_step(
-                cfg, prepared, steps, tmp, device)
+                cfg, prepared, steps, tmp)
             eff.append({"hidden": hidden, "lstm_gflops": lstm_train_flops_per_token(cfg, 88) * ours / 1e9,
                         "mm_gflops": mm})
-    cfg = compose([])
+    cfg = compose(base)
     where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n{where}; batch {cfg.data.batch_size} x bptt {cfg.data.bptt}, hidden {cfg.model.hidden_size}, "
           f"{args.steps} timed steps after {WARMUP} warm-up steps;\n{args.rounds} alternating runs of each, "
@@ -179,8 +186,8 @@ def main() -> None:
               f"({r['ratio_min']:.3f}-{r['ratio_max']:.3f}) {r['implied_ratio']:>14.3f}")
     print(f"seqpipe's cost per training step over the plain loop: {overhead_ms:.2f} ms (median of "
           f"{args.rounds}, tiny RNN); 'from overhead' = plain step time / (plain step time + that cost)")
-    print(f"\nLSTM training step (seqpipe), GFLOP/s counted as 3x the forward matmul FLOPs; torch.mm 2048x2048: "
-          f"{mm:.1f} GFLOP/s")
+    print(f"\nLSTM training step (seqpipe), GFLOP/s counted as 3x the forward matmul FLOPs; torch.mm 2048x2048 "
+          f"({cfg.trainer.precision}): {mm:.1f} GFLOP/s")
     print(f"{'hidden':>6} {'LSTM GFLOP/s':>13} {'/ torch.mm 2048':>16}")
     for e in eff:
         print(f"{e['hidden']:>6} {e['lstm_gflops']:>13.1f} {e['lstm_gflops'] / mm:>16.2f}")
