@@ -6,6 +6,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -125,6 +128,57 @@ def test_fetch_cases(case, tmp_path):
     with pytest.raises(SeqpipeError, match=message.replace("(", r"\(")):
         fetch.run(cfg)
     assert not (tmp_path / "data" / "raw").exists()  # no half-written output
+
+
+def _as_nobody(func):  # noqa: ANN001, ANN202
+    """Run `func` in a forked child that is not root (root reads every file); return how it ended, as text.
+    Everything the child needs must be imported before: it may not read the interpreter's own files."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)  # nobody
+            func()
+            outcome = "no error"
+        except BaseException as e:  # noqa: BLE001
+            outcome = f"{type(e).__name__}: {e}"
+        os.write(write, outcome.encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    return os.read(read, 65536).decode()
+
+
+# which path loses its permissions, and which path the message names
+PERMISSION_CASES = {"unreadable-file": ("corpus/locked.txt", "corpus/locked.txt"),
+                    "unlistable-directory": ("corpus", "corpus"),
+                    "untraversable-parent": (".", "corpus")}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork to drop privileges in a child")
+@pytest.mark.parametrize("case", PERMISSION_CASES)
+def test_permission_cases(case):
+    import seqpipe.recipes.text_file  # noqa: F401  (before the fork: see _as_nobody)
+
+    locked, named = PERMISSION_CASES[case]
+    d = Path(tempfile.mkdtemp())  # in /tmp, open to all: pytest's own temporary directories are private to root
+    try:
+        d.chmod(0o755)
+        (d / "corpus").mkdir(mode=0o755)
+        (d / "corpus" / "locked.txt").write_text("to be or not to be")
+        (d / locked).chmod(0)
+        cfg = compose(["recipe=text_file", f"recipe.fetch.paths=[{d / 'corpus'}]", f"paths.raw={d / 'raw'}"],
+                      config_dir=ROOT / "conf")
+        outcome = _as_nobody(lambda: fetch.run(cfg))
+        assert not (d / "raw").exists()
+    finally:
+        for path in (d, d / "corpus", d / "corpus" / "locked.txt"):
+            path.chmod(0o755)
+        shutil.rmtree(d)
+    assert outcome == (f"SeqpipeError: {d / named}: cannot be read (Permission denied); check the path and its "
+                       "permissions"), outcome
 
 
 def test_huge_line_is_fine(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 import sys
 from pathlib import Path
 
@@ -14,15 +15,20 @@ def _expand(paths: list[str]) -> list[Path]:
     files: list[Path] = []
     for pattern in paths:
         p = Path(pattern).expanduser()
-        if p.is_dir():
-            files += sorted(p.rglob("*.txt"))
-        elif any(c in pattern for c in "*?["):
-            files += sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise SeqpipeError(f"text file not found: {pattern} (set recipe.fetch.paths to existing files, "
-                               "directories or glob patterns)")
+        try:
+            if p.is_dir():
+                os.listdir(p)  # rglob would skip a directory it may not list, silently
+                files += sorted(p.rglob("*.txt"))
+            elif any(c in pattern for c in "*?["):
+                files += sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
+            elif p.is_file():
+                files.append(p)
+            else:
+                raise SeqpipeError(f"text file not found: {pattern} (set recipe.fetch.paths to existing files, "
+                                   "directories or glob patterns)")
+        except OSError as e:
+            raise SeqpipeError(f"{pattern}: cannot be read ({e.strerror}); check the path and its permissions") \
+                from None
     if not files:
         raise SeqpipeError(f"no text files match recipe.fetch.paths={paths}")
     return files
