@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -151,25 +152,30 @@ def _as_nobody(func):  # noqa: ANN001, ANN202
     return os.read(read, 65536).decode()
 
 
-# which path loses its permissions, and which path the message names
-PERMISSION_CASES = {"unreadable-file": ("corpus/locked.txt", "corpus/locked.txt"),
-                    "unlistable-directory": ("corpus", "corpus"),
-                    "untraversable-parent": (".", "corpus")}
+# which path loses its permissions, which path the message names, the recipe (text files, or a CSV/GenBank file)
+PERMISSION_CASES = {"unreadable-file": ("corpus/locked.txt", "corpus/locked.txt", "text_file"),
+                    "unlistable-directory": ("corpus", "corpus", "text_file"),
+                    "untraversable-parent": (".", "corpus", "text_file"),
+                    "csv-in-untraversable-directory": ("corpus", "corpus/locked.txt", "text_csv"),
+                    "unreadable-genbank": ("corpus/locked.txt", "corpus/locked.txt", "dna")}
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork to drop privileges in a child")
 @pytest.mark.parametrize("case", PERMISSION_CASES)
 def test_permission_cases(case):
+    import seqpipe.recipes.dna
+    import seqpipe.recipes.text_csv
     import seqpipe.recipes.text_file  # noqa: F401  (before the fork: see _as_nobody)
 
-    locked, named = PERMISSION_CASES[case]
+    locked, named, recipe = PERMISSION_CASES[case]
     d = Path(tempfile.mkdtemp())  # in /tmp, open to all: pytest's own temporary directories are private to root
     try:
         d.chmod(0o755)
         (d / "corpus").mkdir(mode=0o755)
         (d / "corpus" / "locked.txt").write_text("to be or not to be")
         (d / locked).chmod(0)
-        cfg = compose(["recipe=text_file", f"recipe.fetch.paths=[{d / 'corpus'}]", f"paths.raw={d / 'raw'}"],
+        where = f"paths=[{d / 'corpus'}]" if recipe == "text_file" else f"path={d / 'corpus' / 'locked.txt'}"
+        cfg = compose([f"recipe={recipe}", f"recipe.fetch.{where}", f"paths.raw={d / 'raw'}"],
                       config_dir=ROOT / "conf")
         outcome = _as_nobody(lambda: fetch.run(cfg))
         assert not (d / "raw").exists()
@@ -179,6 +185,23 @@ def test_permission_cases(case):
         shutil.rmtree(d)
     assert outcome == (f"SeqpipeError: {d / named}: cannot be read (Permission denied); check the path and its "
                        "permissions"), outcome
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork to drop privileges in a child")
+def test_unwritable_working_directory(monkeypatch, capfd):
+    monkeypatch.setenv("SEQPIPE_CONF_DIR", str(ROOT / "conf"))
+    d = Path(tempfile.mkdtemp())
+    try:
+        d.chmod(0o555)  # nobody may write here (run as root, the child is nobody)
+        monkeypatch.chdir(d)
+        outcome = _as_nobody(lambda: sys.exit(cli.main(["compose"])))
+        assert list(d.iterdir()) == []  # no temporary left behind
+    finally:
+        d.chmod(0o755)
+        shutil.rmtree(d)
+    assert outcome == "SystemExit: 2", outcome
+    assert ("seqpipe: error: params.yaml: Permission denied (cannot write here); check the path and its "
+            "permissions") in capfd.readouterr().err
 
 
 def test_huge_line_is_fine(tmp_path):

@@ -16,11 +16,14 @@ from typing import Any
 def atomic_path(path: str | Path, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write (kill -9)
-        shutil.rmtree(stale, ignore_errors=True)
-    # Same directory as the target, so the final rename never crosses a file system.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write (kill -9)
+            shutil.rmtree(stale, ignore_errors=True)
+        # Same directory as the target, so the final rename never crosses a file system.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except PermissionError as e:  # name the output, not our temporary
+        raise PermissionError(e.errno, f"{e.strerror} (cannot write here)", str(path)) from None
     target = tmp if is_dir else tmp / path.name
     try:
         yield target

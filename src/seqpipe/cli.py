@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     except SeqpipeError as e:
         print(f"seqpipe: error: {e}", file=sys.stderr)
         return 2
+    except PermissionError as e:  # any file the user may not read or write, wherever it is opened
+        print(f"seqpipe: error: {e.filename}: {e.strerror}; check the path and its permissions", file=sys.stderr)
+        return 2
     except Exception as e:  # Hydra's own config errors (unknown group, bad override syntax) are input errors too
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException

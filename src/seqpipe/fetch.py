@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seqpipe.atomic import atomic_path
-from seqpipe.errors import SeqpipeError
+from seqpipe.errors import SeqpipeError, unreadable
 from seqpipe.recipes import Document
 
 DOCUMENTS = "documents.jsonl"
@@ -23,6 +23,8 @@ def run(cfg: DictConfig) -> dict:
     except InstantiationException as e:  # Hydra wraps the recipe's own error: show that one
         if isinstance(e.__cause__, SeqpipeError):
             raise e.__cause__ from None
+        if isinstance(e.__cause__, PermissionError):
+            raise unreadable(e.__cause__) from None
         raise
     if not docs:
         raise SeqpipeError(f"recipe {cfg.recipe.name!r} produced no documents; check recipe.fetch in conf/")

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from seqpipe.errors import SeqpipeError
+from seqpipe.errors import SeqpipeError, unreadable
 from seqpipe.recipes import Document
 
 
@@ -27,8 +27,7 @@ def _expand(paths: list[str]) -> list[Path]:
                 raise SeqpipeError(f"text file not found: {pattern} (set recipe.fetch.paths to existing files, "
                                    "directories or glob patterns)")
         except OSError as e:
-            raise SeqpipeError(f"{pattern}: cannot be read ({e.strerror}); check the path and its permissions") \
-                from None
+            raise unreadable(e, pattern) from None
     if not files:
         raise SeqpipeError(f"no text files match recipe.fetch.paths={paths}")
     return files
@@ -39,7 +38,7 @@ def read_text(path: Path, encoding: str = "utf-8", errors: str = "strict") -> st
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise SeqpipeError(f"{path}: cannot be read ({e.strerror}); check the path and its permissions") from None
+        raise unreadable(e, path) from None
     try:
         return data.decode(encoding, errors=errors)
     except UnicodeDecodeError as e:
