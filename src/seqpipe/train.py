@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import sys
@@ -78,9 +79,14 @@ def resumable(cfg: DictConfig, digest: str) -> dict | None:
     return None
 
 
+def _no_advert(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()  # Lightning advertises its cloud logger at every fit
+
+
 def run(cfg: DictConfig) -> dict:
     """Fit a model; return the MLflow run id, the best checkpoint and its validation loss."""
     validate(cfg)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_advert)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)
