@@ -116,19 +116,22 @@ def test_corrupt_checkpoint_is_refused_and_kept(tmp_path):
 
 
 def test_prepare_killed_half_way_leaves_no_output_and_reruns_clean(tmp_path):
-    write_corpus(tmp_path / "corpus", n_docs=40, lines=3000)  # a few MB, so prepare takes a while
+    write_corpus(tmp_path / "corpus", n_docs=40, lines=3000)  # a few MB
     cfg = compose(tiny_overrides(tmp_path), config_dir=ROOT / "conf")
     with working_dir(tmp_path):
         fetch.run(cfg)
-    code = ("import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from conftest import *; "
-            "from seqpipe import prepare; from seqpipe.config import compose; "
+    # prepare writes its arrays in milliseconds: the child pauses after its first array, so the kill lands mid-write
+    code = ("import sys, time; sys.path.insert(0, 'tests'); from pathlib import Path; from conftest import *; "
+            "import numpy as np; from seqpipe import prepare; from seqpipe.config import compose; "
+            "save = np.save; np.save = lambda *a, **k: (save(*a, **k), time.sleep(60)); "
             f"prepare.run(compose(tiny_overrides(Path({str(tmp_path)!r})), config_dir=ROOT / 'conf'))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     data = tmp_path / "data"
     deadline = time.time() + 60
-    while not list(data.glob(".prepared.*.tmp")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)  # wait until it is writing its output
+    while not list(data.glob(".prepared.*.tmp/train.npy")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)  # wait until it has written part of its output
+    assert proc.poll() is None, "prepare ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (data / "prepared").exists()  # nothing half-written where the next stage looks
