@@ -86,15 +86,19 @@ def test_worse_model_never_takes_champion(pipeline):
     metrics_file = Path(cfg.paths.reports) / "metrics.json"
     saved = metrics_file.read_text()
     worse = {**json.loads(saved), "test_loss": pipeline["metrics"]["test_loss"] + 1.0}
+    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+    v1 = client.get_model_version(NAME, "1")
     metrics_file.write_text(json.dumps(worse))
     try:
         result = register.run(cfg)
     finally:
         metrics_file.write_text(saved)
-    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
     assert result["version"] == 2 and not result["promoted"]
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
     assert int(client.get_model_version_by_alias(NAME, "challenger").version) == 2
+    after = client.get_model_version(NAME, "1")  # version 1 is untouched: a new version never replaces one
+    assert (after.source, after.run_id, after.creation_timestamp) == (v1.source, v1.run_id, v1.creation_timestamp)
+    assert client.get_model_version(NAME, "2").source != v1.source
 
 
 def test_generate_command_and_missing_model_messages(pipeline, capsys):
@@ -126,11 +130,13 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
 
 def test_mlflow_models_serve_answers_invocations(pipeline):
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": pipeline["cfg"].mlflow.tracking_uri}
-    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
-    proc = subprocess.Popen([mlflow_bin, "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager",
+    bin_dir = str(Path(sys.executable).parent)  # the server runs uvicorn from the environment's bin/
+    env = {**os.environ, "MLFLOW_TRACKING_URI": pipeline["cfg"].mlflow.tracking_uri,
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = pipeline["root"] / "serve.log"
+    proc = subprocess.Popen([f"{bin_dir}/mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager",
                              "local", "--host", "127.0.0.1", "--port", str(port)], cwd=pipeline["root"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -138,6 +144,7 @@ def test_mlflow_models_serve_answers_invocations(pipeline):
                 urllib.request.urlopen(f"{url}/ping", timeout=2)
                 break
             except OSError:
+                assert proc.poll() is None, f"mlflow models serve exited:\n{log.read_text()[-2000:]}"
                 time.sleep(0.5)
         body = {"dataframe_records": [{"prompt": "ROMEO:"}], "params": {"max_new_tokens": 25, "seed": 7}}
         status, answer = _post(f"{url}/invocations", json.dumps(body).encode())
