@@ -85,10 +85,11 @@ def encode_chars(splits: dict[str, list[Document]], tokenizer, p: DictConfig) ->
     for token in vocab.itos[len(SPECIALS):]:
         lut[ord(token)] = vocab.stoi[token]
     for name, docs in points.items():
-        ends = np.cumsum([len(d) for d in docs], dtype=np.int64)
+        lengths = np.array([len(d) for d in docs], dtype=np.int64)
+        ends = np.cumsum(lengths)
         # <bos> before and <eos> after each document: offsets interleaved (start0, end0, start1, ...) so that
         # an <eos> comes before the next <bos> at the same offset (np.insert keeps the order of equal offsets).
-        at = np.stack([ends - [len(d) for d in docs], ends], axis=1).ravel() if docs else np.zeros(0, np.int64)
+        at = np.stack([ends - lengths, ends], axis=1).ravel()
         streams[name] = np.insert(lut[streams[name]], at, np.tile([BOS_ID, EOS_ID], len(docs))).astype(vocab.dtype())
     return vocab, streams
 
