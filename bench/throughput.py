@@ -26,7 +26,7 @@ from seqpipe.config import compose
 from seqpipe.data import ChunkDataset, StreamDataModule, batchify
 from seqpipe.module import SeqModule
 from seqpipe.nets import build_net, detach_state
-from seqpipe.vocab import Vocab
+from seqpipe.vocab import SPECIALS, Vocab
 
 WARMUP = 5
 
@@ -57,7 +57,7 @@ def now(device: torch.device | str) -> float:
 def fake_prepared(root: Path, n_tokens: int, vocab_size: int = 88) -> Path:
     """A prepared directory with a random token stream (throughput does not depend on the text)."""
     rng = np.random.default_rng(0)
-    tokens = ["<pad>", "<unk>", "<bos>", "<eos>", *[chr(0x100 + i) for i in range(vocab_size - 4)]]
+    tokens = [*SPECIALS, *[chr(0x100 + i) for i in range(vocab_size - len(SPECIALS))]]
     Vocab(tokens).save(root / "vocab.json")
     for split, n in (("train", n_tokens), ("val", 20_000), ("test", 20_000)):
         np.save(root / f"{split}.npy", rng.integers(4, vocab_size, n, dtype=np.uint8))
