@@ -6,6 +6,13 @@ import contextlib
 import csv
 import os
 import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +23,19 @@ from seqpipe import evaluate, fetch, prepare, register, train
 from seqpipe.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shipped_conf() -> Path:
+    """conf/ as the repo ships it: without conf/local/, the overrides a developer's `seqpipe compose key=value`
+    saved in this checkout (they would change every composed test config)."""
+    if not (ROOT / "conf" / "local").exists():
+        return ROOT / "conf"
+    copy = Path(tempfile.mkdtemp(prefix="seqpipe-conf-")) / "conf"
+    shutil.copytree(ROOT / "conf", copy, ignore=shutil.ignore_patterns("local"))
+    return copy
+
+
+CONF = Path(os.environ.setdefault("SEQPIPE_TEST_CONF", str(_shipped_conf())))  # one copy, shared by subprocesses
 WORDS = ("the king my lord good night what say you sir love heart fair sweet death noble speak "
          "come hence thou art and shall not be so well here now").split()
 
@@ -60,7 +80,7 @@ def tiny_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DictConfig:
     write_corpus(tmp_path / "corpus")
     monkeypatch.chdir(tmp_path)  # MLflow puts artifacts under the working directory
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return compose(tiny_overrides(tmp_path), config_dir=ROOT / "conf")
+    return compose(tiny_overrides(tmp_path), config_dir=CONF)
 
 
 @contextlib.contextmanager
@@ -97,10 +117,53 @@ def run_pipeline(root: Path, overrides: list[str], store: Path | None = None) ->
     cfg = compose([*overrides, f"paths.raw={root}/data/raw", f"paths.prepared={root}/data/prepared",
                    f"paths.models={root}/models", f"paths.reports={root}/reports",
                    f"mlflow.tracking_uri=sqlite:///{store or root / 'mlflow.db'}", "trainer.enable_progress_bar=false",
-                   "trainer.enable_model_summary=false"], config_dir=ROOT / "conf")
+                   "trainer.enable_model_summary=false"], config_dir=CONF)
     fetch.run(cfg)
     stats = prepare.run(cfg)
     train.run(cfg)
     metrics = evaluate.run(cfg)
     registered = register.run(cfg)
     return {"cfg": cfg, "stats": stats, "metrics": metrics, "registered": registered}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, timeout_s: float = 90) -> Iterator[str]:
+    """A real `mlflow server` (SQLite backend, artifacts served from `root`) on a free 127.0.0.1 port; yields its
+    URL and stops its whole process group (the server starts workers of its own)."""
+    import urllib.request
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job-consumer processes left behind
+    log_path = root / "mlflow-server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/server.db",
+             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

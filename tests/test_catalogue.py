@@ -8,13 +8,16 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, run_pipeline, tiny_overrides, working_dir, write_corpus, write_reviews
+from conftest import CONF, run_pipeline, tiny_overrides, working_dir, write_corpus, write_reviews
 
 from seqpipe import cli, evaluate, fetch, prepare
 from seqpipe.config import compose
@@ -63,20 +66,28 @@ CLI_CASES = [
     ("carry-state-classify", ["train", "recipe=sentiment", "train.carry_state=true"], "set train.carry_state=false"),
     ("missing-params", ["stage", "fetch"], "params.yaml not found: run `seqpipe compose`"),
     ("train-before-prepare", ["train", "paths.prepared=nowhere"], "nowhere/vocab.json not found: run the prepare"),
+    ("added-model-key", ["compose", "+model.extra=1"], "'+model.extra=1' adds a key that seqpipe does not read"),
+    ("added-model-key-train", ["train", "+model.extra=1"], "adds a key that seqpipe does not read"),
+    ("negative-top-k", ["generate", "--top-k", "-5"], "argument --top-k: -5 must be >= 0"),
+    ("negative-max-new-tokens", ["generate", "--max-new-tokens", "-1"], "argument --max-new-tokens: -1 must be >= 0"),
+    ("nan-temperature", ["generate", "--temperature", "nan"], "argument --temperature: nan must be a finite number"),
+    ("negative-temperature", ["generate", "--temperature", "-1"], "argument --temperature: -1 must be a finite"),
 ]
 
 
 @pytest.mark.parametrize("case,argv,message", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_cli_config_cases(case, argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SEQPIPE_CONF_DIR", str(ROOT / "conf"))
+    monkeypatch.setenv("SEQPIPE_CONF_DIR", str(CONF))
+    start = time.monotonic()
     code, text = run_cli(argv, capsys)
-    assert code == 2 and message in text
-    assert not list(tmp_path.iterdir()) or case != "missing-params"  # nothing written on refusal
+    assert code == 2 and message in text, text
+    assert list(tmp_path.iterdir()) == []  # nothing written on refusal: no params.yaml, no Hydra outputs/ folder
+    assert time.monotonic() - start < 5  # refused before torch, Lightning or MLflow load
 
 
 def _cfg(root: Path, *extra: str):  # noqa: ANN202
-    return compose([*tiny_overrides(root), *extra], config_dir=ROOT / "conf")
+    return compose([*tiny_overrides(root), *extra], config_dir=CONF)
 
 
 def _text_files(content: bytes | str | None, name: str = "a.txt"):  # noqa: ANN202
@@ -125,7 +136,7 @@ FETCH_CASES = {
 def test_fetch_cases(case, tmp_path):
     (tmp_path / "corpus").mkdir()
     make, message = FETCH_CASES[case]
-    cfg = compose([*make(tmp_path), f"paths.raw={tmp_path / 'data/raw'}"], config_dir=ROOT / "conf")
+    cfg = compose([*make(tmp_path), f"paths.raw={tmp_path / 'data/raw'}"], config_dir=CONF)
     with pytest.raises(SeqpipeError, match=message.replace("(", r"\(")):
         fetch.run(cfg)
     assert not (tmp_path / "data" / "raw").exists()  # no half-written output
@@ -176,7 +187,7 @@ def test_permission_cases(case):
         (d / locked).chmod(0)
         where = f"paths=[{d / 'corpus'}]" if recipe == "text_file" else f"path={d / 'corpus' / 'locked.txt'}"
         cfg = compose([f"recipe={recipe}", f"recipe.fetch.{where}", f"paths.raw={d / 'raw'}"],
-                      config_dir=ROOT / "conf")
+                      config_dir=CONF)
         outcome = _as_nobody(lambda: fetch.run(cfg))
         assert not (d / "raw").exists()
     finally:
@@ -189,7 +200,7 @@ def test_permission_cases(case):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork to drop privileges in a child")
 def test_unwritable_working_directory(monkeypatch, capfd):
-    monkeypatch.setenv("SEQPIPE_CONF_DIR", str(ROOT / "conf"))
+    monkeypatch.setenv("SEQPIPE_CONF_DIR", str(CONF))
     d = Path(tempfile.mkdtemp())
     try:
         d.chmod(0o555)  # nobody may write here (run as root, the child is nobody)
@@ -268,6 +279,13 @@ REGISTRY_CASES = [
     ("predict-missing-file", ["predict", "--model", CLF, "--input", lambda d: str(d / "none.csv")],
      "input file not found"),
     ("predict-latin1-file", ["predict", "--model", CLF, "--input", _latin1], "not valid UTF-8 at byte offset"),
+    ("model-uri-without-version", ["generate", "--model", "models:/seqpipe-text_file"],
+     "names no version: use models:/seqpipe-text_file@champion (an alias) or models:/seqpipe-text_file/1"),
+    ("path-not-a-model", ["generate", "--model", lambda d: str(d)], "is not an MLflow model (it has no MLmodel file)"),
+    ("over-the-token-limit", ["generate", "--model", LM, "--max-new-tokens", "10000000", "--temperature", "0"],
+     "max_new_tokens=10000000 must be between 0 and 1000, this model's limit (serve.max_new_tokens"),
+    ("predict-row-over-limit", ["predict", "--model", CLF, "--text", "good " * 10_001],
+     "row 0: 10001 tokens; this model takes at most 10000 per row (serve.max_input_tokens)"),
 ]
 
 
@@ -290,13 +308,13 @@ def _ask(model: str, column: str, text: str, **params):  # noqa: ANN202
 # (case id, model, input text, generation params, the warning or error expected, check of the answer)
 ANSWER_CASES = [
     ("unknown-prompt-chars", LM, "€€€", {"max_new_tokens": 3}, (UserWarning, "not in the vocabulary"),
-     lambda out: out[0].startswith("€€€")),
-    ("empty-prompt", LM, "", {"max_new_tokens": 5}, None, lambda out: len(out[0]) <= 5),
+     lambda out: out["text"][0].startswith("€€€")),
+    ("empty-prompt", LM, "", {"max_new_tokens": 5}, None, lambda out: len(out["text"][0]) <= 5),
     ("over-long-text", CLF, "good " * 100, {}, (UserWarning, "read as its first 12"),
      lambda out: out["label"][0] in ("neg", "pos")),
     ("unknown-words-only", CLF, "qqq zzz", {}, (UserWarning, "every token is unknown"),
      lambda out: out["unk_fraction"][0] == 1.0),
-    ("empty-text", CLF, "   ", {}, (ValueError, "empty input text at row 0"), None),
+    ("empty-text", CLF, "   ", {}, (ValueError, "row 0: empty input text"), None),
 ]
 
 
@@ -316,3 +334,98 @@ def test_prediction_inputs(case, model, text, params, expect, check, models):
             _ask(model, column, text, **params)
         return
     assert check(out)
+
+
+def test_tracking_server_down_fails_fast(models, capsys):
+    """`seqpipe generate` against a port where nothing listens: one line, within seconds (not MLflow's minutes of
+    retries, nor a 'no such model' after them)."""
+    from conftest import free_port
+
+    start = time.monotonic()
+    code, text = run_cli(["generate", "--model", LM, "--tracking-uri", f"http://127.0.0.1:{free_port()}"], capsys)
+    elapsed = time.monotonic() - start
+    assert code == 2 and "does not answer (connection refused; 3 tries" in text and "nothing was changed" in text
+    assert elapsed < 15, elapsed
+    assert len(text.strip().splitlines()) == 1, text
+
+
+def test_damaged_store_is_refused(models, tmp_path, capsys):
+    root, _ = models
+    damaged = tmp_path / "mlflow.db"
+    data = (root / "mlflow.db").read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])  # truncated, as by a full disk or an interrupted copy
+    before = damaged.read_bytes()
+    code, text = run_cli(["generate", "--model", LM, "--tracking-uri", f"sqlite:///{damaged}"], capsys)
+    assert code == 2 and f"{damaged} is not a readable MLflow store" in text and "Restore it from a backup" in text
+    assert damaged.read_bytes() == before
+    (tmp_path / "other.db").write_bytes(b"")  # an empty file: not a store either, but MLflow would make it one
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "notes.db") as con:
+        con.execute("CREATE TABLE notes (t TEXT)")
+    code, text = run_cli(["generate", "--model", LM, "--tracking-uri", f"sqlite:///{tmp_path / 'notes.db'}"], capsys)
+    assert code == 2 and "is an SQLite database but not an MLflow store" in text
+    code, text = run_cli(["generate", "--model", LM, "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"], capsys)
+    assert code == 2 and "no MLflow store at" in text and not (tmp_path / "none.db").exists()
+
+
+def test_training_against_a_damaged_store_keeps_the_checkpoints(tmp_path):
+    """A stage that needs the store checks it before it removes anything (here: the checkpoints of another config
+    that train would clear)."""
+    from seqpipe import train
+
+    write_corpus(tmp_path / "corpus")
+    with working_dir(tmp_path):
+        cfg = _cfg(tmp_path, "trainer.max_epochs=1")
+        fetch.run(cfg)
+        prepare.run(cfg)
+        train.run(cfg)
+        checkpoints = {p.name: p.read_bytes() for p in (tmp_path / "models" / "checkpoints").iterdir()}
+        db = tmp_path / "mlflow.db"
+        db.write_bytes(db.read_bytes()[:4096])
+        with pytest.raises(SeqpipeError, match="is not a readable MLflow store"):
+            train.run(_cfg(tmp_path, "trainer.max_epochs=2"))  # another config: would clear the checkpoints
+    assert {p.name: p.read_bytes() for p in (tmp_path / "models" / "checkpoints").iterdir()} == checkpoints
+
+
+def test_a_store_without_the_trained_run_is_refused(models, tmp_path):
+    """reports/train.json names a run that the configured store does not hold (trained against another store)."""
+    import mlflow
+
+    root, _ = models
+    empty = tmp_path / "empty.db"
+    mlflow.MlflowClient(f"sqlite:///{empty}").search_experiments()  # an MLflow store with no runs
+    cfg = compose([*tiny_overrides(root), f"paths.raw={root}/lm/data/raw", f"paths.prepared={root}/lm/data/prepared",
+                   f"paths.models={root}/lm/models", f"paths.reports={root}/lm/reports",
+                   f"mlflow.tracking_uri=sqlite:///{empty}"], config_dir=CONF)
+    metrics = (root / "lm" / "reports" / "metrics.json").read_bytes()
+    with working_dir(root):  # where it was trained: train.json names the checkpoint relative to it
+        with pytest.raises(SeqpipeError, match=r"train\.json names MLflow run \w+, which the store .*empty\.db does "
+                                               r"not hold.*Point MLFLOW_TRACKING_URI at that store"):
+            evaluate.run(cfg)
+        from seqpipe import register
+
+        with pytest.raises(SeqpipeError, match="which the store"):
+            register.run(cfg)
+    assert (root / "lm" / "reports" / "metrics.json").read_bytes() == metrics
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs SIGINT")
+def test_ctrl_c_during_generate_keeps_the_text(models, tmp_path):
+    """Ctrl-C while `seqpipe generate` prints: the text so far stays on the screen, one line says what happened,
+    exit 130. (Each token is slowed to 20 ms so the interrupt lands mid-generation.)"""
+    _, uri = models
+    code = ("import sys, time; from seqpipe import cli, nets; sample = nets.RecurrentLM.sample\n"
+            "def slow(self, *a, **k):\n    for t in sample(self, *a, **k):\n        time.sleep(0.02); yield t\n"
+            "nets.RecurrentLM.sample = slow\n"
+            f"sys.exit(cli.main(['generate', '--model', {LM!r}, '--prompt', 'KING:', '--max-new-tokens', '1000', "
+            f"'--tracking-uri', {uri!r}]))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    first = proc.stdout.read(12)  # the prompt and a few tokens: generation is under way
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    text, err = (first + out).decode(), err.decode()
+    assert proc.returncode == 130, err
+    assert text.startswith("KING:") and 12 <= len(text.rstrip("\n")) < len("KING:") + 1000
+    assert "seqpipe: interrupted after" in err and "the text so far is above" in err and "Traceback" not in err

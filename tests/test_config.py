@@ -2,14 +2,12 @@ import os
 import time
 
 import pytest
-from conftest import ROOT
+from conftest import CONF
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from seqpipe.config import check_override_keys, check_params_fresh, compose, validate, write_params
 from seqpipe.errors import SeqpipeError
-
-CONF = ROOT / "conf"
 
 
 def test_defaults_compose():
@@ -87,3 +85,87 @@ def test_stale_params_are_refused_and_deliberate_variants_accepted(tmp_path):
     os.utime(params, (later + 1, later + 1))
     check_params_fresh(params, conf)
     assert OmegaConf.load(params).model.hidden_size == 300
+
+
+def test_model_keys_are_what_conf_gives_and_what_the_networks_take():
+    import inspect
+
+    from seqpipe.config import MODEL_KEYS
+    from seqpipe.nets import Encoder, RecurrentLM, SequenceClassifier
+
+    model = compose(config_dir=CONF).model
+    assert set(model) == set(MODEL_KEYS)
+    taken = {p for cls in (Encoder, RecurrentLM, SequenceClassifier) for p in inspect.signature(cls).parameters}
+    assert set(MODEL_KEYS) <= taken
+
+
+def test_an_added_key_is_refused_before_it_reaches_the_network():
+    with pytest.raises(SeqpipeError, match="'\\+model.extra=1' adds a key that seqpipe does not read; the keys under "
+                                           "'model' are: cell, "):
+        check_override_keys(["+model.extra=1"], CONF)
+    # the same config composed another way (dvc exp run -S +model.extra=1): the stages' validation refuses it
+    with pytest.raises(SeqpipeError, match="model.extra is not a model option"):
+        validate(compose(["+model.extra=1"], config_dir=CONF))
+
+
+def test_store_bounds_in_conf_match_the_command_line_defaults():
+    """`seqpipe generate/predict` take no config: they check the store with check_store's defaults, which must be
+    conf/'s mlflow.timeout_s and mlflow.retries."""
+    import inspect
+
+    from seqpipe.tracking import check_store
+
+    defaults = inspect.signature(check_store).parameters
+    cfg = compose(config_dir=CONF)
+    assert (defaults["timeout_s"].default, defaults["retries"].default) == (cfg.mlflow.timeout_s, cfg.mlflow.retries)
+
+
+def _conf_copy(tmp_path):
+    import shutil
+
+    shutil.copytree(CONF, tmp_path / "conf")
+    return tmp_path / "conf"
+
+
+def test_saved_overrides_are_composed_by_every_path(tmp_path):
+    from seqpipe.config import SAVED, save_overrides, saved_overrides
+
+    conf = _conf_copy(tmp_path)
+    wanted = ["recipe=text_file", "recipe.fetch.paths=[corpus]", "model.hidden_size=99", "trainer=gpu", "seed=3"]
+    save_overrides(wanted, conf)
+    assert saved_overrides(conf) == wanted
+    cfg = compose(config_dir=conf)  # what `seqpipe compose` and DVC's composition give with no overrides
+    assert (cfg.recipe.name, list(cfg.recipe.fetch.paths), cfg.model.hidden_size, cfg.trainer.accelerator,
+            cfg.seed, cfg.register.model_name) == ("text_file", ["corpus"], 99, "gpu", 3, "seqpipe-text_file")
+    variant = compose(["model.cell=gru", "model.hidden_size=7"], config_dir=conf)  # `dvc exp run -S ...`
+    assert (variant.recipe.name, variant.model.cell, variant.model.hidden_size) == ("text_file", "gru", 7)
+    save_overrides(["model.num_layers=2"], conf)  # replaces what was saved
+    assert compose(config_dir=conf).recipe.name == "shakespeare" and compose(config_dir=conf).model.num_layers == 2
+    save_overrides([], conf)
+    assert not (conf / SAVED).exists() and compose(config_dir=conf) == compose(config_dir=CONF)
+
+
+def test_saving_a_bad_override_writes_nothing(tmp_path):
+    from seqpipe.config import SAVED, save_overrides
+
+    conf = _conf_copy(tmp_path)
+    with pytest.raises(SeqpipeError, match="model.cell='transformer' is not allowed"):
+        save_overrides(["model.cell=transformer"], conf)
+    with pytest.raises(SeqpipeError, match="saves key=value overrides only"):
+        save_overrides(["~model.packed"], conf)
+    assert not (conf / SAVED).exists()
+
+
+def test_compose_command_saves_and_resets(tmp_path, monkeypatch, capsys):
+    from seqpipe import cli
+
+    conf = _conf_copy(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEQPIPE_CONF_DIR", str(conf))
+    assert cli.main(["compose", "recipe=text_file", "model.hidden_size=48"]) == 0
+    assert "your overrides, saved in" in capsys.readouterr().err
+    assert OmegaConf.load("params.yaml").model.hidden_size == 48
+    assert cli.main(["compose"]) == 0  # `make run` composes again: the saved overrides stay
+    assert OmegaConf.load("params.yaml").model.hidden_size == 48 and "recipe=text_file" in capsys.readouterr().err
+    assert cli.main(["compose", "--reset"]) == 0
+    assert OmegaConf.load("params.yaml").recipe.name == "shakespeare"

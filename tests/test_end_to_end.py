@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import ROOT, tiny_overrides, working_dir, write_corpus
+from conftest import CONF, tiny_overrides, working_dir, write_corpus
 
 from seqpipe import cli, evaluate, fetch, prepare, register, train
 from seqpipe.config import compose
@@ -32,7 +32,7 @@ def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     write_corpus(root / "corpus")
     with working_dir(root):
-        cfg = compose(tiny_overrides(root), config_dir=ROOT / "conf")
+        cfg = compose(tiny_overrides(root), config_dir=CONF)
         fetch.run(cfg)
         prepare.run(cfg)
         trained = train.run(cfg)
@@ -46,10 +46,10 @@ def test_training_learns_and_is_tracked(pipeline):
     history = (Path(cfg.paths.reports) / "history.csv").read_text().splitlines()
     first, last = (float(r.split(",")[3]) for r in (history[1], history[-1]))  # val/loss per epoch
     assert last < first < 3.3  # falls, and below a uniform guess over the ~40-symbol vocabulary
-    assert metrics["test_loss"] < 3.0 and metrics["test_bpc"] == pytest.approx(metrics["test_loss"] / 0.693147, 1e-4)
+    assert metrics["test/loss"] < 3.0 and metrics["test/bpc"] == pytest.approx(metrics["test/loss"] / 0.693147, 1e-4)
     run = mlflow.MlflowClient(cfg.mlflow.tracking_uri).get_run(trained["run_id"])
     assert run.data.params["model.cell"] == "lstm" and len(run.data.params["data.digest"]) == 64
-    assert "git.commit" in run.data.params
+    assert run.info.run_name.startswith("text_file-lstm-1x32-") and run.data.tags["recipe"] == "text_file"
     for key in ("train/loss", "val/loss", "val/bpc", "val/ppl", "train/tokens_per_sec", "test/loss", "train/lr"):
         assert key in run.data.metrics, key
     # per-step values at every train.log_every_n_steps (5) steps, none missing (they are logged only on those steps)
@@ -64,13 +64,15 @@ def test_registered_champion_loads_and_generates(pipeline):
     use_tracking_uri(pipeline["cfg"].mlflow.tracking_uri)
     assert pipeline["registered"]["promoted"] and pipeline["registered"]["version"] == 1
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
-    out = model.predict(pd.DataFrame({"prompt": ["ROMEO:", "JULIET:"]}),
-                        params={"max_new_tokens": 30, "seed": 1, "temperature": 1.0})
+    answer = model.predict(pd.DataFrame({"prompt": ["ROMEO:", "JULIET:"]}),
+                           params={"max_new_tokens": 30, "seed": 1, "temperature": 1.0})
+    out = answer["text"].tolist()
     assert out[0].startswith("ROMEO:") and out[1].startswith("JULIET:")
+    assert set(answer["model"]) == {f"{NAME}/1"} and set(answer["run_id"]) == {pipeline["train"]["run_id"]}
     assert all(len(o) - len(p) == 30 for o, p in zip(out, ["ROMEO:", "JULIET:"]))  # no <eos> in a tiny run
     again = model.predict(pd.DataFrame({"prompt": ["ROMEO:"]}), params={"max_new_tokens": 30, "seed": 1,
                                                                        "temperature": 1.0})
-    assert again[0] == out[0]  # a seed makes sampling repeatable
+    assert again["text"][0] == out[0]  # a seed makes sampling repeatable
 
 
 def test_unknown_prompt_characters_warn_not_crash(pipeline):
@@ -78,22 +80,25 @@ def test_unknown_prompt_characters_warn_not_crash(pipeline):
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     with pytest.warns(UserWarning, match="not in the vocabulary"):
         out = model.predict(pd.DataFrame({"prompt": ["ROMEO: ☃"]}), params={"max_new_tokens": 5})
-    assert out[0].startswith("ROMEO: ☃")
+    assert out["text"][0].startswith("ROMEO: ☃")
 
 
 def test_worse_model_never_takes_champion(pipeline):
     cfg = pipeline["cfg"]
-    metrics_file = Path(cfg.paths.reports) / "metrics.json"
-    saved = metrics_file.read_text()
-    worse = {**json.loads(saved), "test_loss": pipeline["metrics"]["test_loss"] + 1.0}
     client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
     v1 = client.get_model_version(NAME, "1")
-    metrics_file.write_text(json.dumps(worse))
-    try:
-        result = register.run(cfg)
-    finally:
-        metrics_file.write_text(saved)
-    assert result["version"] == 2 and not result["promoted"]
+    again = register.run(cfg)  # the same training run again: nothing new
+    assert (again["version"], again["new_version"], again["promoted"]) == (1, False, True)
+    root = pipeline["root"]
+    worse = compose([*tiny_overrides(root), "trainer.max_epochs=1", "seed=2", f"paths.models={root}/worse/models",
+                     f"paths.reports={root}/worse/reports"], config_dir=CONF)
+    with working_dir(root):
+        train.run(worse)
+        metrics = evaluate.run(worse)
+        metrics_file = Path(worse.paths.reports) / "metrics.json"
+        metrics_file.write_text(json.dumps({**metrics, "test/loss": pipeline["metrics"]["test/loss"] + 1.0}))
+        result = register.run(worse)
+    assert result["version"] == 2 and result["new_version"] and not result["promoted"]
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
     assert int(client.get_model_version_by_alias(NAME, "challenger").version) == 2
     after = client.get_model_version(NAME, "1")  # version 1 is untouched: a new version never replaces one
@@ -149,12 +154,23 @@ def test_mlflow_models_serve_answers_invocations(pipeline):
         body = {"dataframe_records": [{"prompt": "ROMEO:"}], "params": {"max_new_tokens": 25, "seed": 7}}
         status, answer = _post(f"{url}/invocations", json.dumps(body).encode())
         assert status == 200, answer
-        (text,) = answer["predictions"]
+        ((text, model, run_id),) = [(r["text"], r["model"], r["run_id"]) for r in answer["predictions"]]
+        assert model == f"{NAME}/1" and run_id == pipeline["train"]["run_id"]  # which version answers
         assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 25
         status, answer = _post(f"{url}/invocations", b"{not json")
         assert 400 <= status < 500
         status, answer = _post(f"{url}/invocations", json.dumps({"dataframe_records": [{"text": "x"}]}).encode())
         assert 400 <= status < 500 and "prompt" in json.dumps(answer)  # wrong column: the message names the right one
+        # the model's limits and param checks answer 400 with seqpipe's reason in `message`
+        for params, reason in (({"max_new_tokens": 10_000_000, "temperature": 0}, "max_new_tokens=10000000 must be "
+                                "between 0 and 1000, this model's limit (serve.max_new_tokens"),
+                               ({"top_k": -5}, "top_k=-5 must be >= 0"),
+                               ({"temperature": -1.0}, "temperature=-1.0 must be a number >= 0")):
+            status, answer = _post(f"{url}/invocations", json.dumps({**body, "params": params}).encode())
+            assert status == 400 and f"seqpipe: {reason}" in answer["message"], answer
+        rows = {"dataframe_records": [{"prompt": "x"}] * 300}
+        status, answer = _post(f"{url}/invocations", json.dumps(rows).encode())
+        assert status == 400 and "300 rows in one request; this model takes at most 256" in answer["message"]
         assert _post(f"{url}/invocations", json.dumps(body).encode())[0] == 200  # still serving
     finally:
         os.killpg(proc.pid, 15)

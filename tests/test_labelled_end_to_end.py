@@ -12,7 +12,7 @@ import pytest
 from Bio.Seq import Seq
 from Bio.SeqFeature import SeqFeature, SimpleLocation
 from Bio.SeqRecord import SeqRecord
-from conftest import ROOT, run_pipeline, working_dir, write_reviews
+from conftest import CONF, run_pipeline, working_dir, write_reviews
 
 from seqpipe import cli, fetch, prepare
 from seqpipe.config import compose
@@ -55,17 +55,18 @@ def classifier(tmp_path_factory):
 def test_classifier_learns_and_reports(classifier):
     root, out = classifier
     m = out["metrics"]
-    assert m["test_acc"] > 0.85 and m["test_f1"] > 0.85
-    assert set(m["test_f1_per_class"]) == {"neg", "pos"}
-    assert set(m["test_per_source"]) == {"siteA", "siteB"}
+    assert m["test/acc"] > 0.85 and m["test/f1"] > 0.85
+    assert {k for k in m if k.startswith("test/f1_per_class/")} == {"test/f1_per_class/neg", "test/f1_per_class/pos"}
+    assert {k.split("/")[2] for k in m if k.startswith("test/per_source/")} == {"siteA", "siteB"}
     assert (root / "reports" / "evaluate" / "confusion.png").stat().st_size > 1000
     confusion = (root / "reports" / "evaluate" / "confusion.csv").read_text().splitlines()
-    assert confusion[0] == "actual,predicted" and len(confusion) - 1 == m["test_count"]
+    assert confusion[0] == "actual,predicted" and len(confusion) - 1 == m["test/count"]
     assert json.loads((root / "reports" / "data.json").read_text())["train_examples"] > 350
     run = mlflow.MlflowClient(out["cfg"].mlflow.tracking_uri).get_run(
         json.loads((root / "reports" / "train.json").read_text())["run_id"])
     assert {"val/acc", "val/f1", "test/acc", "test/f1_per_class/pos", "test/per_source/siteA/acc"} <= \
         set(run.data.metrics)
+    assert {k: run.data.metrics[k] for k in m} == pytest.approx(m)  # one name per metric: metrics.json = MLflow
 
 
 def test_classifier_predicts_text_and_files(classifier, capsys, tmp_path):
@@ -98,7 +99,7 @@ def test_labels_outside_the_configured_set(tmp_path):
     cfg = compose(["recipe=text_csv", f"recipe.fetch.path={tmp_path / 'r.csv'}", "recipe.fetch.text_column=review",
                    "recipe.fetch.label_column=sentiment", "recipe.labels=[neg,positive]",
                    f"paths.raw={tmp_path}/raw", f"paths.prepared={tmp_path}/prepared",
-                   f"paths.reports={tmp_path}/reports"], config_dir=ROOT / "conf")
+                   f"paths.reports={tmp_path}/reports"], config_dir=CONF)
     fetch.run(cfg)
     with pytest.raises(SeqpipeError, match=r"labels outside the configured set \['neg', 'positive'\]: 'pos'"):
         prepare.run(cfg)
@@ -119,8 +120,9 @@ def tagger(tmp_path_factory):
 def test_tagger_reports_per_base_scores_and_tags(tagger):
     root, out = tagger
     m = out["metrics"]
-    assert set(m["test_f1_per_class"]) == {"+", "-", "."} and m["test_count"] == out["stats"]["test_tokens"]
-    assert 0.0 < m["test_acc"] <= 1.0
+    per_base = {k.rsplit("/", 1)[1] for k in m if k.startswith("test/f1_per_class/")}
+    assert per_base == {"plus", "minus", "dot"} and m["test/count"] == out["stats"]["test_tokens"]
+    assert 0.0 < m["test/acc"] <= 1.0
     use_tracking_uri(out["cfg"].mlflow.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/seqpipe-dna@champion")
     seq = "ATGAAACGCATTAGCNNRYacgt"

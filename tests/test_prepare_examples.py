@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import ROOT
+from conftest import CONF
 
 from seqpipe import fetch, prepare
 from seqpipe.config import compose
@@ -13,7 +13,7 @@ from seqpipe.prepare import split_examples
 def _cfg(tmp_path, *overrides):
     return compose(["recipe=text_csv", f"recipe.fetch.path={tmp_path / 'd.csv'}", f"paths.raw={tmp_path}/raw",
                     f"paths.prepared={tmp_path}/prepared", f"paths.reports={tmp_path}/reports",
-                    "prepare.min_freq=1", *overrides], config_dir=ROOT / "conf")
+                    "prepare.min_freq=1", *overrides], config_dir=CONF)
 
 
 def test_truncation_dedupe_and_arrays(tmp_path):

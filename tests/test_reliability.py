@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, tiny_overrides, working_dir, write_corpus
+from conftest import CONF, ROOT, tiny_overrides, working_dir, write_corpus
 
 from seqpipe import evaluate, fetch, prepare, train
 from seqpipe.config import compose
@@ -26,7 +26,7 @@ RUN = ["trainer.max_epochs=4", "model.hidden_size=64", "data.batch_size=2", "dat
 
 def prepared_cfg(root: Path, extra: list[str] = ()):  # noqa: ANN201
     write_corpus(root / "corpus", n_docs=6, lines=150)
-    cfg = compose([*tiny_overrides(root), *RUN, *extra], config_dir=ROOT / "conf")
+    cfg = compose([*tiny_overrides(root), *RUN, *extra], config_dir=CONF)
     fetch.run(cfg)
     prepare.run(cfg)
     return cfg
@@ -36,7 +36,7 @@ def train_in_subprocess(root: Path) -> subprocess.Popen:
     code = ("import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from conftest import *; "
             "from seqpipe import train; from seqpipe.config import compose; "
             f"from test_reliability import RUN; root = Path({str(root)!r}); "
-            "train.run(compose([*tiny_overrides(root), *RUN], config_dir=ROOT / 'conf'))")
+            "train.run(compose([*tiny_overrides(root), *RUN], config_dir=CONF))")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -79,7 +79,7 @@ def test_same_seed_same_metrics(tmp_path):
         with working_dir(root):
             cfg = prepared_cfg(root, ["trainer.max_epochs=1"])
             train.run(cfg)
-            results.append(evaluate.run(cfg)["test_loss"])
+            results.append(evaluate.run(cfg)["test/loss"])
     assert results[0] == results[1]
 
 
@@ -117,14 +117,14 @@ def test_corrupt_checkpoint_is_refused_and_kept(tmp_path):
 
 def test_prepare_killed_half_way_leaves_no_output_and_reruns_clean(tmp_path):
     write_corpus(tmp_path / "corpus", n_docs=40, lines=3000)  # a few MB
-    cfg = compose(tiny_overrides(tmp_path), config_dir=ROOT / "conf")
+    cfg = compose(tiny_overrides(tmp_path), config_dir=CONF)
     with working_dir(tmp_path):
         fetch.run(cfg)
     # prepare writes its arrays in milliseconds: the child pauses after its first array, so the kill lands mid-write
     code = ("import sys, time; sys.path.insert(0, 'tests'); from pathlib import Path; from conftest import *; "
             "import numpy as np; from seqpipe import prepare; from seqpipe.config import compose; "
             "save = np.save; np.save = lambda *a, **k: (save(*a, **k), time.sleep(60)); "
-            f"prepare.run(compose(tiny_overrides(Path({str(tmp_path)!r})), config_dir=ROOT / 'conf'))")
+            f"prepare.run(compose(tiny_overrides(Path({str(tmp_path)!r})), config_dir=CONF))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     data = tmp_path / "data"
@@ -162,7 +162,7 @@ def test_concurrent_registrations_do_not_corrupt_the_store(tmp_path):
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from pathlib import Path; "
             "from conftest import *; from seqpipe import register; from seqpipe.config import compose; "
             f"register.run(compose([*tiny_overrides(Path({str(tmp_path)!r})), *{RUN!r}, 'trainer.max_epochs=1'], "
-            "config_dir=ROOT / 'conf'))")
+            "config_dir=CONF))")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 STAGES = ("fetch", "prepare", "train", "evaluate", "register")
 
 
+def _precheck_train(overrides: list[str]) -> None:
+    """Refuse a bad config before Hydra starts (it would make an outputs/ folder) and before torch and Lightning
+    load: one composition, under a second. Sweeps (--multirun a,b) and Hydra's own flags are left to Hydra."""
+    from seqpipe.config import check_override_keys, compose, validate
+
+    check_override_keys(overrides)
+    flags = {o for o in overrides if o.startswith("-")}
+    sweep = any("," in o.split("=", 1)[-1] or "(" in o.split("=", 1)[-1] for o in overrides if "=" in o)
+    if not sweep and flags <= {"--multirun", "-m"}:
+        from seqpipe.vocab import prepared_vocab
+
+        cfg = compose([o for o in overrides if not o.startswith("-")])
+        validate(cfg)
+        prepared_vocab(cfg.paths.prepared)
+
+
 def _train(overrides: list[str]) -> None:
     """`seqpipe train key=value ...`: Hydra's own command line (overrides, --multirun, --cfg job)."""
+    _precheck_train(overrides)
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf, open_dict
@@ -33,9 +51,6 @@ def _train(overrides: list[str]) -> None:
         print(f"train: best {cfg.monitor} {result['best_val_loss']:.4f}, checkpoint {result['best_checkpoint']}, "
               f"MLflow run {result['run_id']}")
 
-    from seqpipe.config import check_override_keys
-
-    check_override_keys(overrides)
     sys.argv = ["seqpipe train", *overrides]
     hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(main)()
 
@@ -49,8 +64,17 @@ def _stage(name: str) -> None:
     importlib.import_module(f"seqpipe.{name}").run(cfg)
 
 
-def _compose(overrides: list[str], check: bool) -> None:
-    from seqpipe.config import PARAMS_FILE, check_override_keys, check_params_fresh, write_params
+def _compose(overrides: list[str], check: bool, reset: bool) -> None:
+    from seqpipe.config import (
+        PARAMS_FILE,
+        SAVED,
+        check_override_keys,
+        check_params_fresh,
+        conf_dir,
+        save_overrides,
+        saved_overrides,
+        write_params,
+    )
 
     if check:
         import yaml
@@ -62,19 +86,37 @@ def _compose(overrides: list[str], check: bool) -> None:
         write_text(f"{reports}/params_ok.txt", f"{PARAMS_FILE} matches conf/\n")  # constant: see dvc.yaml
         print(f"{PARAMS_FILE} is up to date with conf/", file=sys.stderr)
         return
-    check_override_keys(overrides)
-    changed = write_params(overrides)
+    if overrides or reset:
+        check_override_keys(overrides)
+        save_overrides(overrides)  # validated before it is written
+    changed = write_params()
     print(f"{PARAMS_FILE} {'written' if changed else 'already up to date'}", file=sys.stderr)
+    if saved := saved_overrides():
+        print(f"with your overrides, saved in {conf_dir() / SAVED} (`dvc exp run -S` and `seqpipe train` build on "
+              f"them; `seqpipe compose --reset` removes them): {' '.join(saved)}", file=sys.stderr)
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from seqpipe.predict import generate
+    from seqpipe.predict import load_model
     from seqpipe.tracking import tracking_uri
 
+    model = load_model(args.model, args.tracking_uri or tracking_uri(), ("lm",)).unwrap_python_model()
     params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
               "seed": args.seed}
-    for text in generate(args.model, [args.prompt], args.tracking_uri or tracking_uri(), **params):
-        print(text)
+    pieces = model.stream(args.prompt, params)  # refuses what the model's limits refuse, before any output
+    out, n = sys.stdout, 0
+    out.write(args.prompt)
+    try:
+        for piece in pieces:  # printed as it comes: a long generation shows progress and Ctrl-C keeps the text
+            out.write(piece)
+            out.flush()
+            n += 1
+    except KeyboardInterrupt:
+        out.write("\n")
+        out.flush()
+        print(f"seqpipe: interrupted after {n} new tokens; the text so far is above", file=sys.stderr)
+        raise SystemExit(130) from None
+    out.write("\n")
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -98,6 +140,30 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"predict: {n} rows -> {output}", file=sys.stderr)
 
 
+def _at_least(low: int):  # noqa: ANN202
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
+        return value
+    return parse
+
+
+def _number_at_least(low: float):  # noqa: ANN202
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number >= {low:g}")
+        return value
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqpipe", description="Raw sequences to a trained, tracked, registered, "
                                 "servable RNN/GRU/LSTM. The pipeline itself runs with `dvc repro`.")
@@ -108,16 +174,18 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compose", help="compose conf/ (plus overrides) into params.yaml for DVC")
     c.add_argument("overrides", nargs="*")
     c.add_argument("--check", action="store_true", help="only check that params.yaml is up to date")
+    c.add_argument("--reset", action="store_true", help="forget the overrides saved by an earlier compose")
     s = sub.add_parser("stage", help="run one DVC stage with params.yaml (dvc.yaml calls this)")
     s.add_argument("name", choices=STAGES)
     g = sub.add_parser("generate", help="generate text from a registered model")
     g.add_argument("--model", default="models:/seqpipe-shakespeare@champion",
                    help="models:/NAME@ALIAS, models:/NAME/VERSION or a model path (default: %(default)s)")
     g.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
-    g.add_argument("--max-new-tokens", type=int, default=300)
-    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)")
-    g.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens; 0 = all")
-    g.add_argument("--seed", type=int, default=-1, help="fix the sampling seed; -1 = random")
+    g.add_argument("--max-new-tokens", type=_at_least(0), default=300,
+                   help="tokens to generate, up to the model's limit (default: %(default)s)")
+    g.add_argument("--temperature", type=_number_at_least(0), default=0.8, help="0 = greedy (default: %(default)s)")
+    g.add_argument("--top-k", type=_at_least(0), default=0, help="sample from the k most likely tokens; 0 = all")
+    g.add_argument("--seed", type=_at_least(-1), default=-1, help="fix the sampling seed; -1 = random")
     g.add_argument("--tracking-uri", default=None,
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     pr = sub.add_parser("predict", help="label texts (classifier) or tag sequences (tagger) with a registered model")
@@ -126,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", help="a CSV/TSV/JSONL file with a text column")
     pr.add_argument("--output", help="where to write the input plus predictions (default: INPUT.predictions.csv)")
     pr.add_argument("--column", default="text", help="the text column of --input (default: %(default)s)")
-    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--batch-size", type=_at_least(1), default=256)
     pr.add_argument("--tracking-uri", default=None,
                     help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     return p
@@ -145,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             _train(args.overrides)
         elif args.command == "compose":
-            _compose(args.overrides, args.check)
+            _compose(args.overrides, args.check, args.reset)
         elif args.command == "stage":
             _stage(args.name)
         elif args.command == "generate":
@@ -155,16 +223,21 @@ def main(argv: list[str] | None = None) -> int:
     except SeqpipeError as e:
         print(f"seqpipe: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nseqpipe: interrupted", file=sys.stderr)
+        return 130
     except PermissionError as e:  # any file the user may not read or write, wherever it is opened
         print(f"seqpipe: error: {e.filename}: {e.strerror}; check the path and its permissions", file=sys.stderr)
         return 2
-    except Exception as e:  # Hydra's own config errors (unknown group, bad override syntax) are input errors too
-        from hydra.errors import HydraException
+    except Exception as e:  # Hydra's own config errors (unknown group, bad override syntax) are input errors too,
+        from hydra.errors import HydraException  # and so is a request a model refuses (its limits, bad params)
         from omegaconf.errors import OmegaConfBaseException
 
-        if not isinstance(e, HydraException | OmegaConfBaseException):
+        from seqpipe.pyfunc import InputError
+
+        if not isinstance(e, HydraException | OmegaConfBaseException | InputError):
             raise
-        print(f"seqpipe: error: {e}", file=sys.stderr)
+        print(f"seqpipe: error: {str(e).removeprefix('seqpipe: ')}", file=sys.stderr)
         return 2
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import yaml
@@ -15,7 +16,15 @@ NONLINEARITIES = ("tanh", "relu")
 SCHEDULES = ("cosine", "constant")
 TASKS = ("lm", "classify", "tag")
 POOLINGS = ("last", "mean", "max")
+# What the networks take (nets.build_net); a key outside this list would reach the network's constructor and fail
+# there, after the data work. tests/test_config.py checks it against conf/ and the networks' signatures.
+MODEL_KEYS = ("cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layers", "dropout", "bidirectional",
+              "pooling", "packed", "tie_weights")
+# Sections whose keys code reads by name: `+section.key=...` adds a key nothing reads (a typo, or an option that
+# does not exist), so it is refused. recipe.fetch is open: its keys are the arguments of the recipe's function.
+CLOSED_SECTIONS = ("prepare", "data", "model", "optim", "train", "evaluate", "mlflow", "register", "serve", "paths")
 PARAMS_FILE = "params.yaml"
+SAVED = Path("local") / "overrides.yaml"  # under conf/: the overrides of the last `seqpipe compose`
 
 
 def conf_dir() -> Path:
@@ -43,6 +52,12 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path 
 
 def check_override_keys(overrides: list[str] | tuple[str, ...], config_dir: str | Path | None = None) -> None:
     """Refuse `key=value` overrides of keys the config does not have, listing the keys that are there."""
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if override.startswith("+") and key.lstrip("+").rpartition(".")[0] in CLOSED_SECTIONS:
+            parent = key.lstrip("+").rpartition(".")[0]
+            raise SeqpipeError(f"{override!r} adds a key that seqpipe does not read; the keys under {parent!r} are: "
+                               f"{', '.join(OmegaConf.select(compose((), config_dir), parent))}")
     plain = [o for o in overrides if "=" in o and not o.startswith(("+", "~", "-", "hydra."))]
     groups = [o for o in plain if "." not in o.split("=", 1)[0]]
     cfg = None
@@ -62,15 +77,62 @@ def check_override_keys(overrides: list[str] | tuple[str, ...], config_dir: str 
 
 def write_params(overrides: list[str] | tuple[str, ...] = (), path: str | Path = PARAMS_FILE,
                  config_dir: str | Path | None = None) -> bool:
-    """Compose conf/ into params.yaml; touch the file only when its content changes. True if it changed."""
+    """Compose conf/ into params.yaml, refusing bad values; touch the file only when its content changes. True if it
+    changed."""
     from seqpipe.atomic import write_text
 
-    text = OmegaConf.to_yaml(compose(overrides, config_dir))
+    cfg = compose(overrides, config_dir)
+    validate(cfg)
+    text = OmegaConf.to_yaml(cfg)
     path = Path(path)
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return False
     write_text(path, text)
     return True
+
+
+_COMMAND = "# seqpipe compose "
+
+
+def saved_overrides(config_dir: str | Path | None = None) -> list[str]:
+    """The overrides `seqpipe compose` saved in conf/local/overrides.yaml ([] when there are none)."""
+    path = Path(config_dir or conf_dir()) / SAVED
+    if not path.is_file():
+        return []
+    line = next((x for x in path.read_text(encoding="utf-8").splitlines() if x.startswith(_COMMAND)), None)
+    return shlex.split(line[len(_COMMAND):]) if line else [f"(the settings in {path})"]
+
+
+def save_overrides(overrides: list[str] | tuple[str, ...], config_dir: str | Path | None = None) -> None:
+    """Keep `overrides` in conf/local/overrides.yaml, which conf/config.yaml composes after the recipe, so every way
+    of composing (`seqpipe compose`, `seqpipe train`, `dvc exp run -S`) builds on them. They replace the overrides
+    saved before; none removes the file. The composition is validated before anything is written."""
+    from seqpipe.atomic import write_text
+
+    config_dir = Path(config_dir or conf_dir())
+    path = config_dir / SAVED
+    if not overrides:
+        path.unlink(missing_ok=True)
+        return
+    if bad := [o for o in overrides if o.startswith("~") or "=" not in o or o.startswith("hydra.")]:
+        raise SeqpipeError(f"seqpipe compose saves key=value overrides only, not {bad[0]!r}; edit conf/ for that")
+    # what they give on top of conf/ alone, without the overrides saved before
+    wanted = compose([*overrides, *(["~local"] if path.is_file() else [])], config_dir)
+    validate(wanted)
+    defaults, values = [], OmegaConf.create()
+    for override in overrides:
+        key, value = override.lstrip("+").split("=", 1)
+        if "." not in key and (config_dir / key).is_dir():  # a config group: recipe=text_file, trainer=gpu
+            defaults.append({f"override /{key}": value})
+        else:
+            OmegaConf.update(values, key, OmegaConf.select(wanted, key), force_add=True)
+    body = OmegaConf.to_yaml(OmegaConf.merge({"defaults": defaults} if defaults else {}, values))
+    write_text(path, "# @package _global_\n# Written by `seqpipe compose`; composed after the recipe by every command "
+                     "(dvc exp run -S too). `seqpipe compose --reset` removes it.\n"
+                     f"{_COMMAND}{shlex.join(overrides)}\n{body}")
+    if compose((), config_dir) != wanted:  # cannot happen unless Hydra changes how defaults compose
+        path.unlink()
+        raise SeqpipeError(f"the overrides could not be saved as a config file ({path}); edit conf/ instead")
 
 
 def _diff(a: object, b: object, prefix: str = "") -> list[str]:
@@ -136,6 +198,9 @@ def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on, with messages that name the key and the allowed values."""
     m = cfg.model
     _choice("task", cfg.task, TASKS)
+    if extra := sorted(set(m) - set(MODEL_KEYS)):
+        raise SeqpipeError(f"model.{extra[0]} is not a model option (the network cannot take it); the options are: "
+                           f"{', '.join(MODEL_KEYS)}. Remove it from the overrides or from conf/")
     _choice("model.pooling", m.pooling, POOLINGS)
     _choice("prepare.empty", cfg.prepare.empty, ("drop", "error"))
     _choice("model.cell", m.cell, CELLS)

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.errors import SeqpipeError
-from seqpipe.vocab import Vocab
+from seqpipe.vocab import Vocab, prepared_vocab
 
 
 def batchify(ids: np.ndarray, n_streams: int) -> Tensor:
@@ -50,10 +50,7 @@ class StreamDataModule(L.LightningDataModule):
         self.splits: dict[str, ChunkDataset] = {}
 
     def _load_vocab(self) -> Vocab:
-        path = self.dir / "vocab.json"
-        if not path.is_file():
-            raise SeqpipeError(f"{path} not found: run the prepare stage first (`dvc repro prepare`)")
-        return Vocab.load(path)
+        return Vocab.load(prepared_vocab(self.dir))
 
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

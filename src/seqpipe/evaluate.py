@@ -7,10 +7,12 @@ import csv
 import json
 import math
 import re
+import time
 from pathlib import Path
 
 import lightning.pytorch as L
 import mlflow
+from mlflow.entities import Metric
 from omegaconf import DictConfig
 
 from seqpipe.atomic import atomic_path, write_json, write_text
@@ -21,7 +23,7 @@ from seqpipe.examples import ExampleDataModule
 from seqpipe.module import SeqModule
 from seqpipe.sampling import complete
 from seqpipe.tokenize import load_tokenizer
-from seqpipe.tracking import tracking_uri, use_tracking_uri
+from seqpipe.tracking import connect, require_run
 from seqpipe.train import build_datamodule
 
 
@@ -84,7 +86,7 @@ def evaluate_lm(cfg: DictConfig, module: SeqModule, dm: StreamDataModule, out_di
                       e.temperature, e.top_k, seed=cfg.seed)
     write_text(out_dir / "sample.txt", sample + "\n")
     print(f"--- sample ---\n{sample}\n---")
-    return {"test_loss": loss, "test_bpc": loss / math.log(2), "test_ppl": math.exp(min(loss, 50))}
+    return {"test/loss": loss, "test/bpc": loss / math.log(2), "test/ppl": math.exp(min(loss, 50))}
 
 
 SYMBOLS = {"+": "plus", "-": "minus", ".": "dot"}  # one-character labels MLflow would refuse or garble in a key
@@ -97,38 +99,42 @@ def metric_key(part: str) -> str:
 
 
 def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
-    """Nested numeric metrics as MLflow keys: {"test_f1_per_class": {"pos": ..}} -> test/f1_per_class/pos."""
+    """Nested metrics as MLflow keys, the one name each metric has everywhere (metrics.json, MLflow, the registry):
+    {"test/f1_per_class": {"+": ..}} -> test/f1_per_class/plus."""
     out: dict[str, float] = {}
     for k, v in metrics.items():
-        key = prefix + (k.replace("test_", "test/", 1) if not prefix else metric_key(str(k)))
+        key = prefix + (metric_key(str(k)) if prefix else k)
         if isinstance(v, dict):
             out |= flat_metrics(v, f"{key}/")
-        elif isinstance(v, int | float) and math.isfinite(v):
+        elif isinstance(v, int | float):
             out[key] = float(v)
     return out
 
 
 def run(cfg: DictConfig) -> dict:
     info = read_train_result(cfg)
+    reports = Path(cfg.paths.reports)
     dm = build_datamodule(cfg)
     module = load_checkpoint(info["best_checkpoint"], len(dm.vocab))
-    reports = Path(cfg.paths.reports)
+    connect(cfg, must_exist=True)  # before any output is replaced
+    require_run(info["run_id"], str(reports / "train.json"))
     with atomic_path(reports / "evaluate", is_dir=True) as out_dir:
         if isinstance(dm, ExampleDataModule):
             metrics = evaluate_labels(module, dm, out_dir)
         else:
             metrics = evaluate_lm(cfg, module, dm, out_dir)
         plot_learning_curve(reports / "history.csv", out_dir / "learning_curve.png")
-    metrics |= {"best_val_loss": info["best_val_loss"], "epochs": info["epochs"], "steps": info["steps"]}
+    metrics = flat_metrics({**metrics, "val/best_loss": info["best_val_loss"], "train/epochs": info["epochs"],
+                            "train/steps": info["steps"]})
     write_json(reports / "metrics.json", metrics)
 
-    use_tracking_uri(tracking_uri(cfg))
     client = mlflow.MlflowClient()
-    for key, value in flat_metrics({k: v for k, v in metrics.items() if k.startswith("test_")}).items():
-        client.log_metric(info["run_id"], key, value)
+    now = int(time.time() * 1000)
+    client.log_batch(info["run_id"], metrics=[Metric(k, v, now, info["steps"]) for k, v in metrics.items()
+                                              if math.isfinite(v)])
     client.log_artifacts(info["run_id"], str(reports / "evaluate"), artifact_path="evaluate")
     for name in ("history.csv", "metrics.json"):
         client.log_artifact(info["run_id"], str(reports / name), artifact_path="evaluate")
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.count("/") == 1 and not k.startswith("train/"))
     print(f"evaluate: {shown}")
     return metrics

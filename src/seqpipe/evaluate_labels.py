@@ -86,11 +86,11 @@ def evaluate_labels(module: SeqModule, dm: ExampleDataModule, out_dir: Path) -> 
     dm.setup("test")
     out = predict_split(module, dm, "test")
     labels = dm.labels
-    result = {"test_loss": float(out["loss_sum"]) / len(out["target"]), **{
-        f"test_{k}": v for k, v in scores(out["pred"], out["target"], labels).items()}}
+    result = {"test/loss": float(out["loss_sum"]) / len(out["target"]), **{
+        f"test/{k}": v for k, v in scores(out["pred"], out["target"], labels).items()}}
     sources = dm.splits["test"].sources
     if len(dm.source_names) > 1:
-        result["test_per_source"] = {
+        result["test/per_source"] = {
             name: scores(out["pred"][mask], out["target"][mask], labels)
             for s, name in enumerate(dm.source_names) if (mask := sources[out["owner"]] == s).any()}
     matrix = multiclass_confusion_matrix(torch.from_numpy(out["pred"]), torch.from_numpy(out["target"]),
@@ -100,5 +100,5 @@ def evaluate_labels(module: SeqModule, dm: ExampleDataModule, out_dir: Path) -> 
         rows = ["actual,predicted"] + [f"{labels[a]},{labels[p]}" for a in range(len(labels))
                                        for p in range(len(labels)) for _ in range(int(matrix[a, p]))]
         write_text(out_dir / "confusion.csv", "\n".join(rows) + "\n")
-    result["test_ppl"] = math.exp(min(result["test_loss"], 50))
+    result["test/ppl"] = math.exp(min(result["test/loss"], 50))
     return result

@@ -15,7 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from seqpipe.batching import BucketBatchSampler, pad_collate
 from seqpipe.errors import SeqpipeError
 from seqpipe.vocab import IGNORE_INDEX as IGNORE
-from seqpipe.vocab import PAD_ID, Vocab
+from seqpipe.vocab import PAD_ID, Vocab, prepared_vocab
 
 
 def save_examples(path: Path, ids: list[np.ndarray], targets: list[np.ndarray] | np.ndarray, sources: np.ndarray,
@@ -58,10 +58,7 @@ class ExampleDataModule(L.LightningDataModule):
         self.dir = Path(prepared_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.bucketing, self.num_workers, self.seed, self.bucket_factor = bucketing, num_workers, seed, bucket_factor
-        path = self.dir / "vocab.json"
-        if not path.is_file():
-            raise SeqpipeError(f"{path} not found: run the prepare stage first (`dvc repro prepare`)")
-        self.vocab = Vocab.load(path)
+        self.vocab = Vocab.load(prepared_vocab(self.dir))
         meta = json.loads((self.dir / "labels.json").read_text())
         self.labels, self.source_names = meta["labels"], meta["sources"]
         self.splits: dict[str, ExampleDataset] = {}

@@ -27,7 +27,7 @@ class SeqModule(L.LightningModule):
     def __init__(self, vocab_size: int, net: dict, optim: dict, carry_state: bool = True, task: str = "lm",
                  num_classes: int = 0):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the run's params are the flat config, logged by train
         self.net = build_net(task, vocab_size, num_classes, **net)
         self.optim, self.carry_state, self.num_classes = optim, carry_state, num_classes
         self.losses = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})  # token-weighted mean loss

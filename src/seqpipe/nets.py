@@ -8,6 +8,8 @@ and the backward direction reads each sequence reversed within its own length.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -114,14 +116,14 @@ class RecurrentLM(nn.Module):
         return self.head(out), state                  # (B, T, V)
 
     @torch.no_grad()
-    def generate(self, ids: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-                 generator: torch.Generator | None = None, stop_id: int | None = None,
-                 suppress: tuple[int, ...] = ()) -> Tensor:
-        """Sample `max_new_tokens` after the prompt `ids` (B, T0); returns only the new ids (B, N).
-        Ids in `suppress` are never sampled; sampling stops early once every row has produced `stop_id`."""
+    def sample(self, ids: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
+               generator: torch.Generator | None = None, stop_id: int | None = None,
+               suppress: tuple[int, ...] = ()) -> Iterator[Tensor]:
+        """Yield up to `max_new_tokens` sampled ids (B, 1) after the prompt `ids` (B, T0), one step at a time, so a
+        caller can show them as they come. Ids in `suppress` are never sampled; sampling stops early once every row
+        has produced `stop_id`."""
         logits, state = self(ids)  # the prompt in one pass, then one token at a time
         logits = logits[:, -1]     # (B, V)
-        new = []
         for _ in range(max_new_tokens):
             if suppress:
                 logits = logits.index_fill(-1, torch.tensor(suppress, device=logits.device), float("-inf"))
@@ -133,11 +135,17 @@ class RecurrentLM(nn.Module):
                     kth = torch.topk(logits, top_k).values[:, -1:]
                     logits = logits.masked_fill(logits < kth, float("-inf"))
                 nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)  # (B, 1)
-            new.append(nxt)
+            yield nxt
             if stop_id is not None and bool((nxt == stop_id).all()):
-                break
+                return
             logits, state = self(nxt, state=state)
             logits = logits[:, -1]
+
+    def generate(self, ids: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
+                 generator: torch.Generator | None = None, stop_id: int | None = None,
+                 suppress: tuple[int, ...] = ()) -> Tensor:
+        """`sample` collected: only the new ids (B, N)."""
+        new = list(self.sample(ids, max_new_tokens, temperature, top_k, generator, stop_id, suppress))
         return torch.cat(new, dim=1) if new else ids.new_empty((ids.size(0), 0))
 
 

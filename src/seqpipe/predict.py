@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from seqpipe.errors import SeqpipeError
+from seqpipe.tracking import shown_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,37 +25,58 @@ def describe_registry(client: object, name: str) -> str:
 
 
 def check_model_uri(uri: str) -> None:
-    """Raise a message listing what exists when `uri` names a model, version or alias that does not."""
+    """Raise a message listing what exists when `uri` names a model, version or alias that does not; a local path
+    must be a model directory."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    if uri.startswith("models:/") and not _URI.match(uri):
+        name = uri.removeprefix("models:/").strip("/")
+        raise SeqpipeError(f"model URI {uri!r} names no version: use models:/{name}@champion (an alias) or "
+                           f"models:/{name}/1 (a version number)")
+    if "://" not in uri and ":/" not in uri:
+        path = Path(uri)
+        if not path.exists():
+            raise SeqpipeError(f"no model at {uri}: give models:/NAME@ALIAS, models:/NAME/VERSION or the path of a "
+                               "model directory")
+        if not (path / "MLmodel").is_file():
+            raise SeqpipeError(f"{uri} is not an MLflow model (it has no MLmodel file): give the directory that "
+                               "holds MLmodel, or models:/NAME@ALIAS")
+        return
     m = _URI.match(uri)
     if not m:
-        return  # runs:/ or a local path: let MLflow report on it
+        return  # runs:/ and other schemes: MLflow reports on them
     client = mlflow.MlflowClient()
     name = m["name"]
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         names = sorted(r.name for r in client.search_registered_models())
-        raise SeqpipeError(f"no registered model named {name!r} in {mlflow.get_tracking_uri()}; "
+        raise SeqpipeError(f"no registered model named {name!r} in {shown_uri(mlflow.get_tracking_uri())}; "
                            f"registered models: {', '.join(names) or 'none'}") from None
     try:
         if m["alias"]:
             client.get_model_version_by_alias(name, m["alias"])
         else:
             client.get_model_version(name, m["version"])
-    except MlflowException:
+    except MlflowException as e:
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
         what = f"alias @{m['alias']}" if m["alias"] else f"version {m['version']}"
         raise SeqpipeError(f"model {name!r} has no {what}; {describe_registry(client, name)}") from None
 
 
 def load_model(model_uri: str, tracking_uri: str, expect: tuple[str, ...]) -> object:
-    """The registered pyfunc, refused with a clear message when it was trained for another task."""
+    """The registered pyfunc, refused with a clear message when it was trained for another task. The store is
+    checked first (within seconds), so a server that is down never looks like a missing model."""
     import mlflow
 
-    from seqpipe.tracking import use_tracking_uri
+    from seqpipe.tracking import check_store, use_tracking_uri
 
+    if "://" in model_uri or model_uri.startswith(("models:/", "runs:/")):
+        check_store(tracking_uri, must_exist=True)
     use_tracking_uri(tracking_uri)
     check_model_uri(model_uri)
     model = mlflow.pyfunc.load_model(model_uri)
@@ -69,7 +91,7 @@ def generate(model_uri: str, prompts: list[str], tracking_uri: str, **params: ob
     import pandas as pd
 
     model = load_model(model_uri, tracking_uri, ("lm",))
-    return model.predict(pd.DataFrame({"prompt": prompts}), params=params)
+    return model.predict(pd.DataFrame({"prompt": prompts}), params=params)["text"].tolist()
 
 
 def read_table(path: Path, column: str) -> pd.DataFrame:
@@ -93,18 +115,37 @@ def read_table(path: Path, column: str) -> pd.DataFrame:
     return frame
 
 
+def batches(texts: list[str], limits: dict, batch_size: int) -> list[tuple[int, int]]:
+    """Row ranges [start, end) of at most `batch_size` rows whose characters (at least their tokens) fit in one
+    request of a model with these limits."""
+    out, start, size = [], 0, 0
+    for i, text in enumerate(texts):
+        if i > start and (i - start >= min(batch_size, limits["max_rows"]) or
+                          size + len(text) > limits["max_total_tokens"]):
+            out.append((start, i))
+            start, size = i, 0
+        size += len(text)
+    return [*out, (start, len(texts))] if texts else out
+
+
 def predict_file(model: object, input_path: Path, output_path: Path, column: str, batch_size: int = 256) -> int:
     """Predictions for every row of `input_path`, written beside its columns to `output_path` (atomically)."""
     import pandas as pd
     from tqdm import tqdm
 
     from seqpipe.atomic import atomic_path
+    from seqpipe.pyfunc import InputError
 
     frame = read_table(input_path, column)
     texts = frame[column].astype(str).tolist()
     parts = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch", disable=len(texts) <= batch_size):
-        parts.append(model.predict(pd.DataFrame({"text": texts[start:start + batch_size]})))  # type: ignore
+    ranges = batches(texts, model.unwrap_python_model().limits, batch_size)  # type: ignore[attr-defined]
+    for start, end in tqdm(ranges, desc="predict", unit="batch", disable=len(ranges) <= 1):
+        try:
+            parts.append(model.predict(pd.DataFrame({"text": texts[start:end]})))  # type: ignore[attr-defined]
+        except InputError as e:
+            where = f"data row {start + e.row + 1}" if e.row is not None else f"data rows {start + 1}-{end}"
+            raise SeqpipeError(f"{input_path}, {where}: {e.reason}") from None
     result = pd.concat([frame.reset_index(drop=True), pd.concat(parts, ignore_index=True)], axis=1)
     with atomic_path(output_path) as tmp:
         result.to_csv(tmp, index=False)

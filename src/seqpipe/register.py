@@ -1,96 +1,215 @@
-"""DVC stage `register`: log the best model as a self-contained MLflow pyfunc, register a new version as
-`challenger`, and move `champion` to it only when its test loss beats the current champion's."""
+"""DVC stage `register`: log the best model as a self-contained MLflow pyfunc and register it as a new version of
+`seqpipe-<recipe>` (once per training run, with a description), point `challenger` at it, and move `champion` to
+it only when its test loss beats a champion that was tested on the same data."""
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import torch
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import seqpipe
 from seqpipe.atomic import write_json
 from seqpipe.errors import SeqpipeError
 from seqpipe.evaluate import load_checkpoint, read_train_result
 from seqpipe.pyfunc import PARAMS, SeqpipeModel
-from seqpipe.tracking import tracking_uri, use_tracking_uri
+from seqpipe.tracking import connect, require_run, run_name
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+LOSS = "test/loss"     # the champion criterion, every task; the same name in metrics.json, MLflow and here
+WITHDRAWN = "seqpipe.withdrawn"  # tag a version with this (any value) to keep it out of every champion decision
+CONCURRENT_S = 600     # versions registered this close to ours compete with it (see settle_champion)
 
 
-def export_weights(checkpoint: str, prepared: Path, out: Path, max_len: int | None = None) -> str:
-    """The network's weights, config and labels alone, without Lightning's training state; returns the task."""
+def export_weights(checkpoint: str, prepared: Path, out: Path, max_len: int | None, limits: dict) -> str:
+    """The network's weights, config, labels and serving limits, without Lightning's training state; returns the
+    task."""
     module = load_checkpoint(checkpoint)  # refuses a missing or corrupt file with a clear message
     hp, state = module.hparams, module.net.state_dict()
     task = hp.get("task", "lm")
     labels = json.loads((prepared / "labels.json").read_text())["labels"] if task != "lm" else []
     torch.save({"task": task, "labels": labels, "vocab_size": hp["vocab_size"], "model": hp["net"],
-                "state_dict": state, "max_len": max_len}, out)
+                "state_dict": state, "max_len": max_len, "limits": limits}, out)
     return task
 
 
 def signature_for(task: str, example_text: str) -> tuple[object, pd.DataFrame]:
+    who = {"model": ["seqpipe-x/1"], "run_id": ["0" * 32]}
     if task == "lm":
         example = pd.DataFrame({"prompt": [example_text]})
-        return infer_signature(example, ["generated text"], params=PARAMS), example
+        return infer_signature(example, pd.DataFrame({"text": ["generated text"], **who}), params=PARAMS), example
     example = pd.DataFrame({"text": [example_text]})
-    output = pd.DataFrame({"label": ["x"], "unk_fraction": [0.0]}) if task == "classify" else \
-        pd.DataFrame({"tags": ["x"], "unk_fraction": [0.0], "confidence": [1.0]})
+    output = pd.DataFrame({"label": ["x"], "unk_fraction": [0.0], **who}) if task == "classify" else \
+        pd.DataFrame({"tags": ["x"], "unk_fraction": [0.0], "confidence": [1.0], **who})
     return infer_signature(example, output), example
 
 
-def champion_loss(client: mlflow.MlflowClient, name: str) -> tuple[str | None, float]:
-    try:
-        mv = client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        return None, math.inf
-    return mv.version, float(mv.tags.get("test_loss", math.inf))
+def describe(cfg: DictConfig, info: dict, metrics: dict, digest: str, run: object) -> str:
+    """The version's description in the registry: what was trained, how well, on what data, from which code."""
+    m, tags = cfg.model, run.data.tags  # type: ignore[attr-defined]
+    tested = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("test/") and k.count("/") == 1)
+    dirty = tags.get("git.dirty", "false")
+    code = tags.get("mlflow.source.git.commit", "unknown") + ("" if dirty == "false" else f" + changes in {dirty}")
+    return "\n".join([
+        f"{run_name(cfg)}: recipe {cfg.recipe.name}, task {cfg.task}",
+        f"model: {'bidirectional ' if m.bidirectional else ''}{m.cell}, {m.num_layers} x {m.hidden_size} hidden, "
+        f"embedding {m.embedding_dim}, dropout {m.dropout}; {info['epochs']} epochs, {info['steps']} steps, "
+        f"lr {cfg.optim.lr}",
+        f"test: {tested}",
+        f"data: sha256 {digest}",
+        f"code: git {code}",
+        f"run: {info['run_id']}",
+    ])
 
 
-def run(cfg: DictConfig) -> dict:
-    info = read_train_result(cfg)
-    metrics_path = Path(cfg.paths.reports) / "metrics.json"
-    if not metrics_path.is_file():
-        raise SeqpipeError(f"{metrics_path} not found: run the evaluate stage first (`dvc repro evaluate`)")
-    test_loss = float(json.loads(metrics_path.read_text())["test_loss"])  # the champion criterion, every task
-    if not math.isfinite(test_loss):
-        raise SeqpipeError(f"test loss is {test_loss}: refusing to register a broken model")
-    name = cfg.register.model_name
-    use_tracking_uri(tracking_uri(cfg))
-    client = mlflow.MlflowClient()
-
+def log_and_register(cfg: DictConfig, info: dict, name: str, tags: dict, description: str) -> ModelVersion:
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.pt"
-        task = export_weights(info["best_checkpoint"], Path(cfg.paths.prepared), weights, cfg.prepare.max_len)
+        limits = OmegaConf.to_container(cfg.serve)
+        task = export_weights(info["best_checkpoint"], Path(cfg.paths.prepared), weights, cfg.prepare.max_len, limits)
         vocab = Path(cfg.paths.prepared) / "vocab.json"
         signature, example = signature_for(task, cfg.evaluate.prompt)
         with mlflow.start_run(run_id=info["run_id"]):
             model_info = mlflow.pyfunc.log_model(
                 name="model", python_model=SeqpipeModel(), artifacts={"weights": str(weights), "vocab": str(vocab)},
-                metadata={"task": task},
+                metadata={"task": task, "limits": limits},
                 code_paths=[str(Path(seqpipe.__file__).parent)], signature=signature, input_example=example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
                                   "pandas", "numpy", "hydra-core"],
             )
-    mv = mlflow.register_model(model_info.model_uri, name, tags={"test_loss": str(test_loss),
-                                                                  "run_id": info["run_id"]})
+    mv = mlflow.register_model(model_info.model_uri, name, tags=tags)
+    mlflow.MlflowClient().update_model_version(name, mv.version, description=description)
+    return mv
+
+
+def registered_from(client: mlflow.MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    """The version that already holds the model of training run `run_id`, if there is one."""
+    try:
+        found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    except MlflowException:
+        return None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+class Standing:
+    """A version's test loss and the digest of the data it was trained and tested on (from its tags, or for
+    versions registered before they were tagged, from its run)."""
+
+    def __init__(self, client: mlflow.MlflowClient):
+        self.client, self._runs = client, {}
+
+    def _run_params(self, run_id: str) -> dict:
+        if run_id not in self._runs:
+            try:
+                self._runs[run_id] = self.client.get_run(run_id).data.params
+            except MlflowException:
+                self._runs[run_id] = {}
+        return self._runs[run_id]
+
+    def loss(self, v: ModelVersion) -> float:
+        return float(v.tags.get(LOSS, v.tags.get("test_loss", math.inf)))
+
+    def digest(self, v: ModelVersion) -> str:
+        return v.tags.get("data.digest") or self._run_params(v.run_id).get("data.digest", "unknown")
+
+    def vocab_size(self, v: ModelVersion) -> str:
+        params = self._run_params(v.run_id)
+        return params.get("data.vocab_size", params.get("vocab_size", "?"))
+
+
+def alias_version(client: mlflow.MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        return None
+
+
+def settle_champion(client: mlflow.MlflowClient, name: str, mine: ModelVersion, force: bool,
+                    attempts: int = 10) -> dict:
+    """Move `champion` to the best of: the champion, our version, and the versions registered within CONCURRENT_S of
+    ours on the same data. MLflow has no compare-and-set for aliases, so set, then re-read and decide again until a
+    read agrees: a concurrent registration that overwrote a better champion with a stale decision finds the better
+    version on its own re-read (it was registered within the window) and puts it back."""
+    s = Standing(client)
+    first = alias_version(client, name, CHAMPION)
+    report = {"previous_champion": None if first is None else {"version": int(first.version), LOSS: s.loss(first)}}
+    if force:
+        client.set_registered_model_alias(name, CHAMPION, mine.version)
+        return report | {"promoted": True, "verdict": "champion (register.force_champion=true)"}
+    for _ in range(attempts):
+        champ = alias_version(client, name, CHAMPION)
+        if champ is not None and champ.version != mine.version and s.digest(champ) != s.digest(mine):
+            return report | {"promoted": False, "verdict": (
+                f"challenger only: champion v{champ.version} was trained and tested on other data (data digest "
+                f"{s.digest(champ)[:12]} vs {s.digest(mine)[:12]}, vocabulary {s.vocab_size(champ)} vs "
+                f"{s.vocab_size(mine)} tokens), so their test losses are not comparable; to make v{mine.version} "
+                "champion anyway, register again with register.force_champion=true")}
+        rivals = [v for v in client.search_model_versions(f"name='{name}'")
+                  if abs(v.creation_timestamp - mine.creation_timestamp) <= CONCURRENT_S * 1000
+                  and WITHDRAWN not in v.tags and s.digest(v) == s.digest(mine)]
+        best = min([*rivals, *([champ] if champ is not None else [])], key=lambda v: (s.loss(v), int(v.version)))
+        if champ is not None and champ.version == best.version:
+            if champ.version == mine.version:
+                verdict = ("champion (first version)" if first is None else "champion (already)"
+                           if first.version == mine.version else
+                           f"champion (previous champion v{first.version} had {LOSS} {s.loss(first):.4f})")
+            else:
+                verdict = f"challenger only: champion v{champ.version} has {LOSS} {s.loss(champ):.4f}"
+            return report | {"promoted": champ.version == mine.version, "verdict": verdict}
+        client.set_registered_model_alias(name, CHAMPION, best.version)
+        time.sleep(random.uniform(0.05, 0.3))  # let a concurrent writer's alias land before re-reading
+    raise SeqpipeError(f"the champion alias of {name} kept moving during {attempts} tries (many registrations at "
+                       "once?); run the register stage again")
+
+
+def run(cfg: DictConfig) -> dict:
+    info = read_train_result(cfg)
+    reports = Path(cfg.paths.reports)
+    metrics_path = reports / "metrics.json"
+    if not metrics_path.is_file():
+        raise SeqpipeError(f"{metrics_path} not found: run the evaluate stage first (`dvc repro evaluate`)")
+    metrics = json.loads(metrics_path.read_text())
+    if LOSS not in metrics:
+        raise SeqpipeError(f"{metrics_path} has no {LOSS!r}: it was written by an older seqpipe; run the evaluate "
+                           "stage again (`dvc repro -f evaluate`)")
+    test_loss = float(metrics[LOSS])
+    if not math.isfinite(test_loss):
+        raise SeqpipeError(f"test loss is {test_loss}: refusing to register a broken model")
+    connect(cfg, must_exist=True)  # before anything is logged or written
+    require_run(info["run_id"], str(reports / "train.json"))
+    name = cfg.register.model_name
+    client = mlflow.MlflowClient()
+    run = client.get_run(info["run_id"])
+    digest = run.data.params.get("data.digest", "unknown")
+
+    mv = registered_from(client, name, info["run_id"])
+    new = mv is None
+    if new:
+        tags = {LOSS: str(test_loss), "run_id": info["run_id"], "data.digest": digest, "task": cfg.task,
+                "recipe": cfg.recipe.name}
+        mv = log_and_register(cfg, info, name, tags, describe(cfg, info, metrics, digest, run))
+    else:
+        print(f"register: training run {info['run_id']} is already registered as {name} v{mv.version}; no new "
+              "version added", file=sys.stderr)
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
-    old_version, old_loss = champion_loss(client, name)
-    promoted = test_loss < old_loss
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, mv.version)
-    result = {"model_name": name, "version": int(mv.version), "test_loss": test_loss, "promoted": promoted,
-              "champion_version": int(mv.version) if promoted else int(old_version),
-              "previous_champion_test_loss": None if math.isinf(old_loss) else old_loss}
-    write_json(Path(cfg.paths.reports) / "registry.json", result)
-    verdict = (f"champion (previous best {old_loss:.4f})" if promoted and old_version else "champion (first version)"
-               if promoted else f"challenger only: champion v{old_version} has test loss {old_loss:.4f}")
-    print(f"register: {name} v{mv.version} (test loss {test_loss:.4f}) -> {verdict}", file=sys.stderr)
+    gate = settle_champion(client, name, mv, bool(cfg.register.force_champion))
+    champion = alias_version(client, name, CHAMPION)
+    result = {"model_name": name, "version": int(mv.version), LOSS: test_loss, "new_version": new,
+              "champion_version": int(champion.version) if champion else None, **gate}
+    write_json(reports / "registry.json", result)
+    print(f"register: {name} v{mv.version} ({LOSS} {test_loss:.4f}) -> {gate['verdict']}", file=sys.stderr)
     return result

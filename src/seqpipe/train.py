@@ -17,6 +17,7 @@ import lightning.pytorch as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from seqpipe.atomic import write_json, write_text
@@ -24,7 +25,7 @@ from seqpipe.config import validate
 from seqpipe.data import StreamDataModule
 from seqpipe.examples import ExampleDataModule
 from seqpipe.module import SeqModule
-from seqpipe.tracking import data_digest, env_unchanged, flatten, git_commit, tracking_uri
+from seqpipe.tracking import connect, create_run, data_digest, env_unchanged, flatten, run_exists
 
 
 def build_datamodule(cfg: DictConfig) -> StreamDataModule | ExampleDataModule:
@@ -92,16 +93,21 @@ def run(cfg: DictConfig) -> dict:
     module = build_module(cfg, dm)
 
     digest = data_digest(cfg.paths.prepared)
+    uri = connect(cfg)  # before anything is removed: a store that does not answer stops the run here
     ckpt_dir = Path(cfg.paths.models) / "checkpoints"
     resume = resumable(cfg, digest)
-    logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg), log_model=False,
-                          run_id=resume["run_id"] if resume else None)
+    run_id = resume["run_id"] if resume else None
+    if run_id and not run_exists(run_id):  # the interrupted run was tracked in another store
+        print(f"train: MLflow run {run_id} is not in {uri}; the resumed training is tracked as a new run",
+              file=sys.stderr)
+        run_id = None
     with env_unchanged():
-        if not resume:
-            logger.log_hyperparams({**flatten(cfg), "data.digest": digest, "git.commit": git_commit(),
-                                    "vocab_size": len(dm.vocab)})
-        write_json(Path(cfg.paths.models) / "run.json", {"fingerprint": fingerprint(cfg, digest),
-                                                         "run_id": logger.run_id})
+        if run_id is None and rank_zero_only.rank == 0:  # other DDP ranks log nothing
+            run_id = create_run(cfg, digest, {**flatten(cfg), "data.digest": digest,
+                                              "data.vocab_size": str(len(dm.vocab))})
+        logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=uri, log_model=False, run_id=run_id)
+        if rank_zero_only.rank == 0:
+            write_json(Path(cfg.paths.models) / "run.json", {"fingerprint": fingerprint(cfg, digest), "run_id": run_id})
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.monitor, mode="min",
                                  save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
     early = EarlyStopping(monitor=cfg.monitor, mode="min", patience=cfg.train.patience)
@@ -112,7 +118,7 @@ def run(cfg: DictConfig) -> dict:
                                      log_every_n_steps=cfg.train.log_every_n_steps,
                                      default_root_dir=cfg.paths.models)
     if resume:
-        print(f"train: resuming from {resume['checkpoint']} (MLflow run {resume['run_id']})", file=sys.stderr)
+        print(f"train: resuming from {resume['checkpoint']} (MLflow run {run_id})", file=sys.stderr)
     with env_unchanged():
         trainer.fit(module, datamodule=dm, ckpt_path=resume["checkpoint"] if resume else None)
 

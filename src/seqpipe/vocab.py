@@ -17,6 +17,16 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
 IGNORE_INDEX = -100  # target of a padded step: never counted in a loss or a metric (torch's default)
 
 
+def prepared_vocab(prepared_dir: str | Path) -> Path:
+    """The vocabulary file of a prepared data folder, refused with the fix when prepare has not run."""
+    path = Path(prepared_dir) / "vocab.json"
+    if not path.is_file():
+        from seqpipe.errors import SeqpipeError
+
+        raise SeqpipeError(f"{path} not found: run the prepare stage first (`dvc repro prepare`)")
+    return path
+
+
 class Vocab:
     """Maps tokens to ids; unknown tokens map to UNK_ID."""
 

@@ -1,0 +1,57 @@
+"""The served model's checks of a request: generation params and the limits stored in the model (no model file
+needed: the checks come before any network runs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from seqpipe.pyfunc import LEGACY_LIMITS, InputError, SeqpipeModel, generation_params
+from seqpipe.tokenize import CharTokenizer
+
+LIMITS = {**LEGACY_LIMITS, "max_rows": 3, "max_input_tokens": 10, "max_total_tokens": 20, "max_new_tokens": 50,
+          "max_total_new_tokens": 100}
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"top_k": -5}, "top_k=-5 must be >= 0"),
+    ({"temperature": -1.0}, "temperature=-1.0 must be a number >= 0 (0 = greedy)"),
+    ({"temperature": float("nan")}, "temperature=nan must be a number >= 0"),
+    ({"temperature": float("inf")}, "temperature=inf must be a number >= 0"),
+    ({"max_new_tokens": -1}, "max_new_tokens=-1 must be between 0 and 50"),
+    ({"max_new_tokens": 10_000_000}, "max_new_tokens=10000000 must be between 0 and 50, this model's limit"),
+    ({"seed": -2}, "seed=-2 must be >= 0, or -1"),
+    ({"top_k": 2.5}, "top_k=2.5 must be an integer"),
+    ({"bogus": 1}, "unknown params ['bogus']; this model takes: max_new_tokens, temperature, top_k, seed"),
+])
+def test_bad_generation_params_are_refused_with_the_reason(params, message):
+    with pytest.raises(InputError) as e:
+        generation_params(params, LIMITS)
+    assert message in e.value.message and e.value.get_http_status_code() == 400
+
+
+def test_good_generation_params_get_defaults():
+    assert generation_params({"temperature": 0, "max_new_tokens": 50}, LIMITS) == {
+        "max_new_tokens": 50, "temperature": 0.0, "top_k": 0, "seed": -1}
+
+
+def _model() -> SeqpipeModel:
+    model = SeqpipeModel()
+    model.limits, model.tokenizer = LIMITS, CharTokenizer()
+    return model
+
+
+@pytest.mark.parametrize("texts,new,message", [
+    (["a"] * 4, 0, "4 rows in one request; this model takes at most 3 (serve.max_rows)"),
+    (["a", "b" * 11], 0, "row 1: 11 tokens; this model takes at most 10 per row (serve.max_input_tokens)"),
+    (["a" * 10, "b" * 10, "c"], 0, "21 input tokens in all; this model takes at most 20 (serve.max_total_tokens)"),
+    (["a", "b", "c"], 40, "asks for 120 new tokens (3 rows x max_new_tokens=40); this model makes at most 100"),
+])
+def test_requests_over_the_limits_are_refused_naming_the_limit(texts, new, message):
+    model = _model()
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        model.check_size(model.tokenize(texts), new)
+
+
+def test_requests_within_the_limits_pass():
+    model = _model()
+    model.check_size(model.tokenize(["a" * 10, "b" * 10]), 50)
