@@ -3,6 +3,9 @@ needed: the checks come before any network runs)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
 from seqpipe.pyfunc import LEGACY_LIMITS, InputError, SeqpipeModel, generation_params
@@ -55,3 +58,26 @@ def test_requests_over_the_limits_are_refused_naming_the_limit(texts, new, messa
 def test_requests_within_the_limits_pass():
     model = _model()
     model.check_size(model.tokenize(["a" * 10, "b" * 10]), 50)
+
+
+OLD = Path(__file__).parent / "data" / "models-0.1"
+
+
+@pytest.mark.parametrize("kind", ["lm", "classifier"])
+def test_models_registered_by_seqpipe_0_1_load_and_predict_with_todays_code(kind):
+    """Registered models pickle the class name and hold the weights in the old layout (no limits stored): they load,
+    predict, name their version, and get the limits of models registered before limits existed."""
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(str(OLD / kind))
+    if kind == "lm":
+        out = model.predict(pd.DataFrame({"prompt": ["KING:"]}), params={"max_new_tokens": 10, "seed": 1})
+        assert out["text"][0].startswith("KING:") and len(out["text"][0]) == len("KING:") + 10
+        assert out["model"][0] == "seqpipe-text_file/1"
+        with pytest.raises(InputError, match="must be between 0 and 1000"):
+            model.predict(pd.DataFrame({"prompt": ["KING:"]}), params={"max_new_tokens": 10_000_000})
+    else:
+        out = model.predict(pd.DataFrame({"text": ["a good film", "an awful film"]}))
+        assert set(out["label"]) <= {"neg", "pos"} and list(out["model"]) == ["seqpipe-text_csv/1"] * 2
+        assert out[["prob_neg", "prob_pos"]].sum(axis=1).round(5).tolist() == [1.0, 1.0]
+    assert model.unwrap_python_model().limits == LEGACY_LIMITS
