@@ -320,7 +320,7 @@ ANSWER_CASES = [
 
 @pytest.mark.parametrize("case,model,text,params,expect,check", ANSWER_CASES, ids=[c[0] for c in ANSWER_CASES])
 def test_prediction_inputs(case, model, text, params, expect, check, models):
-    from seqpipe.tracking import use_tracking_uri
+    from seqpipe.store import use_tracking_uri
 
     use_tracking_uri(models[1])
     column = "prompt" if model == LM else "text"

@@ -113,7 +113,7 @@ def test_store_bounds_in_conf_match_the_command_line_defaults():
     conf/'s mlflow.timeout_s and mlflow.retries."""
     import inspect
 
-    from seqpipe.tracking import check_store
+    from seqpipe.store import check_store
 
     defaults = inspect.signature(check_store).parameters
     cfg = compose(config_dir=CONF)

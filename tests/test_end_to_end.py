@@ -21,7 +21,7 @@ from seqpipe import cli, evaluate, fetch, prepare, register, train
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
 from seqpipe.predict import generate
-from seqpipe.tracking import use_tracking_uri
+from seqpipe.store import use_tracking_uri
 
 pytestmark = pytest.mark.slow
 NAME = "seqpipe-text_file"

@@ -18,7 +18,7 @@ from seqpipe import cli, fetch, prepare
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
 from seqpipe.predict import generate
-from seqpipe.tracking import use_tracking_uri
+from seqpipe.store import use_tracking_uri
 
 pytestmark = pytest.mark.slow
 def write_genbank(path: Path, n: int = 6000, seed: int = 0) -> None:

@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 from seqpipe import cli, evaluate, fetch, prepare, register, train
 from seqpipe.config import compose
-from seqpipe.tracking import flatten, use_tracking_uri
+from seqpipe.store import use_tracking_uri
+from seqpipe.tracking import flatten
 
 pytestmark = pytest.mark.slow
 NAME = "seqpipe-text_file"

@@ -10,7 +10,8 @@ from conftest import CONF, free_port
 
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
-from seqpipe.tracking import check_store, git_state, run_name, shown_uri
+from seqpipe.store import check_store, shown_uri
+from seqpipe.tracking import git_state, run_name
 
 
 def test_a_port_where_nothing_listens_is_reported_within_seconds():

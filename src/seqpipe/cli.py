@@ -98,7 +98,7 @@ def _compose(overrides: list[str], check: bool, reset: bool) -> None:
 
 def _generate(args: argparse.Namespace) -> None:
     from seqpipe.predict import load_model
-    from seqpipe.tracking import tracking_uri
+    from seqpipe.store import tracking_uri
 
     model = load_model(args.model, args.tracking_uri or tracking_uri(), ("lm",)).unwrap_python_model()
     params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
@@ -124,7 +124,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     from seqpipe.errors import SeqpipeError
     from seqpipe.predict import load_model, predict_file
-    from seqpipe.tracking import tracking_uri
+    from seqpipe.store import tracking_uri
 
     if (args.text is None) == (args.input is None):
         raise SeqpipeError("give either --text TEXT or --input FILE (with --output FILE)")

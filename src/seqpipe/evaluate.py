@@ -22,8 +22,8 @@ from seqpipe.evaluate_labels import evaluate_labels
 from seqpipe.examples import ExampleDataModule
 from seqpipe.module import SeqModule
 from seqpipe.sampling import complete
+from seqpipe.store import connect, require_run
 from seqpipe.tokenize import load_tokenizer
-from seqpipe.tracking import connect, require_run
 from seqpipe.train import build_datamodule
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from seqpipe.errors import SeqpipeError
-from seqpipe.tracking import shown_uri
+from seqpipe.store import shown_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,7 +73,7 @@ def load_model(model_uri: str, tracking_uri: str, expect: tuple[str, ...]) -> ob
     checked first (within seconds), so a server that is down never looks like a missing model."""
     import mlflow
 
-    from seqpipe.tracking import check_store, use_tracking_uri
+    from seqpipe.store import check_store, use_tracking_uri
 
     if "://" in model_uri or model_uri.startswith(("models:/", "runs:/")):
         check_store(tracking_uri, must_exist=True)

@@ -25,7 +25,8 @@ from seqpipe.atomic import write_json
 from seqpipe.errors import SeqpipeError
 from seqpipe.evaluate import load_checkpoint, read_train_result
 from seqpipe.pyfunc import PARAMS, SeqpipeModel
-from seqpipe.tracking import connect, require_run, run_name
+from seqpipe.store import connect, require_run
+from seqpipe.tracking import run_name
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 LOSS = "test/loss"     # the champion criterion, every task; the same name in metrics.json, MLflow and here

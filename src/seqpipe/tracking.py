@@ -1,162 +1,18 @@
-"""MLflow plumbing shared by the stages: where the store is, whether it answers, what to record about a run."""
+"""What a run records about itself: its name, tags (git commit, DVC experiment), params and data digest."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import re
-import sqlite3
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
-
-from seqpipe.errors import SeqpipeError
 
 # Files that differ from the commit without changing what ran: composing rewrites params.yaml (its content is logged
 # as params); DVC rewrites dvc.lock and adds its outputs to .gitignore files.
 GENERATED = ("params.yaml", "dvc.lock", ".gitignore")
 
-
-def tracking_uri(cfg: DictConfig | None = None) -> str:
-    """MLFLOW_TRACKING_URI wins over the config; the default is a SQLite store in the working directory."""
-    default = cfg.mlflow.tracking_uri if cfg is not None else "sqlite:///mlflow.db"
-    return os.environ.get("MLFLOW_TRACKING_URI") or default
-
-
-def shown_uri(uri: str) -> str:
-    """The URI for messages, without a password (http://user:secret@host -> http://user:***@host)."""
-    return re.sub(r"^(\w+://[^/:@]+):[^/@]*@", r"\1:***@", uri)
-
-
-def sqlite_path(uri: str) -> Path:
-    """sqlite:///mlflow.db -> mlflow.db (relative to the working directory); sqlite:////abs/x.db -> /abs/x.db."""
-    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-
-
-FIX = ("start the server, or point MLFLOW_TRACKING_URI (or mlflow.tracking_uri in conf/, or --tracking-uri) at a "
-       "running store; nothing was changed")
-
-
-def _check_server(uri: str, timeout_s: float, retries: int) -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
-
-    creds = get_default_host_creds(uri)
-    reason, t0 = "", time.monotonic()
-    for attempt in range(retries + 1):
-        try:  # our own loop, not MLflow's retries: theirs back off for minutes
-            response = http_request(creds, "/health", "GET", max_retries=0, timeout=timeout_s)
-            if response.status_code < 500:
-                break
-            reason = f"HTTP {response.status_code} from /health"
-        except MlflowException as e:
-            text = str(e)
-            reason = ("connection refused" if "refused" in text.lower() else
-                      f"no answer within {timeout_s:g} s" if "timed out" in text.lower() or "timeout" in text.lower()
-                      else text.splitlines()[0][:200])
-        if attempt < retries:
-            time.sleep(1.0)
-    else:
-        raise SeqpipeError(f"the MLflow tracking server {shown_uri(uri)} does not answer ({reason}; {retries + 1} "
-                           f"tries in {time.monotonic() - t0:.1f} s): {FIX}")
-    try:  # it answers: can it read its own store, and may we?
-        from mlflow import MlflowClient
-
-        with bounded_http(timeout_s):
-            MlflowClient(uri).search_experiments(max_results=1)
-    except MlflowException as e:
-        first = str(e.message).splitlines()[0][:300]
-        hint = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" if "401" in first or "403" in first
-                else "check the server's log and its --backend-store-uri")
-        raise SeqpipeError(f"the MLflow tracking server {shown_uri(uri)} answers but its store does not ({first}): "
-                           f"{hint}; nothing was changed") from None
-
-
-def _check_sqlite(uri: str, timeout_s: float, must_exist: bool) -> None:
-    path = sqlite_path(uri)
-    if not path.exists():
-        if must_exist:
-            raise SeqpipeError(f"no MLflow store at {path} ({uri}): run the pipeline first (`dvc repro`), or point "
-                               "MLFLOW_TRACKING_URI (or --tracking-uri) at the store that holds your models")
-        return  # MLflow creates it
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout_s)
-        try:
-            (verdict,) = con.execute("PRAGMA quick_check(1)").fetchone()
-            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        verdict = str(e)
-    if verdict != "ok":
-        raise SeqpipeError(f"{path} is not a readable MLflow store (sqlite: {verdict}); it may be truncated or "
-                           "overwritten. Restore it from a backup, or move it away to start a new store; nothing was "
-                           "changed")
-    if tables and "alembic_version" not in tables:
-        raise SeqpipeError(f"{path} is an SQLite database but not an MLflow store (no MLflow tables): point "
-                           "MLFLOW_TRACKING_URI (or mlflow.tracking_uri) at your MLflow store")
-
-
-def check_store(uri: str, timeout_s: float = 5.0, retries: int = 2, must_exist: bool = False) -> None:
-    """Stop with one line that names the store and the fix when it does not answer or is damaged. Called before a
-    command changes anything, and bounded: (retries + 1) x timeout_s plus a second between tries.
-    `must_exist`: a command that only reads (generate, predict) refuses to create an empty SQLite store."""
-    scheme = urlsplit(uri).scheme
-    if scheme in ("http", "https"):
-        _check_server(uri, timeout_s, retries)
-    elif scheme == "sqlite":
-        _check_sqlite(uri, timeout_s, must_exist)
-
-
-def connect(cfg: DictConfig, must_exist: bool = False) -> str:
-    """Check the configured store (mlflow.timeout_s, mlflow.retries) and point this process's MLflow at it."""
-    uri = tracking_uri(cfg)
-    check_store(uri, cfg.mlflow.timeout_s, cfg.mlflow.retries, must_exist)
-    use_tracking_uri(uri)
-    return uri
-
-
-def run_exists(run_id: str) -> bool:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mlflow.MlflowClient().get_run(run_id)
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        return False
-    return True
-
-
-def require_run(run_id: str, what: str) -> None:
-    """Refuse to go on when the store does not hold the run that `what` (a report file) names."""
-    import mlflow
-
-    if not run_exists(run_id):
-        raise SeqpipeError(f"{what} names MLflow run {run_id}, which the store {shown_uri(mlflow.get_tracking_uri())} "
-                           "does not hold: the model was trained against another store. Point MLFLOW_TRACKING_URI at "
-                           "that store, or retrain here with `dvc repro -f train`") from None
-
-
-@contextlib.contextmanager
-def bounded_http(timeout_s: float, retries: int = 0) -> Iterator[None]:
-    """MLflow's HTTP calls inside the block give up after `timeout_s` and `retries` (theirs: 120 s, 7 retries)."""
-    keys = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(timeout_s))),
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
-    before = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
@@ -217,29 +73,6 @@ def run_tags(cfg: DictConfig, digest: str) -> dict[str, str]:
     if exp := os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`
         tags["dvc.exp_name"] = exp
     return tags
-
-
-@contextlib.contextmanager
-def env_unchanged() -> Iterator[None]:
-    """Undo what MLflow and Lightning's MLFlowLogger write to MLFLOW_TRACKING_URI (they export the URI they
-    use), so one run's store never becomes the next run's default in the same process."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
-
-
-def use_tracking_uri(uri: str) -> None:
-    """Point this process's MLflow calls at `uri` without exporting it: mlflow.set_tracking_uri also sets
-    MLFLOW_TRACKING_URI, which would then override every later config in the process (tests, notebooks)."""
-    import mlflow
-
-    with env_unchanged():
-        mlflow.set_tracking_uri(uri)
 
 
 def create_run(cfg: DictConfig, digest: str, params: dict[str, str]) -> str:

@@ -25,7 +25,8 @@ from seqpipe.config import validate
 from seqpipe.data import StreamDataModule
 from seqpipe.examples import ExampleDataModule
 from seqpipe.module import SeqModule
-from seqpipe.tracking import connect, create_run, data_digest, env_unchanged, flatten, run_exists
+from seqpipe.store import connect, env_unchanged, run_exists
+from seqpipe.tracking import create_run, data_digest, flatten
 
 
 def build_datamodule(cfg: DictConfig) -> StreamDataModule | ExampleDataModule:
