@@ -175,3 +175,18 @@ def test_mlflow_models_serve_answers_invocations(pipeline):
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def test_new_serving_limits_make_a_new_version_of_the_same_run(pipeline):
+    """The limits travel inside the model: changing them registers the same training run again (the champion moves
+    to it, equal loss, newest wins), and the new version enforces them."""
+    cfg = pipeline["cfg"].copy()
+    cfg.serve.max_new_tokens = 50
+    result = register.run(cfg)
+    assert result["new_version"] and result["promoted"] and result["version"] == 3
+    use_tracking_uri(cfg.mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    assert model.unwrap_python_model().limits["max_new_tokens"] == 50
+    with pytest.raises(ValueError, match="must be between 0 and 50"):
+        model.predict(pd.DataFrame({"prompt": ["x"]}), params={"max_new_tokens": 51})
+    assert register.run(cfg)["version"] == 3  # and once only

@@ -22,7 +22,7 @@ COLUMNS = {"lm": "prompt", "classify": "text", "tag": "text"}
 # The limits of models registered before limits were stored in the model (seqpipe 0.1). Newer models carry the
 # `serve` section of the config they were registered with.
 LEGACY_LIMITS = {"max_rows": 256, "max_input_tokens": 10_000, "max_total_tokens": 200_000, "max_new_tokens": 1_000,
-                 "max_total_new_tokens": 20_000}
+                 "max_total_new_tokens": 4_000}
 
 
 class InputError(MlflowException, ValueError):

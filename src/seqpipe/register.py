@@ -30,6 +30,7 @@ from seqpipe.tracking import run_name
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 LOSS = "test/loss"     # the champion criterion, every task; the same name in metrics.json, MLflow and here
+LIMITS = "serve.limits"  # tag: the serving limits stored in the version (JSON)
 WITHDRAWN = "seqpipe.withdrawn"  # tag a version with this (any value) to keep it out of every champion decision
 CONCURRENT_S = 600     # versions registered this close to ours compete with it (see settle_champion)
 
@@ -68,6 +69,7 @@ def describe(cfg: DictConfig, info: dict, metrics: dict, digest: str, run: objec
         f"model: {'bidirectional ' if m.bidirectional else ''}{m.cell}, {m.num_layers} x {m.hidden_size} hidden, "
         f"embedding {m.embedding_dim}, dropout {m.dropout}; {info['epochs']} epochs, {info['steps']} steps, "
         f"lr {cfg.optim.lr}",
+        f"serving limits: {', '.join(f'{k} {v}' for k, v in cfg.serve.items())}",
         f"test: {tested}",
         f"data: sha256 {digest}",
         f"code: git {code}",
@@ -95,13 +97,15 @@ def log_and_register(cfg: DictConfig, info: dict, name: str, tags: dict, descrip
     return mv
 
 
-def registered_from(client: mlflow.MlflowClient, name: str, run_id: str) -> ModelVersion | None:
-    """The version that already holds the model of training run `run_id`, if there is one."""
+def registered_from(client: mlflow.MlflowClient, name: str, run_id: str, limits: str) -> ModelVersion | None:
+    """The version that already holds the model of training run `run_id` with these serving limits, if any (new
+    limits make a new version: they travel inside the model)."""
     try:
         found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:
         return None
-    return min(found, key=lambda v: int(v.version)) if found else None
+    same = [v for v in found if v.tags.get(LIMITS) == limits]
+    return min(same, key=lambda v: int(v.version)) if same else None
 
 
 class Standing:
@@ -162,7 +166,8 @@ def settle_champion(client: mlflow.MlflowClient, name: str, mine: ModelVersion, 
         rivals = [v for v in client.search_model_versions(f"name='{name}'")
                   if abs(v.creation_timestamp - mine.creation_timestamp) <= CONCURRENT_S * 1000
                   and WITHDRAWN not in v.tags and s.digest(v) == s.digest(mine)]
-        best = min([*rivals, *([champ] if champ is not None else [])], key=lambda v: (s.loss(v), int(v.version)))
+        # equal losses: the newest version wins (the same training run registered again with new serving limits)
+        best = min([*rivals, *([champ] if champ is not None else [])], key=lambda v: (s.loss(v), -int(v.version)))
         if champ is not None and champ.version == best.version:
             if champ.version == mine.version:
                 verdict = ("champion (first version)" if first is None else "champion (already)"
@@ -197,15 +202,16 @@ def run(cfg: DictConfig) -> dict:
     run = client.get_run(info["run_id"])
     digest = run.data.params.get("data.digest", "unknown")
 
-    mv = registered_from(client, name, info["run_id"])
+    limits = json.dumps(OmegaConf.to_container(cfg.serve), sort_keys=True)
+    mv = registered_from(client, name, info["run_id"], limits)
     new = mv is None
     if new:
         tags = {LOSS: str(test_loss), "run_id": info["run_id"], "data.digest": digest, "task": cfg.task,
-                "recipe": cfg.recipe.name}
+                "recipe": cfg.recipe.name, LIMITS: limits}
         mv = log_and_register(cfg, info, name, tags, describe(cfg, info, metrics, digest, run))
     else:
-        print(f"register: training run {info['run_id']} is already registered as {name} v{mv.version}; no new "
-              "version added", file=sys.stderr)
+        print(f"register: training run {info['run_id']} is already registered as {name} v{mv.version} (same "
+              "serving limits); no new version added", file=sys.stderr)
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     gate = settle_champion(client, name, mv, bool(cfg.register.force_champion))
     champion = alias_version(client, name, CHAMPION)
