@@ -140,26 +140,15 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"predict: {n} rows -> {output}", file=sys.stderr)
 
 
-def _at_least(low: int):  # noqa: ANN202
-    def parse(text: str) -> int:
+def _at_least(low: float, kind: type = int):  # noqa: ANN202
+    """An argparse type: a `kind` (int or float) >= low, finite; the message names the value and the bound."""
+    def parse(text: str) -> int | float:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
-        return value
-    return parse
-
-
-def _number_at_least(low: float):  # noqa: ANN202
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if not math.isfinite(value) or value < low:
-            raise argparse.ArgumentTypeError(f"{text} must be a finite number >= {low:g}")
+            raise argparse.ArgumentTypeError(f"{text} must be {'' if kind is int else 'a finite number '}>= {low:g}")
         return value
     return parse
 
@@ -183,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     g.add_argument("--max-new-tokens", type=_at_least(0), default=300,
                    help="tokens to generate, up to the model's limit (default: %(default)s)")
-    g.add_argument("--temperature", type=_number_at_least(0), default=0.8, help="0 = greedy (default: %(default)s)")
+    g.add_argument("--temperature", type=_at_least(0, float), default=0.8, help="0 = greedy (default: %(default)s)")
     g.add_argument("--top-k", type=_at_least(0), default=0, help="sample from the k most likely tokens; 0 = all")
     g.add_argument("--seed", type=_at_least(-1), default=-1, help="fix the sampling seed; -1 = random")
     g.add_argument("--tracking-uri", default=None,
