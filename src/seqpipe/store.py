@@ -137,7 +137,21 @@ def require_run(run_id: str, what: str) -> None:
     if not run_exists(run_id):
         raise SeqpipeError(f"{what} names MLflow run {run_id}, which the store {shown_uri(mlflow.get_tracking_uri())} "
                            "does not hold: the model was trained against another store. Point MLFLOW_TRACKING_URI at "
-                           "that store, or retrain here with `dvc repro -f train`") from None
+                           "that store, or retrain here with `dvc repro -f train`")
+
+
+@contextlib.contextmanager
+def restored_env(*keys: str) -> Iterator[None]:
+    """Put these environment variables back as they were (set or unset) when the block ends."""
+    before = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager
@@ -145,27 +159,15 @@ def bounded_http(timeout_s: float, retries: int = 0) -> Iterator[None]:
     """MLflow's HTTP calls inside the block give up after `timeout_s` and `retries` (theirs: 120 s, 7 retries)."""
     keys = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(timeout_s))),
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
-    before = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
+    with restored_env(*keys):
+        os.environ.update(keys)
         yield
-    finally:
-        for k, v in before.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-@contextlib.contextmanager
-def env_unchanged() -> Iterator[None]:
+def env_unchanged() -> contextlib.AbstractContextManager[None]:
     """Undo what MLflow and Lightning's MLFlowLogger write to MLFLOW_TRACKING_URI (they export the URI they
     use), so one run's store never becomes the next run's default in the same process."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
+    return restored_env("MLFLOW_TRACKING_URI")
 
 
 def use_tracking_uri(uri: str) -> None:

@@ -25,7 +25,7 @@ from seqpipe.config import validate
 from seqpipe.data import StreamDataModule
 from seqpipe.examples import ExampleDataModule
 from seqpipe.module import SeqModule
-from seqpipe.store import connect, env_unchanged, run_exists
+from seqpipe.store import connect, env_unchanged, run_exists, shown_uri
 from seqpipe.tracking import create_run, data_digest, flatten
 
 
@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> dict:
     resume = resumable(cfg, digest)
     run_id = resume["run_id"] if resume else None
     if run_id and not run_exists(run_id):  # the interrupted run was tracked in another store
-        print(f"train: MLflow run {run_id} is not in {uri}; the resumed training is tracked as a new run",
+        print(f"train: MLflow run {run_id} is not in {shown_uri(uri)}; the resumed training is tracked as a new run",
               file=sys.stderr)
         run_id = None
     with env_unchanged():
