@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from seqpipe.batching import BucketBatchSampler, batches_waste, naive_batches, pad_collate
 from seqpipe.config import compose
 from seqpipe.examples import ExampleDataset
-from seqpipe.nets import build_net
+from seqpipe.nets import SequenceClassifier
 
 
 def throughput(ds: ExampleDataset, batches: list[list[int]], model_cfg: dict, vocab_size: int, num_classes: int,
                packed: bool, steps: int) -> float:
     """Useful (non-pad) tokens per second of forward + backward + AdamW step."""
     torch.manual_seed(0)
-    net = build_net("classify", vocab_size, num_classes, **{**model_cfg, "packed": packed})
+    net = SequenceClassifier(vocab_size, num_classes, **{**model_cfg, "packed": packed})
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     picked = batches[:steps + 3]
     tokens, elapsed = 0, 0.0
@@ -52,7 +52,7 @@ def main() -> None:
     cfg = compose([f"recipe={args.recipe}"])
     ds = ExampleDataset(Path(args.prepared) / "train.npz")
     vocab_size = len(json.loads((Path(args.prepared) / "vocab.json").read_text())["tokens"])
-    num_classes = len(json.loads((Path(args.prepared) / "labels.json").read_text())["labels"])
+    num_classes = len(json.loads((Path(args.prepared) / "meta.json").read_text())["target"]["labels"])
     lengths, bs = ds.lengths.tolist(), cfg.data.batch_size
     naive = naive_batches(len(lengths), bs, seed=0)
     bucket = list(BucketBatchSampler(lengths, bs, seed=0, bucket_factor=cfg.data.bucket_factor))

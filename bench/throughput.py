@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from seqpipe.config import compose
 from seqpipe.data import ChunkDataset, StreamDataModule, batchify
 from seqpipe.module import SeqModule
-from seqpipe.nets import build_net, detach_state
+from seqpipe.nets import RecurrentLM, detach_state
 from seqpipe.vocab import SPECIALS, Vocab
 
 WARMUP = 5
@@ -68,7 +68,8 @@ def seqpipe_step(cfg, prepared: Path, steps: int, tmp: Path) -> float:  # noqa: 
     """tokens/s of the default Lightning fit: MLflow logger (SQLite), progress bar, clipping, carried state."""
     L.seed_everything(0, verbose=False)
     dm = StreamDataModule(str(prepared), cfg.data.batch_size, cfg.data.bptt, cfg.data.eval_batch_size)
-    module = SeqModule(len(dm.vocab), dict(cfg.model), dict(cfg.optim), True)
+    meta = {"task": "lm", "inputs": {"kind": "tokens", "vocab_size": len(dm.vocab)}, "target": {}}
+    module = SeqModule("lm", meta, dict(cfg.model), dict(cfg.optim), True)
     timer = StepTimer()
     logger = MLFlowLogger(experiment_name="bench", tracking_uri=f"sqlite:///{tmp / 'bench.db'}")
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
@@ -84,7 +85,7 @@ def plain_loop(cfg, prepared: Path, steps: int, device: str) -> float:  # noqa: 
     """tokens/s of a hand-written loop: same network, AdamW, clipping, carried hidden state and precision."""
     torch.manual_seed(0)
     vocab = Vocab.load(prepared / "vocab.json")
-    net = build_net("lm", len(vocab), **dict(cfg.model)).to(device)
+    net = RecurrentLM(len(vocab), **{k: v for k, v in cfg.model.items() if k != "pooling"}).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr)
     chunks = ChunkDataset(batchify(np.load(prepared / "train.npy"), cfg.data.batch_size), cfg.data.bptt)
     state, tokens, t0 = None, 0, 0.0

@@ -65,7 +65,7 @@ CLI_CASES = [
     ("bidirectional-lm", ["train", "model.bidirectional=true"], "a language model (task=lm) reads left to right"),
     ("carry-state-classify", ["train", "recipe=sentiment", "train.carry_state=true"], "set train.carry_state=false"),
     ("missing-params", ["stage", "fetch"], "params.yaml not found: run `seqpipe compose`"),
-    ("train-before-prepare", ["train", "paths.prepared=nowhere"], "nowhere/vocab.json not found: run the prepare"),
+    ("train-before-prepare", ["train", "paths.prepared=nowhere"], "nowhere/meta.json not found: run the prepare"),
     ("added-model-key", ["compose", "+model.extra=1"], "'+model.extra=1' adds a key that seqpipe does not read"),
     ("added-model-key-train", ["train", "+model.extra=1"], "adds a key that seqpipe does not read"),
     ("negative-top-k", ["generate", "--top-k", "-5"], "argument --top-k: -5 must be >= 0"),

@@ -29,8 +29,9 @@ def test_truncation_dedupe_and_arrays(tmp_path):
     assert train.lengths.max() <= 10 and not train.per_step
     ids, label = train[0]
     assert ids.dtype.is_floating_point is False and label.dim() == 0
-    meta = json.loads((tmp_path / "prepared" / "labels.json").read_text())
-    assert meta["labels"] == ["a", "b"] and meta["task"] == "classify"
+    meta = json.loads((tmp_path / "prepared" / "meta.json").read_text())
+    assert meta["target"]["labels"] == ["a", "b"] and meta["task"] == "classify"
+    assert meta["inputs"] == {"kind": "tokens", "vocab_size": stats["vocab_size"]}
 
 
 def test_stratified_split_keeps_each_label_share():

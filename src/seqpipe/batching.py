@@ -84,15 +84,22 @@ class BucketBatchSampler(Sampler[list[int]]):
         return math.ceil(math.ceil(n / bs) / r)
 
 
+def _long_unless_float(a: object) -> Tensor:
+    t = torch.as_tensor(a)
+    return t if t.is_floating_point() else t.long()
+
+
 def pad_collate(batch: Sequence[tuple[Tensor, Tensor | int]], pad_id: int = PAD_ID,
                 ignore_index: int = IGNORE_INDEX) -> dict[str, Tensor]:
-    """Pad to the batch's longest sequence; per-step targets are padded with `ignore_index`, which the loss skips."""
-    ids = [torch.as_tensor(x, dtype=torch.long) for x, _ in batch]
-    targets = [torch.as_tensor(y, dtype=torch.long) for _, y in batch]
+    """Pad to the batch's longest sequence: token ids with `pad_id`, float frames with 0; per-step targets are padded
+    with `ignore_index`, which the loss skips. Dtypes are kept (ids and labels long, frames and numbers float)."""
+    ids = [_long_unless_float(x) for x, _ in batch]
+    targets = [_long_unless_float(y) for _, y in batch]
     lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)  # (B,) on the CPU, as packing wants
-    x = pad_sequence(ids, batch_first=True, padding_value=pad_id)  # (B, T_max)
+    pad = 0.0 if ids[0].is_floating_point() else pad_id
+    x = pad_sequence(ids, batch_first=True, padding_value=pad)  # (B, T_max) ids or (B, T_max, F) frames
     if targets[0].dim() == 0:
-        y = torch.stack(targets)  # (B,) one label per sequence
+        y = torch.stack(targets)  # (B,) one label or number per sequence
     else:
         if any(len(t) != len(i) for t, i in zip(targets, ids)):
             raise ValueError("per-step targets must be as long as their sequence")

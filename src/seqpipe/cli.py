@@ -19,11 +19,11 @@ def _precheck_train(overrides: list[str]) -> None:
     flags = {o for o in overrides if o.startswith("-")}
     sweep = any("," in o.split("=", 1)[-1] or "(" in o.split("=", 1)[-1] for o in overrides if "=" in o)
     if not sweep and flags <= {"--multirun", "-m"}:
-        from seqpipe.vocab import prepared_vocab
+        from seqpipe.tasks import prepared_meta
 
         cfg = compose([o for o in overrides if not o.startswith("-")])
         validate(cfg)
-        prepared_vocab(cfg.paths.prepared)
+        prepared_meta(cfg)
 
 
 def _train(overrides: list[str]) -> None:
@@ -100,7 +100,7 @@ def _generate(args: argparse.Namespace) -> None:
     from seqpipe.predict import load_model
     from seqpipe.store import tracking_uri
 
-    model = load_model(args.model, args.tracking_uri or tracking_uri(), ("lm",)).unwrap_python_model()
+    model = load_model(args.model, args.tracking_uri or tracking_uri(), generates=True).unwrap_python_model()
     params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
               "seed": args.seed}
     pieces = model.stream(args.prompt, params)  # refuses what the model's limits refuse, before any output
@@ -128,15 +128,19 @@ def _predict(args: argparse.Namespace) -> None:
 
     if (args.text is None) == (args.input is None):
         raise SeqpipeError("give either --text TEXT or --input FILE (with --output FILE)")
-    model = load_model(args.model, args.tracking_uri or tracking_uri(), ("classify", "tag"))
+    model = load_model(args.model, args.tracking_uri or tracking_uri(), generates=False)
+    served = model.unwrap_python_model()
     if args.text is not None:
         import pandas as pd
 
+        if served.frames:
+            raise SeqpipeError("this model reads frames, not text: give --input FILE.jsonl with a 'frames' column "
+                               "(a T x F list of lists per row)")
         row = model.predict(pd.DataFrame({"text": [args.text]})).iloc[0]
         print("\t".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         return
     output = Path(args.output or Path(args.input).with_suffix(".predictions.csv"))
-    n = predict_file(model, Path(args.input), output, args.column, args.batch_size)
+    n = predict_file(model, Path(args.input), output, args.column or served.column, args.batch_size)
     print(f"predict: {n} rows -> {output}", file=sys.stderr)
 
 
@@ -177,12 +181,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_at_least(-1), default=-1, help="fix the sampling seed; -1 = random")
     g.add_argument("--tracking-uri", default=None,
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    pr = sub.add_parser("predict", help="label texts (classifier) or tag sequences (tagger) with a registered model")
+    pr = sub.add_parser("predict", help="label texts or frame sequences (classifier), tag sequences (tagger) or "
+                        "score them (regression) with a registered model")
     pr.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or a model path")
     pr.add_argument("--text", help="one text to label")
-    pr.add_argument("--input", help="a CSV/TSV/JSONL file with a text column")
+    pr.add_argument("--input", help="a CSV/TSV/JSONL file with a text column, or JSONL with a frames column")
     pr.add_argument("--output", help="where to write the input plus predictions (default: INPUT.predictions.csv)")
-    pr.add_argument("--column", default="text", help="the text column of --input (default: %(default)s)")
+    pr.add_argument("--column", default=None, help="the input column of --input (default: text, or frames)")
     pr.add_argument("--batch-size", type=_at_least(1), default=256)
     pr.add_argument("--tracking-uri", default=None,
                     help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")

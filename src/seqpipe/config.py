@@ -14,7 +14,6 @@ from seqpipe.errors import SeqpipeError
 CELLS = ("rnn", "gru", "lstm")
 NONLINEARITIES = ("tanh", "relu")
 SCHEDULES = ("cosine", "constant")
-TASKS = ("lm", "classify", "tag")
 POOLINGS = ("last", "mean", "max")
 # What the networks take (nets.build_net); a key outside this list would reach the network's constructor and fail
 # there, after the data work. tests/test_config.py checks it against conf/ and the networks' signatures.
@@ -197,7 +196,11 @@ def _fraction(key: str, value: object, low: float, high: float) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on, with messages that name the key and the allowed values."""
     m = cfg.model
-    _choice("task", cfg.task, TASKS)
+    from seqpipe.inputs import KINDS
+    from seqpipe.tasks import NAMES, get_task
+
+    _choice("task", cfg.task, NAMES)
+    _choice("prepare.inputs", cfg.prepare.inputs, KINDS)
     if extra := sorted(set(m) - set(MODEL_KEYS)):
         raise SeqpipeError(f"model.{extra[0]} is not a model option (the network cannot take it); the options are: "
                            f"{', '.join(MODEL_KEYS)}. Remove it from the overrides or from conf/")
@@ -213,12 +216,7 @@ def validate(cfg: DictConfig) -> None:
     _fraction("prepare.test_fraction", cfg.prepare.test_fraction, 0.0, 0.5)
     if not isinstance(cfg.optim.lr, int | float) or cfg.optim.lr <= 0:
         raise SeqpipeError(f"optim.lr={cfg.optim.lr!r} must be a positive number")
-    if cfg.task == "lm" and m.bidirectional:
-        raise SeqpipeError("model.bidirectional=true needs a labelled task: a language model (task=lm) reads left to "
-                           "right; set model.bidirectional=false")
-    if cfg.task != "lm" and cfg.train.carry_state:
-        raise SeqpipeError(f"train.carry_state=true carries hidden state across chunks of one stream (task=lm); "
-                           f"task={cfg.task} has independent sequences: set train.carry_state=false")
+    get_task(cfg.task).check(cfg)
     if cfg.prepare.max_len is not None:
         _positive(cfg, "prepare.max_len")
     if m.tie_weights and m.embedding_dim != m.hidden_size:

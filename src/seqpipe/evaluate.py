@@ -1,4 +1,4 @@
-"""DVC stage `evaluate`: the best checkpoint on the test split -> metrics.json, a text sample and the
+"""DVC stage `evaluate`: the best checkpoint on the test split -> metrics.json, the task's plots and samples and the
 learning curve, also recorded in the training run in MLflow."""
 
 from __future__ import annotations
@@ -10,20 +10,15 @@ import re
 import time
 from pathlib import Path
 
-import lightning.pytorch as L
 import mlflow
 from mlflow.entities import Metric
 from omegaconf import DictConfig
 
-from seqpipe.atomic import atomic_path, write_json, write_text
-from seqpipe.data import StreamDataModule
+from seqpipe.atomic import atomic_path, write_json
 from seqpipe.errors import SeqpipeError
-from seqpipe.evaluate_labels import evaluate_labels
-from seqpipe.examples import ExampleDataModule
 from seqpipe.module import SeqModule
-from seqpipe.sampling import complete
 from seqpipe.store import connect, require_run
-from seqpipe.tokenize import load_tokenizer
+from seqpipe.tasks import get_task, prepared_meta
 from seqpipe.train import build_datamodule
 
 
@@ -34,7 +29,7 @@ def read_train_result(cfg: DictConfig) -> dict:
     return json.loads(path.read_text())
 
 
-def load_checkpoint(path: str | Path, vocab_size: int | None = None) -> SeqModule:
+def load_checkpoint(path: str | Path, meta: dict | None = None) -> SeqModule:
     """The trained module, loaded with weights_only=True; a missing, corrupt or mismatched file is refused
     (and left as it is)."""
     if not Path(path).is_file():
@@ -44,10 +39,12 @@ def load_checkpoint(path: str | Path, vocab_size: int | None = None) -> SeqModul
     except Exception as e:  # torch raises several types for a truncated or foreign file
         raise SeqpipeError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {str(e)[:200]}); it was left "
                            "as it is: retrain with `dvc repro -f train`") from None
-    if vocab_size is not None and module.hparams.vocab_size != vocab_size:
-        raise SeqpipeError(f"checkpoint {path} was trained with a vocabulary of {module.hparams.vocab_size} tokens, "
-                           f"but the prepared data has {vocab_size}: the data changed since training; retrain "
-                           "with `dvc repro train`")
+    trained = module.hparams.meta["inputs"]
+    if meta is not None and trained != meta["inputs"]:
+        size = ("a vocabulary of {vocab_size} tokens" if "vocab_size" in trained else "{features} features").format
+        raise SeqpipeError(f"checkpoint {path} was trained with {size(**trained)}, but the prepared data has "
+                           f"{size(**meta['inputs'])}: the data changed since training; retrain with "
+                           "`dvc repro train`")
     return module
 
 
@@ -65,7 +62,7 @@ def plot_learning_curve(history_csv: Path, out_png: Path) -> None:
         if pts:
             ax.plot(*zip(*pts), marker="o", label=key)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_ylabel("loss (cross-entropy in nats, or MSE)")
     ax.set_title("learning curve")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -73,20 +70,6 @@ def plot_learning_curve(history_csv: Path, out_png: Path) -> None:
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-
-
-def evaluate_lm(cfg: DictConfig, module: SeqModule, dm: StreamDataModule, out_dir: Path) -> dict:
-    """Test loss in nats, bits and perplexity per token (per character at character level), and a sample."""
-    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, enable_progress_bar=cfg.trainer.enable_progress_bar)
-    (scores,) = trainer.test(module, datamodule=dm, verbose=False)
-    loss = float(scores["test/loss"])
-    e, vocab = cfg.evaluate, dm.vocab
-    sample = complete(module.net.cpu(), vocab, load_tokenizer(vocab.tokenizer), e.prompt, e.sample_tokens,
-                      e.temperature, e.top_k, seed=cfg.seed)
-    write_text(out_dir / "sample.txt", sample + "\n")
-    print(f"--- sample ---\n{sample}\n---")
-    return {"test/loss": loss, "test/bpc": loss / math.log(2), "test/ppl": math.exp(min(loss, 50))}
 
 
 SYMBOLS = {"+": "plus", "-": "minus", ".": "dot"}  # one-character labels MLflow would refuse or garble in a key
@@ -114,15 +97,13 @@ def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
 def run(cfg: DictConfig) -> dict:
     info = read_train_result(cfg)
     reports = Path(cfg.paths.reports)
-    dm = build_datamodule(cfg)
-    module = load_checkpoint(info["best_checkpoint"], len(dm.vocab))
+    meta = prepared_meta(cfg)
+    dm = build_datamodule(cfg, meta)
+    module = load_checkpoint(info["best_checkpoint"], meta)
     connect(cfg, must_exist=True)  # before any output is replaced
     require_run(info["run_id"], str(reports / "train.json"))
     with atomic_path(reports / "evaluate", is_dir=True) as out_dir:
-        if isinstance(dm, ExampleDataModule):
-            metrics = evaluate_labels(module, dm, out_dir)
-        else:
-            metrics = evaluate_lm(cfg, module, dm, out_dir)
+        metrics = get_task(cfg.task).evaluate(cfg, module, dm, out_dir)
         plot_learning_curve(reports / "history.csv", out_dir / "learning_curve.png")
     metrics = flat_metrics({**metrics, "val/best_loss": info["best_val_loss"], "train/epochs": info["epochs"],
                             "train/steps": info["steps"]})

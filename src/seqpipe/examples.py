@@ -1,8 +1,8 @@
-"""Labelled sequences (classification and tagging): saved ragged arrays, datasets and the DataModule."""
+"""Independent examples (classification, tagging, regression): saved ragged arrays, datasets and the DataModule.
+Inputs are token ids (T_i,) or float frames (T_i, F); targets a label, a number, or one label per step."""
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 
@@ -14,28 +14,31 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from seqpipe.batching import BucketBatchSampler, pad_collate
 from seqpipe.errors import SeqpipeError
+from seqpipe.tasks import read_meta
 from seqpipe.vocab import IGNORE_INDEX as IGNORE
 from seqpipe.vocab import PAD_ID, Vocab, prepared_vocab
 
 
-def save_examples(path: Path, ids: list[np.ndarray], targets: list[np.ndarray] | np.ndarray, sources: np.ndarray,
+def save_examples(path: Path, inputs: list[np.ndarray], targets: list[np.ndarray] | np.ndarray, sources: np.ndarray,
                   dtype: np.dtype) -> None:
-    """Ragged sequences as one flat array plus offsets; targets are one label per sequence or one per step."""
-    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(a) for a in ids])
-    flat = np.concatenate(ids).astype(dtype) if ids else np.zeros(0, dtype)
+    """Ragged sequences as one flat array (steps along axis 0) plus offsets; targets are one value per sequence
+    (a label or a number) or, as a list, one label per step."""
+    offsets = np.zeros(len(inputs) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(a) for a in inputs])
+    flat = np.concatenate(inputs).astype(dtype) if inputs else np.zeros(0, dtype)
     per_step = not isinstance(targets, np.ndarray)
-    tgt = np.concatenate(targets).astype(np.int16) if per_step else targets.astype(np.int16)
+    tgt = np.concatenate(targets).astype(np.int16) if per_step else targets
+    tgt = tgt.astype(np.float32) if tgt.dtype.kind == "f" else tgt.astype(np.int16)
     with open(path, "wb") as f:
-        np.savez(f, ids=flat, offsets=offsets, targets=tgt, per_step=np.array(per_step), sources=sources)
+        np.savez(f, x=flat, offsets=offsets, targets=tgt, per_step=np.array(per_step), sources=sources)
 
 
 class ExampleDataset(Dataset):
-    """Item i: (ids (T_i,), target: a label () or tags (T_i,))."""
+    """Item i: (inputs: ids (T_i,) or frames (T_i, F), target: a label (), a number () or tags (T_i,))."""
 
     def __init__(self, path: Path):
         with np.load(path) as z:
-            self.ids, self.offsets, self.targets = z["ids"], z["offsets"], z["targets"]
+            self.x, self.offsets, self.targets = z["x"], z["offsets"], z["targets"]
             self.per_step, self.sources = bool(z["per_step"]), z["sources"]
         self.lengths = np.diff(self.offsets)
 
@@ -44,9 +47,11 @@ class ExampleDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         a, b = self.offsets[i], self.offsets[i + 1]
-        ids = torch.from_numpy(self.ids[a:b].astype(np.int64))
+        x = self.x[a:b]
+        x = torch.from_numpy(x.astype(np.float32) if x.dtype.kind == "f" else x.astype(np.int64))
         target = self.targets[a:b] if self.per_step else self.targets[i]
-        return ids, torch.as_tensor(np.asarray(target, dtype=np.int64))
+        kind = np.float32 if self.targets.dtype.kind == "f" else np.int64
+        return x, torch.as_tensor(np.asarray(target, dtype=kind))
 
 
 class ExampleDataModule(L.LightningDataModule):
@@ -58,9 +63,9 @@ class ExampleDataModule(L.LightningDataModule):
         self.dir = Path(prepared_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.bucketing, self.num_workers, self.seed, self.bucket_factor = bucketing, num_workers, seed, bucket_factor
-        self.vocab = Vocab.load(prepared_vocab(self.dir))
-        meta = json.loads((self.dir / "labels.json").read_text())
-        self.labels, self.source_names = meta["labels"], meta["sources"]
+        self.meta = read_meta(self.dir)
+        self.vocab = Vocab.load(prepared_vocab(self.dir)) if self.meta["inputs"]["kind"] == "tokens" else None
+        self.labels, self.source_names = self.meta["target"].get("labels", []), self.meta.get("sources", [""])
         self.splits: dict[str, ExampleDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:

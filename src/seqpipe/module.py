@@ -1,4 +1,5 @@
-"""The LightningModule: one shared step for every split and task, metrics, optimizer and schedule."""
+"""The LightningModule: one shared step for every split and task (the task computes it), metrics, optimizer and
+schedule."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ import time
 
 import lightning.pytorch as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from seqpipe.errors import SeqpipeError
-from seqpipe.nets import State, build_net, detach_state
-from seqpipe.vocab import IGNORE_INDEX as IGNORE
+from seqpipe.nets import State, detach_state
+from seqpipe.tasks import get_task
 
 STAGES = ("train", "val", "test")
 Batch = dict[str, Tensor]
@@ -24,18 +23,15 @@ class SeqModule(L.LightningModule):
     """Wraps a plain network. Only plain values go into hyperparameters, so checkpoints load with
     `weights_only=True`."""
 
-    def __init__(self, vocab_size: int, net: dict, optim: dict, carry_state: bool = True, task: str = "lm",
-                 num_classes: int = 0):
+    def __init__(self, task: str, meta: dict, net: dict, optim: dict, carry_state: bool = False):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the run's params are the flat config, logged by train
-        self.net = build_net(task, vocab_size, num_classes, **net)
-        self.optim, self.carry_state, self.num_classes = optim, carry_state, num_classes
-        self.losses = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})  # token-weighted mean loss
-        # Labelled tasks: accuracy and macro-F1 over every counted target (a sequence, or a step when tagging).
-        self.scores = torch.nn.ModuleDict({f"{s}_scores": MetricCollection({
-            "acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE),
-            "f1": MulticlassF1Score(num_classes, average="macro", ignore_index=IGNORE),
-        }) for s in STAGES} if num_classes else {})
+        self.task = get_task(task)
+        self.net = self.task.build_net(meta, net)
+        self.optim, self.carry_state = optim, carry_state
+        self.losses = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})  # target-weighted mean loss
+        metrics = {s: self.task.metrics(meta) for s in STAGES}  # e.g. accuracy and macro-F1 when classifying
+        self.scores = torch.nn.ModuleDict({f"{s}_scores": MetricCollection(m) for s, m in metrics.items() if m})
         self._state: dict[str, State] = {}
         self.history: list[dict] = []  # one row per epoch, for the learning curve
         self._tokens, self._t0 = 0, 0.0
@@ -44,21 +40,18 @@ class SeqModule(L.LightningModule):
         return self.net(x, lengths, state)
 
     def _step(self, batch: Batch, stage: str) -> Tensor:
-        x, y = batch["x"], batch["y"]  # (B, T); (B, T) next tokens or tags, or (B,) labels
         # Stateful truncated BPTT: start from the state the previous chunk of the same streams ended in.
         state = self._state.get(stage) if self.carry_state else None
-        logits, state = self.net(x, batch.get("lengths"), state)  # (B, T, V) or (B, C)
+        step = self.task.step(self.net, batch, state)
         if self.carry_state:
-            self._state[stage] = detach_state(state)
-        logits, y = logits.reshape(-1, logits.size(-1)), y.reshape(-1)
-        loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
-        n = int((y != IGNORE).sum())
-        self.losses[f"{stage}_loss"].update(loss.detach(), weight=n)
-        if self.num_classes:
-            self.scores[f"{stage}_scores"].update(logits.detach(), y)
-        if stage == "train":
-            self._tokens += int(batch["lengths"].sum()) if "lengths" in batch else x.numel()  # useful tokens
-        return loss
+            self._state[stage] = detach_state(step.state)
+        self.losses[f"{stage}_loss"].update(step.loss.detach(), weight=step.weight)
+        if f"{stage}_scores" in self.scores:
+            self.scores[f"{stage}_scores"].update(step.preds, step.target)
+        if stage == "train":  # useful steps (tokens or frames), padding not counted
+            x = batch["x"]
+            self._tokens += int(batch["lengths"].sum()) if "lengths" in batch else x.shape[0] * x.shape[1]
+        return step.loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
@@ -90,18 +83,16 @@ class SeqModule(L.LightningModule):
     def _epoch_start(self, stage: str) -> None:
         self._state.pop(stage, None)  # every epoch starts the streams from their beginning
         self.losses[f"{stage}_loss"].reset()
-        if self.num_classes:
+        if f"{stage}_scores" in self.scores:
             self.scores[f"{stage}_scores"].reset()
 
     def _epoch_end(self, stage: str) -> dict[str, float]:
         loss = float(self.losses[f"{stage}_loss"].compute())
-        metrics = {f"{stage}/loss": loss}
-        if self.num_classes:
+        metrics = {f"{stage}/loss": loss, **self.task.loss_metrics(stage, loss)}
+        if f"{stage}_scores" in self.scores:
             scores = self.scores[f"{stage}_scores"]
             metrics |= {f"{stage}/{k}": float(v) for k, v in scores.compute().items()}
             scores.reset()
-        else:  # language models: bits per token (per char at character level) and perplexity
-            metrics |= {f"{stage}/bpc": loss / math.log(2), f"{stage}/ppl": math.exp(min(loss, 50))}
         self.log_dict(metrics, prog_bar=stage == "val", sync_dist=False)  # torchmetrics already sync
         self.losses[f"{stage}_loss"].reset()
         return metrics

@@ -1,9 +1,11 @@
 """Plain torch networks. One contract for every task: `forward(x, lengths=None, state=None) -> (logits, state)`.
 
-An `Encoder` (embedding -> RNN/GRU/LSTM stack, optionally bidirectional) feeds one of three heads:
-`RecurrentLM` (next-token logits per step), `SequenceClassifier` (one label per sequence) and `SequenceTagger`
-(one label per step). Padding never changes the outputs at valid positions: unidirectional layers are causal,
-and the backward direction reads each sequence reversed within its own length.
+An `Encoder` (input layer -> RNN/GRU/LSTM stack, optionally bidirectional) feeds one of three heads:
+`RecurrentLM` (next-token logits per step), `SequenceClassifier` (one output vector per sequence: class logits, or
+a value when regressing) and `SequenceTagger` (one label per step). The input layer is an adapter: token ids go
+through an Embedding, float frames (B, T, F) through `FrameInput` (standardise, then a Linear layer).
+Padding never changes the outputs at valid positions: unidirectional layers are causal, and the backward direction
+reads each sequence reversed within its own length.
 """
 
 from __future__ import annotations
@@ -50,10 +52,34 @@ def run_rnn(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None, state: State, pa
     return out, state
 
 
-class Encoder(nn.Module):
-    """Embedding -> stacked RNN/GRU/LSTM. Output (B, T, D * H) with D = 2 when bidirectional."""
+class FrameInput(nn.Module):
+    """Float frames (B, T, F) -> (B, T, E): standardised with the train split's mean and std (buffers, so the served
+    model applies the same), then projected by a Linear layer in place of an embedding."""
 
-    def __init__(self, vocab_size: int, cell: str = "lstm", embedding_dim: int = 64, hidden_size: int = 256,
+    def __init__(self, features: int, dim: int, mean: list[float] | None = None, std: list[float] | None = None):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.0] * features))
+        self.register_buffer("std", torch.tensor(std if std is not None else [1.0] * features))
+        self.proj = nn.Linear(features, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj((x - self.mean) / self.std)
+
+
+def input_layer(inputs: int | dict, dim: int) -> nn.Module:
+    """An Embedding for a vocabulary size (or {"kind": "tokens", "vocab_size": V}); a FrameInput for
+    {"kind": "frames", "features": F, "mean": [...], "std": [...]} (prepared/meta.json's `inputs`)."""
+    if isinstance(inputs, int) or inputs["kind"] == "tokens":
+        size = inputs if isinstance(inputs, int) else inputs["vocab_size"]
+        return nn.Embedding(size, dim, padding_idx=PAD_ID)
+    return FrameInput(inputs["features"], dim, inputs.get("mean"), inputs.get("std"))
+
+
+class Encoder(nn.Module):
+    """Input layer -> stacked RNN/GRU/LSTM. Output (B, T, D * H) with D = 2 when bidirectional. `inputs` is a
+    vocabulary size or an input spec (see `input_layer`)."""
+
+    def __init__(self, inputs: int | dict, cell: str = "lstm", embedding_dim: int = 64, hidden_size: int = 256,
                  num_layers: int = 1, dropout: float = 0.0, nonlinearity: str = "tanh", bidirectional: bool = False,
                  packed: bool = False):
         super().__init__()
@@ -61,7 +87,7 @@ class Encoder(nn.Module):
             raise ValueError(f"model.cell={cell!r} is not one of {', '.join(CELLS)}")
         rnn_cls = CELLS[cell]
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD_ID)
+        self.embedding = input_layer(inputs, embedding_dim)
         self.drop = nn.Dropout(dropout)
         self.bidirectional, self.packed = bidirectional, packed
         self.output_size = hidden_size * (2 if bidirectional else 1)
@@ -74,7 +100,7 @@ class Encoder(nn.Module):
             self.bwd = nn.ModuleList(rnn_cls(n, hidden_size, 1, batch_first=True, **extra) for n in sizes)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, state: State = None) -> tuple[Tensor, State]:
-        h = self.drop(self.embedding(x))  # (B, T, E)
+        h = self.drop(self.embedding(x))  # (B, T, E) from ids (B, T) or frames (B, T, F)
         if not self.bidirectional:
             out, state = run_rnn(self.rnn, h, lengths, state, self.packed)
             return self.drop(out), state  # (B, T, H)
@@ -150,14 +176,14 @@ class RecurrentLM(nn.Module):
 
 
 class SequenceClassifier(nn.Module):
-    """Encoder -> pooling over valid steps (last state per direction, mean or max) -> class logits (B, C)."""
+    """Encoder -> pooling over valid steps (last state per direction, mean or max) -> (B, C): class logits, or
+    C = 1 value per sequence when regressing."""
 
-    def __init__(self, vocab_size: int, num_classes: int, pooling: str = "last", **encoder: object):
+    def __init__(self, inputs: int | dict, num_classes: int, pooling: str = "last", **encoder: object):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
-        encoder.pop("tie_weights", None)
-        self.encoder = Encoder(vocab_size, **encoder)  # type: ignore[arg-type]
+        self.encoder = Encoder(inputs, **encoder)  # type: ignore[arg-type]
         self.pooling = pooling
         self.head = nn.Linear(self.encoder.output_size, num_classes)
 
@@ -184,24 +210,11 @@ class SequenceClassifier(nn.Module):
 class SequenceTagger(nn.Module):
     """Encoder -> class logits at every step (B, T, C): many-to-many with Tx = Ty."""
 
-    def __init__(self, vocab_size: int, num_classes: int, **encoder: object):
+    def __init__(self, inputs: int | dict, num_classes: int, **encoder: object):
         super().__init__()
-        encoder.pop("tie_weights", None)
-        encoder.pop("pooling", None)
-        self.encoder = Encoder(vocab_size, **encoder)  # type: ignore[arg-type]
+        self.encoder = Encoder(inputs, **encoder)  # type: ignore[arg-type]
         self.head = nn.Linear(self.encoder.output_size, num_classes)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, state: State = None) -> tuple[Tensor, State]:
         out, _ = self.encoder(x, lengths)  # (B, T, D)
         return self.head(out), None        # (B, T, C)
-
-
-NETS: dict[str, type[nn.Module]] = {"lm": RecurrentLM, "classify": SequenceClassifier, "tag": SequenceTagger}
-
-
-def build_net(task: str, vocab_size: int, num_classes: int = 0, **model: object) -> nn.Module:
-    """The network for `task` that a `model` config section describes."""
-    if task == "lm":
-        model.pop("pooling", None)
-        return RecurrentLM(vocab_size, **model)  # type: ignore[arg-type]
-    return NETS[task](vocab_size, num_classes, **model)  # type: ignore[call-arg]

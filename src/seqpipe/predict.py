@@ -1,5 +1,5 @@
-"""Load a registered model (`models:/name@alias` or `models:/name/version`): generate text from a language model,
-label or tag texts with a classifier or tagger."""
+"""Load a registered model (`models:/name@alias` or `models:/name/version`): generate text from a language model;
+label, tag or score rows (texts, or frame sequences) with any other model."""
 
 from __future__ import annotations
 
@@ -68,9 +68,10 @@ def check_model_uri(uri: str) -> None:
         raise SeqpipeError(f"model {name!r} has no {what}; {describe_registry(client, name)}") from None
 
 
-def load_model(model_uri: str, tracking_uri: str, expect: tuple[str, ...]) -> object:
-    """The registered pyfunc, refused with a clear message when it was trained for another task. The store is
-    checked first (within seconds), so a server that is down never looks like a missing model."""
+def load_model(model_uri: str, tracking_uri: str, generates: bool) -> object:
+    """The registered pyfunc, refused with a clear message when it is not a text generator (`generates`) or is one
+    (not `generates`). The store is checked first (within seconds), so a server that is down never looks like a
+    missing model."""
     import mlflow
 
     from seqpipe.store import check_store, use_tracking_uri
@@ -80,22 +81,25 @@ def load_model(model_uri: str, tracking_uri: str, expect: tuple[str, ...]) -> ob
     use_tracking_uri(tracking_uri)
     check_model_uri(model_uri)
     model = mlflow.pyfunc.load_model(model_uri)
-    task = (model.metadata.metadata or {}).get("task", "lm")
-    if task not in expect:
-        use = "seqpipe generate" if task == "lm" else "seqpipe predict"
-        raise SeqpipeError(f"{model_uri} is a {task!r} model, not {' or '.join(map(repr, expect))}: use `{use}`")
+    from seqpipe.tasks import get_task
+
+    task = get_task((model.metadata.metadata or {}).get("task", "lm"))
+    if task.generates != generates:
+        use, does = ("seqpipe generate", "generates text") if task.generates else ("seqpipe predict", "answers rows")
+        raise SeqpipeError(f"{model_uri} is a {task.name!r} model, which {does}: use `{use}`")
     return model
 
 
 def generate(model_uri: str, prompts: list[str], tracking_uri: str, **params: object) -> list[str]:
     import pandas as pd
 
-    model = load_model(model_uri, tracking_uri, ("lm",))
+    model = load_model(model_uri, tracking_uri, generates=True)
     return model.predict(pd.DataFrame({"prompt": prompts}), params=params)["text"].tolist()
 
 
 def read_table(path: Path, column: str) -> pd.DataFrame:
-    """A CSV/TSV/JSONL file with a text column; errors name the file and what to change."""
+    """A CSV/TSV/JSONL file with the input column (text; frames only in JSONL); errors name the file and what to
+    change."""
     import pandas as pd
 
     if not path.is_file():
@@ -115,9 +119,9 @@ def read_table(path: Path, column: str) -> pd.DataFrame:
     return frame
 
 
-def batches(texts: list[str], limits: dict, batch_size: int) -> list[tuple[int, int]]:
-    """Row ranges [start, end) of at most `batch_size` rows whose characters (at least their tokens) fit in one
-    request of a model with these limits."""
+def batches(texts: list, limits: dict, batch_size: int) -> list[tuple[int, int]]:
+    """Row ranges [start, end) of at most `batch_size` rows whose characters (at least their tokens), or frames, fit
+    in one request of a model with these limits."""
     out, start, size = [], 0, 0
     for i, text in enumerate(texts):
         if i > start and (i - start >= min(batch_size, limits["max_rows"]) or
@@ -136,13 +140,17 @@ def predict_file(model: object, input_path: Path, output_path: Path, column: str
     from seqpipe.atomic import atomic_path
     from seqpipe.pyfunc import InputError
 
+    served = model.unwrap_python_model()  # type: ignore[attr-defined]
     frame = read_table(input_path, column)
-    texts = frame[column].astype(str).tolist()
+    if served.frames and input_path.suffix not in (".jsonl", ".json", ".ndjson"):
+        raise SeqpipeError(f"{input_path}: this model reads frames (a T x F list of lists per row), which a CSV "
+                           "cannot hold; give a JSONL file with one {\"frames\": [[...], ...]} object per line")
+    texts = frame[column].tolist() if served.frames else frame[column].astype(str).tolist()
     parts = []
-    ranges = batches(texts, model.unwrap_python_model().limits, batch_size)  # type: ignore[attr-defined]
+    ranges = batches(texts, served.limits, batch_size)
     for start, end in tqdm(ranges, desc="predict", unit="batch", disable=len(ranges) <= 1):
         try:
-            parts.append(model.predict(pd.DataFrame({"text": texts[start:end]})))  # type: ignore[attr-defined]
+            parts.append(model.predict(pd.DataFrame({served.column: texts[start:end]})))  # type: ignore[attr-defined]
         except InputError as e:
             where = f"data row {start + e.row + 1}" if e.row is not None else f"data rows {start + 1}-{end}"
             raise SeqpipeError(f"{input_path}, {where}: {e.reason}") from None

@@ -1,4 +1,5 @@
-"""DVC stage `prepare`: documents -> tokens -> vocabulary -> compact id arrays, split by document."""
+"""DVC stage `prepare`: documents -> the task's arrays (token streams split by document for a language model,
+examples otherwise) and prepared/meta.json."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from seqpipe.atomic import atomic_path, write_json
+from seqpipe.atomic import write_json
 from seqpipe.errors import SeqpipeError
 from seqpipe.fetch import read_documents
 from seqpipe.recipes import Document
+from seqpipe.tasks import get_task
 from seqpipe.vocab import BOS, BOS_ID, EOS, EOS_ID, SPECIALS, UNK_ID, Vocab
 
 SPLITS = ("train", "val", "test")
@@ -99,33 +100,12 @@ def _progress(docs: list[Document], name: str):  # noqa: ANN202
 
 
 def run(cfg: DictConfig) -> dict:
-    p = cfg.prepare
+    """Documents -> the task's arrays and prepared/meta.json; the figures go to reports/data.json."""
+    task = get_task(cfg.task)
     docs = read_documents(cfg.paths.raw)
     raw_file = Path(cfg.paths.raw) / "documents.jsonl"
-    if sum(len(d["text"].strip()) for d in docs) == 0:
+    if all("frames" not in d for d in docs) and sum(len(d.get("text", "").strip()) for d in docs) == 0:
         raise SeqpipeError(f"the corpus is empty: {raw_file} holds no text (recipe {cfg.recipe.name!r})")
-    tokenizer = instantiate(p.tokenizer)
-    if cfg.task != "lm":
-        from seqpipe.prepare_examples import prepare_examples
-
-        return prepare_examples(cfg, docs, tokenizer, raw_file)
-    splits = split_documents(docs, p.val_fraction, p.test_fraction, p.split_seed)
-
-    vocab, streams = encode_splits(splits, tokenizer, p)
-
-    stats: dict = {"vocab_size": len(vocab)}
-    with atomic_path(Path(cfg.paths.prepared), is_dir=True) as out:
-        for name in SPLITS:
-            ids = streams[name]
-            if ids.size <= 2 * len(splits[name]):  # nothing but <bos>/<eos>
-                raise SeqpipeError(f"the {name} split is empty ({raw_file}): add text or documents")
-            np.save(out / f"{name}.npy", ids)
-            stats[f"{name}_tokens"] = int(ids.size)
-            stats[f"{name}_documents"] = len(splits[name])
-            stats[f"{name}_unk_rate"] = round(float((ids == UNK_ID).mean()), 6)
-        vocab.save(out / "vocab.json")
-        write_json(out / "splits.json", {name: [d["id"] for d in splits[name]] for name in SPLITS})
+    stats = task.prepare(cfg, docs, raw_file)
     write_json(Path(cfg.paths.reports) / "data.json", stats)
-    print(f"prepare: vocab {len(vocab)}, tokens train/val/test "
-          f"{stats['train_tokens']:,}/{stats['val_tokens']:,}/{stats['test_tokens']:,}", file=sys.stderr)
     return stats

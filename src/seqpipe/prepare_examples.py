@@ -1,4 +1,6 @@
-"""prepare for labelled tasks: examples -> tokens and targets -> vocabulary -> ragged arrays, stratified split."""
+"""prepare for independent examples (classify, tag, regress): inputs (tokens or frames) and targets -> ragged arrays,
+a split (the source's own train/test split when its rows carry one, else a random, stratified split), and
+prepared/meta.json (task, inputs, target) for training and serving."""
 
 from __future__ import annotations
 
@@ -7,16 +9,20 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from seqpipe.atomic import atomic_path, write_json
 from seqpipe.errors import SeqpipeError
 from seqpipe.examples import save_examples
+from seqpipe.inputs import fit_frames, frames_array
 from seqpipe.prepare import SPLITS, split_examples
 from seqpipe.recipes import Document
-from seqpipe.tokenize import CharTokenizer, WordTokenizer
+from seqpipe.tasks import META, Task
 from seqpipe.vocab import UNK_ID, Vocab
+
+FIELD = {"tokens": "text", "frames": "frames"}  # the document field each input kind reads
 
 
 def label_set(cfg: DictConfig, docs: list[Document], key: str) -> list[str]:
@@ -33,81 +39,129 @@ def label_set(cfg: DictConfig, docs: list[Document], key: str) -> list[str]:
     return configured
 
 
-def prepare_examples(cfg: DictConfig, docs: list[Document], tokenizer: CharTokenizer | WordTokenizer,
-                     raw_file: Path) -> dict:
-    p = cfg.prepare
-    key = "tags" if cfg.task == "tag" else "label"
-    missing = [d["id"] for d in docs if key not in d]
-    if missing:
-        raise SeqpipeError(f"{raw_file}: {len(missing)} rows have no {key!r} (first: {missing[0]}); task "
-                           f"{cfg.task!r} needs one per row")
-    labels = label_set(cfg, docs, key)
-    index = {label: i for i, label in enumerate(labels)}
-    source_names = sorted({d.get("source", "") for d in docs})
+def check_fields(cfg: DictConfig, task: Task, docs: list[Document], raw_file: Path) -> None:
+    """Every row has the input the config reads and the target the task learns, else a message with the fix."""
+    kind, field = cfg.prepare.inputs, FIELD[cfg.prepare.inputs]
+    if missing := [d["id"] for d in docs if field not in d]:
+        other = next((k for k, f in FIELD.items() if f in docs[0]), None)
+        fix = f"set prepare.inputs={other}" if other else f"give every row a {field!r} field"
+        raise SeqpipeError(f"{raw_file}: {len(missing)} rows have no {field!r} (first: {missing[0]}), but "
+                           f"prepare.inputs={kind} reads {field}: recipe {cfg.recipe.name!r} gives rows with "
+                           f"{', '.join(sorted(set(docs[0]) - {'id'}))}; {fix}")
+    if missing := [d["id"] for d in docs if task.key not in d]:
+        raise SeqpipeError(f"{raw_file}: {len(missing)} rows have no {task.key!r} (first: {missing[0]}); task "
+                           f"{task.name!r} needs one per row")
 
-    stats: dict = {"truncated": 0, "dropped_empty": 0, "dropped_duplicates": 0}
-    rows: list[dict] = []  # the document plus its tokens and encoded target
-    seen: set[tuple[str, ...]] = set()
-    for d in tqdm(docs, desc="tokenize", unit="example", file=sys.stderr, mininterval=1.0):
-        tokens = tokenizer.tokenize(d["text"])
-        if p.dedupe and key == "label":  # the same text in train and test would inflate test scores
-            if tuple(tokens) in seen:
+
+def read_input(cfg: DictConfig, doc: Document, tokenizer: object) -> list[str] | np.ndarray:
+    """One document's input: its tokens, or its frames as a (T, F) array (refused with the row when malformed)."""
+    if cfg.prepare.inputs == "tokens":
+        return tokenizer.tokenize(doc["text"])  # type: ignore[attr-defined]
+    try:
+        return frames_array(doc["frames"])
+    except ValueError as e:
+        raise SeqpipeError(f"example {doc['id']!r}: {e}; fix the data (nothing was written)") from None
+
+
+def examples(cfg: DictConfig, task: Task, docs: list[Document], target_meta: dict, stats: dict) -> list[dict]:
+    """Documents with their input and encoded target; duplicates and empty inputs dropped (counted), long ones cut."""
+    p = cfg.prepare
+    tokenizer = instantiate(p.tokenizer) if p.inputs == "tokens" else None
+    rows: list[dict] = []
+    seen: set = set()
+    width = None
+    for d in tqdm(docs, desc="read examples", unit="example", file=sys.stderr, mininterval=1.0):
+        x = read_input(cfg, d, tokenizer)
+        if isinstance(x, np.ndarray):
+            if width is not None and x.shape[1] != width:
+                raise SeqpipeError(f"example {d['id']!r} has {x.shape[1]} features per step, the first example "
+                                   f"{width}; every example needs the same number: fix the data")
+            width = x.shape[1]
+        if p.dedupe and task.dedupe:  # the same input in train and test would inflate test scores
+            seen_key = x.tobytes() if isinstance(x, np.ndarray) else tuple(x)
+            if seen_key in seen:
                 stats["dropped_duplicates"] += 1
                 continue
-            seen.add(tuple(tokens))
-        if not tokens:
+            seen.add(seen_key)
+        if not len(x):
             if p.empty == "error":
-                raise SeqpipeError(f"{raw_file}: example {d['id']!r} has an empty text (prepare.empty=drop "
-                                   "drops such rows with a count)")
+                raise SeqpipeError(f"example {d['id']!r} has an empty {'text' if p.inputs == 'tokens' else 'series'} "
+                                   "(prepare.empty=drop drops such rows with a count)")
             stats["dropped_empty"] += 1
             continue
-        if key == "tags":
-            if len(d["tags"]) != len(tokens):
-                raise SeqpipeError(f"example {d['id']!r}: {len(tokens)} tokens but {len(d['tags'])} tags; tagging "
-                                   "needs one tag per character (prepare.tokenizer = CharTokenizer)")
-            target: list[int] | int = [index[t] for t in d["tags"]]
-        else:
-            target = index[d["label"]]
-        if p.max_len and len(tokens) > p.max_len:  # keep the beginning; count what was cut
+        target = task.encode_target(d, target_meta)
+        if isinstance(target, list) and len(target) != len(x):
+            raise SeqpipeError(f"example {d['id']!r}: {len(x)} tokens but {len(target)} tags; tagging needs one tag "
+                               "per character (prepare.tokenizer = CharTokenizer)")
+        if p.max_len and len(x) > p.max_len:  # keep the beginning; count what was cut
             stats["truncated"] += 1
-            tokens = tokens[: p.max_len]
+            x = x[: p.max_len]
             target = target[: p.max_len] if isinstance(target, list) else target
-        rows.append({**d, "tokens": tokens, "target": target})
-    if stats["dropped_duplicates"]:
-        print(f"prepare: dropped {stats['dropped_duplicates']} examples whose text repeats an earlier one "
-              "(prepare.dedupe)", file=sys.stderr)
-    if stats["dropped_empty"]:
-        print(f"prepare: dropped {stats['dropped_empty']} examples with an empty text", file=sys.stderr)
-    if stats["truncated"]:
-        print(f"prepare: truncated {stats['truncated']} examples to prepare.max_len={p.max_len} tokens",
-              file=sys.stderr)
+        rows.append({**d, "x": x, "target": target})
+    for key, what in (("dropped_duplicates", "dropped {} examples whose input repeats an earlier one (prepare.dedupe)"),
+                      ("dropped_empty", "dropped {} examples with an empty input"),
+                      ("truncated", f"truncated {{}} examples to prepare.max_len={p.max_len} steps")):
+        if stats[key]:
+            print(f"prepare: {what.format(stats[key])}", file=sys.stderr)
+    return rows
 
-    splits = split_examples(rows, p.val_fraction, p.test_fraction, p.split_seed,  # type: ignore[arg-type]
-                            stratify=key == "label")
-    counts = Counter(t for r in splits["train"] for t in r["tokens"])
-    vocab = Vocab.build(counts, p.min_freq, p.max_size, tokenizer=dict(p.tokenizer))
-    stats["vocab_size"] = len(vocab)
-    stats["num_classes"] = len(labels)
+
+def split_rows(cfg: DictConfig, task: Task, rows: list[dict]) -> dict[str, list[dict]]:
+    """The source's own train/test split when its rows carry one (val carved from train), else a random split."""
+    p = cfg.prepare
+    if not any("split" in r for r in rows):
+        return split_examples(rows, p.val_fraction, p.test_fraction, p.split_seed,  # type: ignore[arg-type]
+                              stratify=task.stratify)
+    if bad := sorted({str(r.get("split")) for r in rows} - {"train", "test"}):
+        raise SeqpipeError(f"rows carry split {bad[0]!r}; a row's split must be 'train' or 'test' (or no row has one)")
+    train = split_examples([r for r in rows if r["split"] == "train"], p.val_fraction, 0.0,  # type: ignore[misc]
+                           p.split_seed, stratify=task.stratify)
+    return {"train": train["train"], "val": train["val"], "test": [r for r in rows if r["split"] == "test"]}
+
+
+def prepare_examples(cfg: DictConfig, task: Task, docs: list[Document], raw_file: Path) -> dict:
+    p = cfg.prepare
+    check_fields(cfg, task, docs, raw_file)
+    target_meta = task.target_meta(cfg, docs)
+    source_names = sorted({d.get("source", "") for d in docs})
+    stats: dict = {"truncated": 0, "dropped_empty": 0, "dropped_duplicates": 0}
+    splits = split_rows(cfg, task, examples(cfg, task, docs, target_meta, stats))
+    for name in SPLITS:
+        if not splits[name]:
+            raise SeqpipeError(f"the {name} split is empty ({raw_file}): add examples or raise prepare.{name}_fraction")
+    vocab = None
+    if p.inputs == "tokens":
+        vocab = Vocab.build(Counter(t for r in splits["train"] for t in r["x"]), p.min_freq, p.max_size,
+                            tokenizer=dict(p.tokenizer))
+        inputs, dtype = {"kind": "tokens", "vocab_size": len(vocab)}, vocab.dtype()
+        stats["vocab_size"] = len(vocab)
+    else:
+        inputs, dtype = fit_frames([r["x"] for r in splits["train"]]), np.dtype(np.float32)
+        stats["features"] = inputs["features"]
+    if "labels" in target_meta:
+        stats["num_classes"] = len(target_meta["labels"])
+    meta = {"task": task.name, "inputs": inputs, "target": target_meta, "sources": source_names,
+            "max_len": p.max_len}
     with atomic_path(Path(cfg.paths.prepared), is_dir=True) as out:
         for name in SPLITS:
             picked = splits[name]
-            if not picked:
-                raise SeqpipeError(f"the {name} split is empty ({raw_file}): add examples or raise "
-                                   f"prepare.{name}_fraction")
-            ids = [np.asarray(vocab.encode(r["tokens"]), dtype=np.int64) for r in picked]
-            targets = ([np.asarray(r["target"], dtype=np.int64) for r in picked] if key == "tags"
-                       else np.asarray([r["target"] for r in picked], dtype=np.int64))
+            xs = [np.asarray(vocab.encode(r["x"]), dtype=np.int64) for r in picked] if vocab else \
+                [r["x"] for r in picked]
+            targets = [np.asarray(r["target"]) for r in picked] if isinstance(picked[0]["target"], list) \
+                else np.asarray([r["target"] for r in picked])
             sources = np.asarray([source_names.index(r.get("source", "")) for r in picked], dtype=np.int16)
-            save_examples(out / f"{name}.npz", ids, targets, sources, vocab.dtype())
-            n_tokens = sum(len(a) for a in ids)
+            save_examples(out / f"{name}.npz", xs, targets, sources, dtype)
+            steps = sum(len(a) for a in xs)
             stats[f"{name}_examples"] = len(picked)
-            stats[f"{name}_tokens"] = n_tokens
-            stats[f"{name}_unk_rate"] = round(float(sum(int((a == UNK_ID).sum()) for a in ids) / n_tokens), 6)
-        vocab.save(out / "vocab.json")
-        write_json(out / "labels.json", {"labels": labels, "sources": source_names,
-                                         "task": cfg.task})
+            stats[f"{name}_{'tokens' if vocab else 'steps'}"] = steps
+            if vocab:
+                stats[f"{name}_unk_rate"] = round(float(sum(int((a == UNK_ID).sum()) for a in xs) / steps), 6)
+        if vocab:
+            vocab.save(out / "vocab.json")
+        write_json(out / META, meta)
         write_json(out / "splits.json", {name: [d["id"] for d in splits[name]] for name in SPLITS})
-    write_json(Path(cfg.paths.reports) / "data.json", stats)
-    print(f"prepare: {len(rows):,} examples, vocab {len(vocab):,}, {len(labels)} classes, train/val/test "
+    size = f"vocab {len(vocab):,}" if vocab else f"{inputs['features']} features per step"
+    classes = f", {stats['num_classes']} classes" if "num_classes" in stats else ""
+    print(f"prepare: {sum(len(s) for s in splits.values()):,} examples, {size}{classes}, train/val/test "
           f"{stats['train_examples']:,}/{stats['val_examples']:,}/{stats['test_examples']:,}", file=sys.stderr)
     return stats

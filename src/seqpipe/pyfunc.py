@@ -1,6 +1,8 @@
-"""The served model: an MLflow pyfunc holding weights, vocabulary, labels, network config and the limits of what
-one request may ask. A language model turns prompts into generated text; a classifier returns a label with class
-probabilities; a tagger one tag per position. Every answer names the model that gave it (`model`, `run_id`)."""
+"""The served model: an MLflow pyfunc holding weights, prepared/meta.json (task, inputs, labels), the vocabulary for
+text inputs, network config and the limits of what one request may ask. The task answers: a language model turns
+prompts into generated text; a classifier returns a label with class probabilities; a tagger one tag per position;
+a regressor one number per row. Inputs are text, or a `frames` column of T x F nested lists. Every answer names the
+model that gave it (`model`, `run_id`)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 # Generation params (language models); seed -1: a fresh seed per call.
 PARAMS = {"max_new_tokens": 200, "temperature": 1.0, "top_k": 0, "seed": -1}
-COLUMNS = {"lm": "prompt", "classify": "text", "tag": "text"}
+WHO = {"model": ["seqpipe-x/1"], "run_id": ["0" * 32]}  # the columns naming the model, in every answer
 # The limits of models registered before limits were stored in the model (seqpipe 0.1). Newer models carry the
 # `serve` section of the config they were registered with.
 LEGACY_LIMITS = {"max_rows": 256, "max_input_tokens": 10_000, "max_total_tokens": 200_000, "max_new_tokens": 1_000,
@@ -99,33 +101,61 @@ def identity(model_dir: Path) -> tuple[str, str]:
     return name, run_id
 
 
+def frames_from(model_input: object, column: str, features: int) -> list[np.ndarray]:
+    """(T, F) arrays from a DataFrame (column `column`, else the first), a dict or a list of T x F nested lists;
+    each row is checked (its F, ragged, non-numeric, NaN or inf, empty) and refused naming the row."""
+    if isinstance(model_input, pd.DataFrame):
+        if model_input.shape[1] == 0:
+            raise InputError(f"the input has no columns: send a column named {column!r}")
+        values = model_input[column if column in model_input.columns else model_input.columns[0]].tolist()
+    elif isinstance(model_input, dict):
+        values = list(model_input.get(column, []))
+    else:
+        values = list(model_input)  # type: ignore[call-overload]
+    from seqpipe.inputs import frames_array
+
+    rows = []
+    for i, value in enumerate(values):
+        try:
+            rows.append(frames_array(value, features))
+        except ValueError as e:
+            raise InputError(f"{e} ({column!r}: a T x {features} list of lists of numbers per row)", row=i) from None
+    return rows
+
+
+def legacy_meta(saved: dict) -> dict:
+    """prepared/meta.json's content for a weights file saved before models carried it (seqpipe 0.1 to 0.3)."""
+    return {"task": saved.get("task", "lm"), "inputs": {"kind": "tokens", "vocab_size": saved["vocab_size"]},
+            "target": {"labels": saved.get("labels", [])}}
+
+
 class SeqpipeModel(mlflow.pyfunc.PythonModel):
+    unit = "tokens"  # what one input step is called in messages ("steps" for frames)
+
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        from seqpipe.nets import build_net
+        from seqpipe.tasks import get_task
         from seqpipe.tokenize import load_tokenizer
         from seqpipe.vocab import Vocab
 
         saved = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
-        self.task, self.labels = saved.get("task", "lm"), saved.get("labels", [])
+        self.meta = saved.get("meta") or legacy_meta(saved)
+        self.task = get_task(self.meta["task"])
+        self.labels = self.meta["target"].get("labels", [])
+        self.frames = self.meta["inputs"]["kind"] == "frames"
+        self.column, self.unit = ("frames", "steps") if self.frames else (self.task.column, "tokens")
         self.max_len = saved.get("max_len")  # inputs are cut as the training data was
         self.limits = {**LEGACY_LIMITS, **saved.get("limits", {})}
-        self.net = build_net(self.task, saved["vocab_size"], len(self.labels), **saved["model"])
+        self.net = self.task.build_net(self.meta, saved["model"])
         self.net.load_state_dict(upgrade_state_dict(saved["state_dict"]))
         self.net.eval()
-        self.vocab = Vocab.load(context.artifacts["vocab"])
-        self.tokenizer = load_tokenizer(self.vocab.tokenizer)
+        if "vocab" in context.artifacts:
+            self.vocab = Vocab.load(context.artifacts["vocab"])
+            self.tokenizer = load_tokenizer(self.vocab.tokenizer)
         self.model, self.run_id = identity(Path(context.artifacts["weights"]).parents[1])
 
     # No type hints on predict: MLflow would read them as an input schema; the signature is logged instead.
     def predict(self, context, model_input, params=None):  # noqa: ANN001
-        texts = texts_from(model_input, COLUMNS[self.task])
-        if self.task == "lm":
-            p = generation_params(params, self.limits)
-            self.check_size(self.tokenize(texts), p["max_new_tokens"])
-            out = pd.DataFrame({"text": [t + "".join(self._stream(t, p)) for t in texts]})
-        else:
-            out = self._label(self.check_size(self.tokenize(texts), 0))
-        return out.assign(model=self.model, run_id=self.run_id)
+        return self.task.predict(self, model_input, params).assign(model=self.model, run_id=self.run_id)
 
     def tokenize(self, texts: list[str]) -> list[list[str]]:
         tokenized = []
@@ -136,71 +166,92 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
                 raise InputError(str(e), row=i) from None
         return tokenized
 
-    def check_size(self, tokenized: list[list[str]], new_per_row: int) -> list[list[str]]:
+    def check_size(self, rows: list, new_per_row: int) -> list:
         """Refuse a request over the model's limits, naming the limit, before any work is done."""
-        lim = self.limits
-        if len(tokenized) > lim["max_rows"]:
-            raise InputError(f"{len(tokenized)} rows in one request; this model takes at most {lim['max_rows']} "
+        lim, unit = self.limits, self.unit
+        if len(rows) > lim["max_rows"]:
+            raise InputError(f"{len(rows)} rows in one request; this model takes at most {lim['max_rows']} "
                              "(serve.max_rows): split the request")
-        for i, tokens in enumerate(tokenized):
-            if len(tokens) > lim["max_input_tokens"]:
-                raise InputError(f"{len(tokens)} tokens; this model takes at most {lim['max_input_tokens']} per row "
+        for i, row in enumerate(rows):
+            if len(row) > lim["max_input_tokens"]:
+                raise InputError(f"{len(row)} {unit}; this model takes at most {lim['max_input_tokens']} per row "
                                  "(serve.max_input_tokens)", row=i)
-        if (total := sum(map(len, tokenized))) > lim["max_total_tokens"]:
-            raise InputError(f"the request has {total} input tokens in all; this model takes at most "
+        if (total := sum(map(len, rows))) > lim["max_total_tokens"]:
+            raise InputError(f"the request has {total} input {unit} in all; this model takes at most "
                              f"{lim['max_total_tokens']} (serve.max_total_tokens): split the request")
-        if (new := len(tokenized) * new_per_row) > lim["max_total_new_tokens"]:
-            raise InputError(f"the request asks for {new} new tokens ({len(tokenized)} rows x max_new_tokens="
+        if (new := len(rows) * new_per_row) > lim["max_total_new_tokens"]:
+            raise InputError(f"the request asks for {new} new tokens ({len(rows)} rows x max_new_tokens="
                              f"{new_per_row}); this model makes at most {lim['max_total_new_tokens']} per request "
                              "(serve.max_total_new_tokens): ask for fewer rows or fewer new tokens")
-        return tokenized
+        return rows
 
     def stream(self, prompt: str, params: dict | None = None) -> Iterator[str]:
         """The continuation of `prompt` piece by piece, within the model's limits (for `seqpipe generate`)."""
         p = generation_params(params, self.limits)
         self.check_size(self.tokenize([prompt]), p["max_new_tokens"])
-        return self._stream(prompt, p)
+        return self.generate(prompt, p)
 
-    def _stream(self, prompt: str, p: dict) -> Iterator[str]:
+    def generate(self, prompt: str, p: dict) -> Iterator[str]:
         from seqpipe.sampling import stream
 
         return stream(self.net, self.vocab, self.tokenizer, prompt, p["max_new_tokens"], p["temperature"],
                       p["top_k"], p["seed"])
 
-    @torch.no_grad()
-    def _label(self, tokenized: list[list[str]], batch_size: int = 64) -> pd.DataFrame:
-        from seqpipe.batching import pad_collate
+    def encode(self, model_input: object, what: str) -> tuple[list[torch.Tensor], list[float] | None]:
+        """Every row of a request as the network's input, checked against the limits before any work: (T,) ids or
+        (T, F) frames, cut to the training data's max_len where the task reads a prefix; and, for text, the share
+        of each row's tokens that the vocabulary does not know."""
         from seqpipe.vocab import UNK_ID
 
-        rows = []
-        for start in range(0, len(tokenized), batch_size):
-            ids = []
-            for i, tokens in enumerate(tokenized[start:start + batch_size], start):
+        if self.frames:
+            rows = self.check_size(frames_from(model_input, self.column, self.meta["inputs"]["features"]), 0)
+            xs, unk = [torch.from_numpy(r) for r in rows], None
+        else:
+            rows = self.check_size(self.tokenize(texts_from(model_input, self.column)), 0)
+            for i, tokens in enumerate(rows):
                 if not tokens:
-                    raise InputError(f"empty input text: nothing to {self.task}", row=i)
-                if self.max_len and len(tokens) > self.max_len and self.task == "classify":
-                    warnings.warn(f"row {i}: {len(tokens)} tokens, read as its first {self.max_len} "
-                                  "(the training data's max_len)", stacklevel=2)
-                    tokens = tokens[: self.max_len]
-                ids.append(torch.tensor(self.vocab.encode(tokens)))
-            batch = pad_collate([(i, torch.tensor(0)) for i in ids])
-            logits, _ = self.net(batch["x"], batch["lengths"])
-            probs = torch.softmax(logits, -1).numpy()  # (B, C) or (B, T, C)
-            for i, seq in enumerate(ids):
-                unk = float((seq == UNK_ID).float().mean())
-                if unk == 1.0:
-                    warnings.warn(f"row {start + i}: every token is unknown to the vocabulary; the prediction "
-                                  "carries no information", stacklevel=2)
-                if self.task == "classify":
-                    rows.append({"label": self.labels[int(probs[i].argmax())], "unk_fraction": unk,
-                                 **{f"prob_{c}": float(probs[i][k]) for k, c in enumerate(self.labels)}})
-                else:
-                    tags = [self.labels[k] for k in probs[i, : len(seq)].argmax(-1)]
-                    sep = "" if all(len(t) == 1 for t in self.labels) else " "
-                    rows.append({"tags": sep.join(tags), "unk_fraction": unk,
-                                 "confidence": float(np.mean(probs[i, : len(seq)].max(-1)))})
-        return pd.DataFrame(rows)
+                    raise InputError(f"empty input text: nothing to {what}", row=i)
+            xs = [torch.tensor(self.vocab.encode(tokens)) for tokens in rows]
+            unk = [float((x == UNK_ID).float().mean()) for x in xs]
+            for i in (i for i, u in enumerate(unk) if u == 1.0):
+                warnings.warn(f"row {i}: every token is unknown to the vocabulary; the prediction carries no "
+                              "information", stacklevel=3)
+        if self.max_len and self.task.reads_prefix:
+            for i, x in enumerate(xs):
+                if len(x) > self.max_len:
+                    warnings.warn(f"row {i}: {len(x)} {self.unit}, read as its first {self.max_len} (the training "
+                                  "data's max_len)", stacklevel=3)
+                    xs[i] = x[: self.max_len]
+        return xs, unk
+
+    def batches(self, model_input: object, what: str, batch_size: int = 64) -> Iterator[tuple[dict, list | None]]:
+        """The request as padded batches (x, lengths) with the rows' unknown-token shares (None for frames)."""
+        from seqpipe.batching import pad_collate
+
+        xs, unk = self.encode(model_input, what)
+        for start in range(0, len(xs), batch_size):
+            batch = pad_collate([(x, torch.tensor(0)) for x in xs[start:start + batch_size]])
+            yield batch, None if unk is None else unk[start:start + batch_size]
 
 
 # Models registered by the first walking-skeleton builds pickled this name; it loads them with today's code.
 LanguageModel = SeqpipeModel
+
+
+def example_input(cfg: object, meta: dict, task: object) -> pd.DataFrame:
+    """The input example logged with a model: the config's prompt for text, a short series of zeros for frames."""
+    if meta["inputs"]["kind"] == "frames":
+        return pd.DataFrame({"frames": [[[0.0] * meta["inputs"]["features"]] * 4]})
+    return pd.DataFrame({task.column: [cfg.evaluate.prompt]})  # type: ignore[attr-defined]
+
+
+def infer(example: pd.DataFrame, output: pd.DataFrame, params: dict | None = None) -> object:
+    """MLflow's signature of a served model. A `frames` column takes any value: the model checks each row itself and
+    names the row and the problem (MLflow's array schema would refuse integers and say only "column ''")."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    signature = infer_signature(example, output, params=params)
+    if "frames" in example.columns:
+        signature = ModelSignature(Schema([ColSpec(AnyType(), "frames")]), signature.outputs, signature.params)
+    return signature

@@ -13,19 +13,18 @@ import time
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 import torch
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 import seqpipe
 from seqpipe.atomic import write_json
 from seqpipe.errors import SeqpipeError
 from seqpipe.evaluate import load_checkpoint, read_train_result
-from seqpipe.pyfunc import PARAMS, SeqpipeModel
+from seqpipe.pyfunc import SeqpipeModel
 from seqpipe.store import connect, require_run
+from seqpipe.tasks import get_task
 from seqpipe.tracking import run_name
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -35,27 +34,14 @@ WITHDRAWN = "seqpipe.withdrawn"  # tag a version with this (any value) to keep i
 CONCURRENT_S = 600     # versions registered this close to ours compete with it (see settle_champion)
 
 
-def export_weights(checkpoint: str, prepared: Path, out: Path, max_len: int | None, limits: dict) -> str:
-    """The network's weights, config, labels and serving limits, without Lightning's training state; returns the
-    task."""
+def export_weights(checkpoint: str, out: Path, max_len: int | None, limits: dict) -> dict:
+    """The network's weights, config, prepared/meta.json (task, inputs, labels) and serving limits, without
+    Lightning's training state; returns the meta."""
     module = load_checkpoint(checkpoint)  # refuses a missing or corrupt file with a clear message
-    hp, state = module.hparams, module.net.state_dict()
-    task = hp.get("task", "lm")
-    labels = json.loads((prepared / "labels.json").read_text())["labels"] if task != "lm" else []
-    torch.save({"task": task, "labels": labels, "vocab_size": hp["vocab_size"], "model": hp["net"],
-                "state_dict": state, "max_len": max_len, "limits": limits}, out)
-    return task
-
-
-def signature_for(task: str, example_text: str) -> tuple[object, pd.DataFrame]:
-    who = {"model": ["seqpipe-x/1"], "run_id": ["0" * 32]}
-    if task == "lm":
-        example = pd.DataFrame({"prompt": [example_text]})
-        return infer_signature(example, pd.DataFrame({"text": ["generated text"], **who}), params=PARAMS), example
-    example = pd.DataFrame({"text": [example_text]})
-    output = pd.DataFrame({"label": ["x"], "unk_fraction": [0.0], **who}) if task == "classify" else \
-        pd.DataFrame({"tags": ["x"], "unk_fraction": [0.0], "confidence": [1.0], **who})
-    return infer_signature(example, output), example
+    hp = module.hparams
+    torch.save({"task": hp["task"], "meta": hp["meta"], "model": hp["net"], "state_dict": module.net.state_dict(),
+                "max_len": max_len, "limits": limits}, out)
+    return hp["meta"]
 
 
 def describe(cfg: DictConfig, info: dict, metrics: dict, digest: str, run: object) -> str:
@@ -81,13 +67,15 @@ def log_and_register(cfg: DictConfig, info: dict, name: str, tags: dict, descrip
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.pt"
         limits = OmegaConf.to_container(cfg.serve)
-        task = export_weights(info["best_checkpoint"], Path(cfg.paths.prepared), weights, cfg.prepare.max_len, limits)
-        vocab = Path(cfg.paths.prepared) / "vocab.json"
-        signature, example = signature_for(task, cfg.evaluate.prompt)
+        meta = export_weights(info["best_checkpoint"], weights, cfg.prepare.max_len, limits)
+        artifacts = {"weights": str(weights)}
+        if meta["inputs"]["kind"] == "tokens":
+            artifacts["vocab"] = str(Path(cfg.paths.prepared) / "vocab.json")
+        signature, example = get_task(cfg.task).signature(cfg, meta)
         with mlflow.start_run(run_id=info["run_id"]):
             model_info = mlflow.pyfunc.log_model(
-                name="model", python_model=SeqpipeModel(), artifacts={"weights": str(weights), "vocab": str(vocab)},
-                metadata={"task": task, "limits": limits},
+                name="model", python_model=SeqpipeModel(), artifacts=artifacts,
+                metadata={"task": cfg.task, "inputs": meta["inputs"]["kind"], "limits": limits},
                 code_paths=[str(Path(seqpipe.__file__).parent)], signature=signature, input_example=example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
                                   "pandas", "numpy", "hydra-core"],

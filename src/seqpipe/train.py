@@ -22,30 +22,30 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqpipe.atomic import write_json, write_text
 from seqpipe.config import validate
-from seqpipe.data import StreamDataModule
-from seqpipe.examples import ExampleDataModule
 from seqpipe.module import SeqModule
 from seqpipe.store import connect, env_unchanged, run_exists, shown_uri
+from seqpipe.tasks import get_task, prepared_meta
 from seqpipe.tracking import create_run, data_digest, flatten
 
 
-def build_datamodule(cfg: DictConfig) -> StreamDataModule | ExampleDataModule:
-    """Token streams for a language model; padded, length-bucketed batches of examples otherwise."""
-    d = cfg.data
-    if cfg.task == "lm":
-        return StreamDataModule(cfg.paths.prepared, d.batch_size, d.bptt, d.eval_batch_size, d.num_workers)
-    return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
-                             cfg.seed, d.bucket_factor)
+def build_datamodule(cfg: DictConfig, meta: dict) -> L.LightningDataModule:
+    """The task's data: token streams for a language model; padded, length-bucketed batches of examples otherwise."""
+    return get_task(cfg.task).datamodule(cfg, meta)
 
 
-def build_module(cfg: DictConfig, dm: StreamDataModule | ExampleDataModule) -> SeqModule:
-    num_classes = len(dm.labels) if isinstance(dm, ExampleDataModule) else 0
-    return SeqModule(len(dm.vocab), dict(cfg.model), dict(cfg.optim), cfg.train.carry_state, cfg.task, num_classes)
+def build_module(cfg: DictConfig, meta: dict) -> SeqModule:
+    return SeqModule(cfg.task, meta, dict(cfg.model), dict(cfg.optim), cfg.train.carry_state)
+
+
+def input_params(meta: dict) -> dict[str, str]:
+    """What the run logs about its inputs besides the config: the vocabulary size, or the number of features."""
+    inputs = meta["inputs"]
+    return {"data.vocab_size": str(inputs["vocab_size"])} if "vocab_size" in inputs else \
+        {"data.features": str(inputs["features"])}
 
 
 def history_csv(rows: list[dict]) -> str:
-    fields = ["epoch", "step", "train/loss", "val/loss", "val/bpc", "val/ppl", "train/acc", "val/acc", "val/f1",
-              "train/tokens_per_sec"]
+    fields = ["epoch", "step"] + sorted({k for row in rows for k in row} - {"epoch", "step"})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -90,8 +90,9 @@ def run(cfg: DictConfig) -> dict:
     validate(cfg)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_advert)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = build_datamodule(cfg)
-    module = build_module(cfg, dm)
+    meta = prepared_meta(cfg)
+    dm = build_datamodule(cfg, meta)
+    module = build_module(cfg, meta)
 
     digest = data_digest(cfg.paths.prepared)
     uri = connect(cfg)  # before anything is removed: a store that does not answer stops the run here
@@ -104,8 +105,7 @@ def run(cfg: DictConfig) -> dict:
         run_id = None
     with env_unchanged():
         if run_id is None and rank_zero_only.rank == 0:  # other DDP ranks log nothing
-            run_id = create_run(cfg, digest, {**flatten(cfg), "data.digest": digest,
-                                              "data.vocab_size": str(len(dm.vocab))})
+            run_id = create_run(cfg, digest, {**flatten(cfg), "data.digest": digest, **input_params(meta)})
         logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=uri, log_model=False, run_id=run_id)
         if rank_zero_only.rank == 0:
             write_json(Path(cfg.paths.models) / "run.json", {"fingerprint": fingerprint(cfg, digest), "run_id": run_id})

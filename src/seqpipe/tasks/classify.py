@@ -1,0 +1,103 @@
+"""Classification: one label per sequence (many-to-one), and tagging: one label per step (many-to-many, Tx = Ty).
+Cross-entropy, accuracy and macro-F1 while training; per-class F1, a confusion matrix and per-source scores at test;
+the served model answers with a label and class probabilities (or one tag per position)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from seqpipe.recipes import Document
+from seqpipe.tasks import Step, Task
+from seqpipe.vocab import IGNORE_INDEX
+
+
+class Classify(Task):
+    name = "classify"
+
+    def build_net(self, meta: dict, model: dict):  # noqa: ANN201
+        from seqpipe.nets import SequenceClassifier
+
+        model = {k: v for k, v in model.items() if k != "tie_weights"}
+        return SequenceClassifier(meta["inputs"], len(meta["target"]["labels"]), **model)
+
+    def step(self, net, batch, state) -> Step:  # noqa: ANN001
+        logits, _ = net(batch["x"], batch["lengths"])  # (B, C), or (B, T, C) when tagging
+        logits, y = logits.reshape(-1, logits.size(-1)), batch["y"].reshape(-1)
+        loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+        return Step(loss, int((y != IGNORE_INDEX).sum()), logits.detach(), y)
+
+    def metrics(self, meta: dict) -> dict:
+        from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+        n = len(meta["target"]["labels"])  # accuracy and macro-F1 over every counted target (sequence or step)
+        return {"acc": MulticlassAccuracy(n, average="micro", ignore_index=IGNORE_INDEX),
+                "f1": MulticlassF1Score(n, average="macro", ignore_index=IGNORE_INDEX)}
+
+    def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
+        from seqpipe.evaluate_labels import evaluate_labels
+
+        return evaluate_labels(module, dm, out_dir)
+
+    def output_example(self, meta: dict) -> dict:
+        return {"label": ["x"]}
+
+    def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
+        from seqpipe.pyfunc import WHO, example_input, infer
+
+        example = example_input(cfg, meta, self)
+        tokens = meta["inputs"]["kind"] == "tokens"
+        output = {**self.output_example(meta), **({"unk_fraction": [0.0]} if tokens else {}), **WHO}
+        return infer(example, pd.DataFrame(output)), example
+
+    @torch.no_grad()
+    def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
+        rows = []
+        for batch, unk in model.batches(model_input, self.name):
+            logits, _ = model.net(batch["x"], batch["lengths"])
+            probs = torch.softmax(logits, -1).numpy()  # (B, C) or (B, T, C)
+            for i, length in enumerate(batch["lengths"].tolist()):
+                answer = self.answer(probs[i], length, model.labels)
+                first = next(iter(answer))  # the label or tags, then how much of the input was unknown
+                rows.append({first: answer.pop(first), **({"unk_fraction": unk[i]} if unk else {}), **answer})
+        return pd.DataFrame(rows)
+
+    def answer(self, probs: np.ndarray, length: int, labels: list[str]) -> dict:
+        return {"label": labels[int(probs.argmax())], **{f"prob_{c}": float(probs[k]) for k, c in enumerate(labels)}}
+
+
+class Tag(Classify):
+    name = "tag"
+    key = "tags"
+    stratify = False
+    dedupe = False
+    reads_prefix = False  # one tag per position: every position is read
+
+    def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
+        from seqpipe.prepare_examples import label_set
+
+        return {"labels": label_set(cfg, docs, self.key), "per_step": True}
+
+    def encode_target(self, doc: Document, target: dict) -> list[int]:
+        index = {label: i for i, label in enumerate(target["labels"])}
+        return [index[t] for t in doc["tags"]]
+
+    def build_net(self, meta: dict, model: dict):  # noqa: ANN201
+        from seqpipe.nets import SequenceTagger
+
+        model = {k: v for k, v in model.items() if k not in ("tie_weights", "pooling")}
+        return SequenceTagger(meta["inputs"], len(meta["target"]["labels"]), **model)
+
+    def output_example(self, meta: dict) -> dict:
+        return {"tags": ["x"], "confidence": [1.0]}
+
+    def answer(self, probs: np.ndarray, length: int, labels: list[str]) -> dict:
+        tags = [labels[k] for k in probs[:length].argmax(-1)]
+        sep = "" if all(len(t) == 1 for t in labels) else " "
+        return {"tags": sep.join(tags), "confidence": float(np.mean(probs[:length].max(-1)))}
+

@@ -1,0 +1,119 @@
+"""Language modelling: documents as one token stream per split, read in (B, bptt) chunks with the hidden state
+carried from chunk to chunk; next-token cross-entropy, bits per character and perplexity; text generation."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from seqpipe.atomic import atomic_path, write_json, write_text
+from seqpipe.errors import SeqpipeError
+from seqpipe.recipes import Document
+from seqpipe.tasks import META, Step, Task
+from seqpipe.vocab import IGNORE_INDEX, UNK_ID
+
+
+class LanguageModelling(Task):
+    name = "lm"
+    inputs = ("tokens",)
+    column = "prompt"
+    carries_state = True
+    generates = True
+
+    def check(self, cfg: DictConfig) -> None:
+        if cfg.prepare.inputs != "tokens":
+            raise SeqpipeError(f"prepare.inputs={cfg.prepare.inputs} does not work with task=lm: a language model "
+                               "predicts the next token; set prepare.inputs=tokens")
+        if cfg.model.bidirectional:
+            raise SeqpipeError("model.bidirectional=true needs a labelled task: a language model (task=lm) reads "
+                               "left to right; set model.bidirectional=false")
+
+    def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
+        from hydra.utils import instantiate
+
+        from seqpipe.prepare import SPLITS, encode_splits, split_documents
+
+        p = cfg.prepare
+        if missing := [d["id"] for d in docs if "text" not in d]:
+            raise SeqpipeError(f"{raw_file}: {len(missing)} rows have no text (first: {missing[0]}); a language model "
+                               "reads text: use a text recipe")
+        splits = split_documents(docs, p.val_fraction, p.test_fraction, p.split_seed)
+        vocab, streams = encode_splits(splits, instantiate(p.tokenizer), p)
+        stats: dict = {"vocab_size": len(vocab)}
+        with atomic_path(Path(cfg.paths.prepared), is_dir=True) as out:
+            for name in SPLITS:
+                ids = streams[name]
+                if ids.size <= 2 * len(splits[name]):  # nothing but <bos>/<eos>
+                    raise SeqpipeError(f"the {name} split is empty ({raw_file}): add text or documents")
+                np.save(out / f"{name}.npy", ids)
+                stats[f"{name}_tokens"] = int(ids.size)
+                stats[f"{name}_documents"] = len(splits[name])
+                stats[f"{name}_unk_rate"] = round(float((ids == UNK_ID).mean()), 6)
+            vocab.save(out / "vocab.json")
+            write_json(out / META, {"task": self.name, "inputs": {"kind": "tokens", "vocab_size": len(vocab)},
+                                    "target": {}})
+            write_json(out / "splits.json", {name: [d["id"] for d in splits[name]] for name in SPLITS})
+        print(f"prepare: vocab {len(vocab)}, tokens train/val/test "
+              f"{stats['train_tokens']:,}/{stats['val_tokens']:,}/{stats['test_tokens']:,}", file=sys.stderr)
+        return stats
+
+    def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
+        from seqpipe.data import StreamDataModule
+
+        d = cfg.data
+        return StreamDataModule(cfg.paths.prepared, d.batch_size, d.bptt, d.eval_batch_size, d.num_workers)
+
+    def build_net(self, meta: dict, model: dict):  # noqa: ANN201
+        from seqpipe.nets import RecurrentLM
+
+        model = {k: v for k, v in model.items() if k != "pooling"}
+        return RecurrentLM(meta["inputs"]["vocab_size"], **model)
+
+    def step(self, net, batch, state) -> Step:  # noqa: ANN001
+        x, y = batch["x"], batch["y"]                       # (B, T) tokens, (B, T) next tokens
+        logits, state = net(x, batch.get("lengths"), state)  # (B, T, V)
+        y = y.reshape(-1)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y, ignore_index=IGNORE_INDEX)
+        return Step(loss, int((y != IGNORE_INDEX).sum()), state=state)
+
+    def loss_metrics(self, stage: str, loss: float) -> dict[str, float]:
+        # bits per token (per character at character level) and perplexity
+        return {f"{stage}/bpc": loss / math.log(2), f"{stage}/ppl": math.exp(min(loss, 50))}
+
+    def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
+        """Test loss in nats, bits and perplexity per token (per character at character level), and a sample."""
+        import lightning.pytorch as L
+
+        from seqpipe.sampling import complete
+        from seqpipe.tokenize import load_tokenizer
+
+        trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
+                            enable_model_summary=False, enable_progress_bar=cfg.trainer.enable_progress_bar)
+        (scores,) = trainer.test(module, datamodule=dm, verbose=False)
+        loss = float(scores["test/loss"])
+        e, vocab = cfg.evaluate, dm.vocab
+        sample = complete(module.net.cpu(), vocab, load_tokenizer(vocab.tokenizer), e.prompt, e.sample_tokens,
+                          e.temperature, e.top_k, seed=cfg.seed)
+        write_text(out_dir / "sample.txt", sample + "\n")
+        print(f"--- sample ---\n{sample}\n---")
+        return {"test/loss": loss, **self.loss_metrics("test", loss)}
+
+    def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
+        from seqpipe.pyfunc import PARAMS, WHO, infer
+
+        example = pd.DataFrame({"prompt": [cfg.evaluate.prompt]})
+        return infer(example, pd.DataFrame({"text": ["generated text"], **WHO}), params=PARAMS), example
+
+    def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
+        from seqpipe.pyfunc import generation_params, texts_from
+
+        texts = texts_from(model_input, self.column)
+        p = generation_params(params, model.limits)
+        model.check_size(model.tokenize(texts), p["max_new_tokens"])
+        return pd.DataFrame({"text": [t + "".join(model.generate(t, p)) for t in texts]})
