@@ -25,9 +25,9 @@ from seqpipe.vocab import UNK_ID, Vocab
 FIELD = {"tokens": "text", "frames": "frames"}  # the document field each input kind reads
 
 
-def label_set(cfg: DictConfig, docs: list[Document], key: str) -> list[str]:
-    """The configured labels (recipe.labels), checked against the data; else the sorted labels found."""
-    found = Counter(ch for d in docs for ch in d[key]) if key == "tags" else Counter(d[key] for d in docs)
+def label_set(cfg: DictConfig, found: Counter) -> list[str]:
+    """The configured labels (recipe.labels), checked against the labels `found` in the data (with their counts);
+    else the sorted labels found."""
     configured = cfg.recipe.get("labels")
     if configured is None:
         return sorted(found)

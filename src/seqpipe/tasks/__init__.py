@@ -68,9 +68,11 @@ class Task:
 
     def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
         """What serving needs to know about targets (labels, a size), from the configured or found labels."""
+        from collections import Counter
+
         from seqpipe.prepare_examples import label_set
 
-        return {"labels": label_set(cfg, docs, self.key)}
+        return {"labels": label_set(cfg, Counter(d[self.key] for d in docs))}  # type: ignore[literal-required]
 
     def encode_target(self, doc: Document, target: dict) -> object:
         """One document's target as numbers: a class index, a list of them (one per step) or a float."""

@@ -79,9 +79,11 @@ class Tag(Classify):
     reads_prefix = False  # one tag per position: every position is read
 
     def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
+        from collections import Counter
+
         from seqpipe.prepare_examples import label_set
 
-        return {"labels": label_set(cfg, docs, self.key), "per_step": True}
+        return {"labels": label_set(cfg, Counter(tag for d in docs for tag in d["tags"])), "per_step": True}
 
     def encode_target(self, doc: Document, target: dict) -> list[int]:
         index = {label: i for i, label in enumerate(target["labels"])}
