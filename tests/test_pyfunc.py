@@ -81,3 +81,16 @@ def test_models_registered_by_seqpipe_0_1_load_and_predict_with_todays_code(kind
         assert set(out["label"]) <= {"neg", "pos"} and list(out["model"]) == ["seqpipe-text_csv/1"] * 2
         assert out[["prob_neg", "prob_pos"]].sum(axis=1).round(5).tolist() == [1.0, 1.0]
     assert model.unwrap_python_model().limits == LEGACY_LIMITS
+
+
+def test_a_tagger_registered_before_tasks_were_modules_loads_and_tags_with_todays_code():
+    """Weights saved with task/labels/vocab_size (no meta.json inside): today's code builds its meta and tags."""
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(str(Path(__file__).parent / "data" / "models-before-tasks" / "tagger"))
+    out = model.predict(pd.DataFrame({"text": ["ACGTACGTTT", "GGC"]}))
+    assert list(out.columns) == ["tags", "unk_fraction", "confidence", "model", "run_id"]
+    assert [len(t) for t in out["tags"]] == [10, 3] and set("".join(out["tags"])) <= set("+-.")
+    assert out["model"][0] == "seqpipe-dna/1" and model.unwrap_python_model().meta["inputs"]["kind"] == "tokens"
+    with pytest.raises(InputError, match="row 0: .*'Z'"):
+        model.predict(pd.DataFrame({"text": ["ACZ"]}))
