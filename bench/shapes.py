@@ -23,6 +23,7 @@ SUITES = {
     "activity": [[f"recipe.dataset={d}"] for d in ("GunPoint", "BasicMotions", "PickupGestureWiimoteZ",
                                                      "moving_digits")],
 }
+ROOT = Path(__file__).resolve().parents[1]  # this checkout: conf/ and data/downloads
 SHOWN = ("test/loss", "test/acc", "test/f1", "test/within", "test/mean_baseline_loss", "train/epochs")
 
 
@@ -32,18 +33,19 @@ def run_variant(recipe: str, overrides: list[str], threads: int) -> dict:
 
     torch.set_num_threads(threads)
     from seqpipe import evaluate, fetch, prepare, train
-    from seqpipe.config import compose, conf_dir
+    from seqpipe.config import compose
 
-    downloads = Path("data/downloads").resolve()  # archives are verified and reused, not fetched again
+    downloads = ROOT / "data" / "downloads"  # archives are verified and reused, not fetched again
     with tempfile.TemporaryDirectory(prefix="seqpipe-shapes-") as tmp:
         os.chdir(tmp)
         cfg = compose([f"recipe={recipe}", *overrides, f"paths.downloads={downloads}",
                        "mlflow.tracking_uri=sqlite:///mlflow.db", "trainer.enable_progress_bar=false",
-                       "trainer.enable_model_summary=false"], conf_dir())
+                       "trainer.enable_model_summary=false"], ROOT / "conf")
         t0 = time.perf_counter()
         for stage in (fetch, prepare, train):
             stage.run(cfg)
         metrics = evaluate.run(cfg)
+        os.chdir(ROOT)  # before the folder goes: the next variant in this worker starts from here
     return {"recipe": recipe, "overrides": overrides, "seconds": round(time.perf_counter() - t0, 1),
             **{k: metrics[k] for k in SHOWN if k in metrics}}
 
@@ -55,7 +57,6 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args()
-    os.chdir(Path(__file__).resolve().parents[1])  # conf/ and data/downloads of this checkout
     variants = [args.set] if args.set else SUITES[args.recipe]
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     with ProcessPoolExecutor(args.workers) as pool:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
+import random
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +29,7 @@ from seqpipe.recipes.pypi import verify_sha256
 
 pytestmark = pytest.mark.slow
 LM, CLF = "models:/seqpipe-text_file@champion", "models:/seqpipe-text_csv@champion"
+FRAMES = "models:/seqpipe-ts_file@champion"  # a frames classifier (the frames_model fixture)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +76,9 @@ CLI_CASES = [
     ("negative-max-new-tokens", ["generate", "--max-new-tokens", "-1"], "argument --max-new-tokens: -1 must be >= 0"),
     ("nan-temperature", ["generate", "--temperature", "nan"], "argument --temperature: nan must be a finite number"),
     ("negative-temperature", ["generate", "--temperature", "-1"], "argument --temperature: -1 must be a finite"),
+    ("frames-for-lm", ["train", "prepare.inputs=frames"],
+     "prepare.inputs=frames does not work with task=lm: a language model predicts the next token; set "
+     "prepare.inputs=tokens"),
 ]
 
 
@@ -119,6 +126,39 @@ def _genbank(sequence: str | None):  # noqa: ANN202
     return make
 
 
+# A .ts header (lines 1-8: 2 dimensions, classes a and b); the cases follow from line 9.
+TS_HEAD = ("@problemName walk\n@timeStamps false\n@missing true\n@univariate false\n@dimensions 2\n"
+           "@equalLength false\n@classLabel true a b\n@data\n")
+TS_OK = "1,2,3:4,5,6:a"  # a good case (line 9 below)
+
+
+def write_ts(path: Path, n: int, seed: int = 0, target: bool = False, length: int = 12) -> Path:
+    """A .ts file of `n` cases of 2 channels x `length` steps: classes a/b (their channels' means differ), or with
+    `target` a regression file (@targetLabel true) whose target is the mean of channel 1."""
+    rng = random.Random(seed)
+    labels = "@classLabel false\n@targetLabel true\n" if target else "@classLabel true a b\n"
+    lines = [TS_HEAD.replace("@classLabel true a b\n", labels).replace("@equalLength false", "@equalLength true")]
+    for _ in range(n):
+        label = rng.choice("ab")
+        shift = 1.0 if label == "a" else -1.0
+        dims = [[shift * rng.random() + rng.gauss(0, 0.2) for _ in range(length)] for _ in range(2)]
+        end = f"{sum(dims[0]) / length:.4f}" if target else label
+        lines.append(":".join(",".join(f"{v:.4f}" for v in dim) for dim in dims) + f":{end}\n")
+    path.write_text("".join(lines))
+    return path
+
+
+def _ts(*cases: str, head: str = TS_HEAD, extra: tuple[str, ...] = ()):  # noqa: ANN202
+    """A ts_file recipe over tmp/corpus/walk_TRAIN.ts: `head`, then one case per line (the first on line 9)."""
+    def make(d: Path) -> list[str]:
+        path = d / "corpus" / "walk_TRAIN.ts"
+        path.write_text(head + "".join(f"{c}\n" for c in cases))
+        return ["recipe=ts_file", f"recipe.fetch.train={path}", *extra]
+    return make
+
+
+TS_FILE = "{d}/corpus/walk_TRAIN.ts"  # how the messages name the .ts file ({d}: the test's tmp_path)
+
 # (make the input in tmp_path and return the overrides, expected message); each runs the fetch stage.
 FETCH_CASES = {
     "empty-corpus": (_text_files("  \n"), "produced no documents"),
@@ -129,6 +169,23 @@ FETCH_CASES = {
     "csv-no-text-column": (_csv(b"body,label\nhi,a\n"), "column 'text'"),
     "genbank-missing": (_genbank(None), "apt-get install any2fasta-examples"),
     "dna-bad-letter": (_genbank("acgtzzac"), "record x, position 5: 'Z' is not a DNA base"),
+    "ts-unknown-header-key": (_ts(TS_OK, head=TS_HEAD.replace("@missing true", "@colour blue")),
+                              f"{TS_FILE}, line 3: unknown header key '@colour'; the .ts header keys are "
+                              "@problemName, @timeStamps"),
+    "ts-class-label-without-labels": (_ts(TS_OK, head=TS_HEAD.replace("@classLabel true a b", "@classLabel true")),
+                                      f"{TS_FILE}, line 7: @classLabel true declares no labels; list the class "
+                                      "labels after it"),
+    "ts-undeclared-label": (_ts(TS_OK, "1,2,3:4,5,6:c"),
+                            f"{TS_FILE}, line 10: class label 'c' is not declared in @classLabel (a b)"),
+    "ts-ragged-dimensions": (_ts(TS_OK, "1,2,3:4,5:b"),
+                             f"{TS_FILE}, line 10: dimension 2 has 2 values but dimension 1 has 3; all dimensions "
+                             "of one case need the same length"),
+    "ts-not-a-number": (_ts(TS_OK, "1,abc,3:4,5,6:b"),
+                        f"{TS_FILE}, line 10: value 'abc' in dimension 1 is not a number"),
+    "ts-empty-dimension": (_ts(TS_OK, "1,2,3::b"), f"{TS_FILE}, line 10: dimension 2 is a series of length 0"),
+    "ts-target-not-a-number": (_ts("1,2,3:4,5,6:0.5", "1,2,3:4,5,6:abc", head=TS_HEAD.replace(
+        "@classLabel true a b", "@classLabel false\n@targetLabel true"), extra=("task=regress",)),
+        f"{TS_FILE}, line 11: target 'abc' is not a number; @targetLabel true needs a number after the last ':'"),
 }
 
 
@@ -137,7 +194,7 @@ def test_fetch_cases(case, tmp_path):
     (tmp_path / "corpus").mkdir()
     make, message = FETCH_CASES[case]
     cfg = compose([*make(tmp_path), f"paths.raw={tmp_path / 'data/raw'}"], config_dir=CONF)
-    with pytest.raises(SeqpipeError, match=message.replace("(", r"\(")):
+    with pytest.raises(SeqpipeError, match=re.escape(message.replace("{d}", str(tmp_path)))):
         fetch.run(cfg)
     assert not (tmp_path / "data" / "raw").exists()  # no half-written output
 
