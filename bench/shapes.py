@@ -38,8 +38,9 @@ def run_variant(recipe: str, overrides: list[str], threads: int) -> dict:
     downloads = ROOT / "data" / "downloads"  # archives are verified and reused, not fetched again
     with tempfile.TemporaryDirectory(prefix="seqpipe-shapes-") as tmp:
         os.chdir(tmp)
+        # an absolute store URI: MLflow caches one store per URI, and a relative one would point at the last folder
         cfg = compose([f"recipe={recipe}", *overrides, f"paths.downloads={downloads}",
-                       "mlflow.tracking_uri=sqlite:///mlflow.db", "trainer.enable_progress_bar=false",
+                       f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", "trainer.enable_progress_bar=false",
                        "trainer.enable_model_summary=false"], ROOT / "conf")
         t0 = time.perf_counter()
         for stage in (fetch, prepare, train):

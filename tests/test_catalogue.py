@@ -47,6 +47,26 @@ def models(tmp_path_factory):
     return root, f"sqlite:///{root}/mlflow.db"
 
 
+@pytest.fixture(scope="module")
+def frames_model(tmp_path_factory):
+    """A tiny registered frames classifier (recipe=ts_file: 2 channels, classes a and b, 30 train and 10 test cases
+    of 12 steps) in a store of its own, and the pyfunc loaded from it."""
+    import mlflow
+
+    from seqpipe.store import use_tracking_uri
+
+    root = tmp_path_factory.mktemp("frames")
+    train, test = write_ts(root / "walk_TRAIN.ts", 30), write_ts(root / "walk_TEST.ts", 10, seed=1)
+    with working_dir(root):
+        run_pipeline(root / "run", ["recipe=ts_file", f"recipe.fetch.train={train}", f"recipe.fetch.test={test}",
+                                    "model.hidden_size=8", "model.embedding_dim=8", "trainer.max_epochs=1",
+                                    "train.log_every_n_steps=1"],
+                     root / "mlflow.db")
+    uri = f"sqlite:///{root}/mlflow.db"
+    use_tracking_uri(uri)
+    return root, uri, mlflow.pyfunc.load_model(FRAMES)
+
+
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
     try:
         code = cli.main(argv)
@@ -197,6 +217,84 @@ def test_fetch_cases(case, tmp_path):
     with pytest.raises(SeqpipeError, match=re.escape(message.replace("{d}", str(tmp_path)))):
         fetch.run(cfg)
     assert not (tmp_path / "data" / "raw").exists()  # no half-written output
+
+
+def _frames_file(missing: str | None = None, target: bool = False, extra: tuple[str, ...] = ()):  # noqa: ANN202
+    """A ts_file recipe over tmp/corpus/walk_TRAIN.ts (30 cases from write_ts); with `missing`, the 4th case's
+    4th step of dimension 1 (example 'walk/train/3', step 3, feature 0) is written as `missing` ('?', 'inf')."""
+    def make(d: Path) -> list[str]:
+        path = write_ts(d / "corpus" / "walk_TRAIN.ts", 30, target=target)
+        if missing is not None:
+            lines = path.read_text().splitlines()
+            dims = lines[8 + 3].split(":")  # the header takes lines 1-8
+            values = dims[0].split(",")
+            values[3] = missing
+            lines[8 + 3] = ":".join([",".join(values), *dims[1:]])
+            path.write_text("\n".join(lines) + "\n")
+        return ["recipe=ts_file", f"recipe.fetch.train={path}", *extra]
+    return make
+
+
+def _reviews(*extra: str):  # noqa: ANN202
+    def make(d: Path) -> list[str]:
+        write_reviews(d / "corpus" / "reviews.csv", n=60)
+        return ["recipe=text_csv", f"recipe.fetch.path={d / 'corpus' / 'reviews.csv'}", "recipe.fetch.text_column=review",
+                "recipe.fetch.label_column=sentiment", *extra]
+    return make
+
+
+def _string_target(d: Path) -> None:
+    """Rewrite data/raw/documents.jsonl as a recipe might have written it: example 'walk/train/4' with the target
+    'abc' (the .ts parser refuses such a target, so this takes another source, as tests/test_prepare_examples.py)."""
+    raw = d / "data" / "raw" / "documents.jsonl"
+    rows = [json.loads(line) for line in raw.read_text().splitlines()]
+    rows[4]["target"] = "abc"
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# (the earlier good run's input, the bad run's input: overrides to fetch, or None when it rewrote the good run's
+# raw/documents.jsonl instead, expected message); both runs share the paths: the bad one must keep the good one's.
+PREPARE_CASES = {
+    "ts-missing-values": (_frames_file(), _frames_file("?"),
+                          "example 'walk/train/3': step 3, feature 0 is nan: frames must be finite numbers (fill or "
+                          "drop missing values before training); fix the data (nothing was written)"),
+    "ts-infinite-value": (_frames_file(), _frames_file("inf"), "example 'walk/train/3': step 3, feature 0 is inf: "
+                          "frames must be finite numbers"),
+    "frames-on-text": (_reviews(), _reviews("prepare.inputs=frames"),
+                       "rows have no 'frames' (first: reviews.csv:1), but prepare.inputs=frames reads frames: recipe "
+                       "'text_csv' gives rows with label, source, text; set prepare.inputs=tokens"),
+    "tokens-on-frames": (_frames_file(), _frames_file(extra=("prepare.inputs=tokens",)),
+                         "rows have no 'text' (first: walk/train/0), but prepare.inputs=tokens reads text: recipe "
+                         "'ts_file' gives rows with frames, label; set prepare.inputs=frames"),
+    "regress-target-not-a-number": (_frames_file(target=True, extra=("task=regress",)), _string_target,
+                                    "example 'walk/train/4': target 'abc' is not a finite number; a regression "
+                                    "target must be a number: fix the data"),
+}
+
+
+def _files(*dirs: Path) -> dict[str, bytes]:
+    return {str(f): f.read_bytes() for d in dirs for f in sorted(d.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("case", PREPARE_CASES)
+def test_prepare_cases(case, tmp_path):
+    """prepare refuses naming the example (or the fix), and the prepared data of an earlier good run is kept."""
+    (tmp_path / "corpus").mkdir()
+    good, bad, message = PREPARE_CASES[case]
+    paths = [f"paths.{k}={tmp_path / 'data' / k}" for k in ("raw", "prepared")] + [f"paths.reports={tmp_path}/reports"]
+    cfg = compose([*good(tmp_path), *paths], config_dir=CONF)
+    fetch.run(cfg)
+    prepare.run(cfg)
+    kept = _files(tmp_path / "data" / "prepared", tmp_path / "reports")
+    assert str(tmp_path / "data" / "prepared" / "meta.json") in kept
+    overrides = bad(tmp_path)
+    if overrides is not None:  # else `bad` rewrote raw/documents.jsonl itself
+        cfg = compose([*overrides, *paths], config_dir=CONF)
+        fetch.run(cfg)
+    with pytest.raises(SeqpipeError, match=re.escape(message)):
+        prepare.run(cfg)
+    assert _files(tmp_path / "data" / "prepared", tmp_path / "reports") == kept  # byte-identical, data.json too
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["prepared", "raw"]  # no temporary left
 
 
 def _as_nobody(func):  # noqa: ANN001, ANN202
@@ -391,6 +489,68 @@ def test_prediction_inputs(case, model, text, params, expect, check, models):
             _ask(model, column, text, **params)
         return
     assert check(out)
+
+
+GOOD_FRAMES = [[0.5, -0.5]] * 12  # one good request row: 12 steps of the model's 2 features
+
+# (case id, a bad `frames` row, the reason given); the row is sent second, after a good row.
+FRAME_REQUEST_CASES = [
+    ("wrong-feature-count", [[0.1, 0.2, 0.3]] * 12, "3 features per step; this model expects 2"),
+    ("ragged-row", [[0.1, 0.2], [0.3]], "ragged frames: step 0 has 2 features but step 1 has 1; every step needs "
+     "the same number"),
+    ("string-in-frames", [[0.1, 0.2], ["abc", 0.3]], "step 1, feature 0: 'abc' is not a number"),
+    ("empty-series", [], "the series has no steps (length 0): send at least one frame"),
+    ("infinite-value", [[0.1, math.inf]], "step 0, feature 1 is inf: frames must be finite numbers"),
+]
+
+
+@pytest.mark.parametrize("case,row,reason", FRAME_REQUEST_CASES, ids=[c[0] for c in FRAME_REQUEST_CASES])
+def test_frames_request_cases(case, row, reason, frames_model, tmp_path, capsys):
+    """A bad frames row: `seqpipe predict --input rows.jsonl` exits 2 naming the file's data row and writes no
+    output; the served model (pyfunc) refuses it with InputError, which MLflow's server answers with HTTP 400."""
+    from seqpipe.pyfunc import InputError
+
+    root, uri, model = frames_model
+    before = (root / "mlflow.db").read_bytes()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"frames": r}) + "\n" for r in (GOOD_FRAMES, row)))  # inf: Infinity
+    output = tmp_path / "out.csv"
+    code, text = run_cli(["predict", "--model", FRAMES, "--input", str(rows), "--output", str(output),
+                          "--tracking-uri", uri], capsys)
+    assert code == 2 and f"seqpipe: error: {rows}, data row 2: {reason}" in text, text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]  # no output file, no temporary
+    assert (root / "mlflow.db").read_bytes() == before
+    with pytest.raises(InputError) as refused:
+        model.predict(pd.DataFrame({"frames": [GOOD_FRAMES, row]}))
+    assert refused.value.get_http_status_code() == 400 and refused.value.row == 1
+    assert refused.value.message.startswith(f"seqpipe: row 1: {reason}"), refused.value.message
+    assert set(model.predict(pd.DataFrame({"frames": [GOOD_FRAMES]}))["label"]) <= {"a", "b"}  # the good row alone
+
+
+def _frames_csv(d: Path) -> str:
+    (d / "rows.csv").write_text('frames\n"[[0.5, -0.5]]"\n')
+    return str(d / "rows.csv")
+
+
+# (case id, command line after the tracking URI; a callable makes an input file in tmp_path, expected message)
+FRAMES_CLI_CASES = [
+    ("text-to-frames-model", ["predict", "--model", FRAMES, "--text", "hello"],
+     "this model reads frames, not text: give --input FILE.jsonl with a 'frames' column"),
+    ("csv-to-frames-model", ["predict", "--model", FRAMES, "--input", _frames_csv],
+     "this model reads frames (a T x F list of lists per row), which a CSV cannot hold; give a JSONL file"),
+]
+
+
+@pytest.mark.parametrize("case,argv,message", FRAMES_CLI_CASES, ids=[c[0] for c in FRAMES_CLI_CASES])
+def test_frames_model_cases(case, argv, message, frames_model, tmp_path, capsys):
+    root, uri, _ = frames_model
+    before = (root / "mlflow.db").read_bytes()
+    argv = [a(tmp_path) if callable(a) else a for a in argv]
+    inputs = sorted(tmp_path.iterdir())
+    code, text = run_cli([*argv, "--tracking-uri", uri], capsys)
+    assert code == 2 and message in text, text
+    assert sorted(tmp_path.iterdir()) == inputs  # no output file
+    assert (root / "mlflow.db").read_bytes() == before
 
 
 def test_tracking_server_down_fails_fast(models, capsys):
