@@ -149,7 +149,7 @@ def _genbank(sequence: str | None):  # noqa: ANN202
 # A .ts header (lines 1-8: 2 dimensions, classes a and b); the cases follow from line 9.
 TS_HEAD = ("@problemName walk\n@timeStamps false\n@missing true\n@univariate false\n@dimensions 2\n"
            "@equalLength false\n@classLabel true a b\n@data\n")
-TS_OK = "1,2,3:4,5,6:a"  # a good case (line 9 below)
+TS_OK = "1,2,3:4,5,6:a"  # a good case: the first, on line 9
 
 
 def write_ts(path: Path, n: int, seed: int = 0, target: bool = False, length: int = 12) -> Path:
@@ -197,6 +197,10 @@ FETCH_CASES = {
                                       "labels after it"),
     "ts-undeclared-label": (_ts(TS_OK, "1,2,3:4,5,6:c"),
                             f"{TS_FILE}, line 10: class label 'c' is not declared in @classLabel (a b)"),
+    "ts-missing-but-declared-none": (_ts(TS_OK, "1,?,3:4,5,6:b", head=TS_HEAD.replace("@missing true",
+                                                                                       "@missing false")),
+                                     f"{TS_FILE}, line 10: the case has missing values ('?') but the header says "
+                                     "'@missing false'"),
     "ts-ragged-dimensions": (_ts(TS_OK, "1,2,3:4,5:b"),
                              f"{TS_FILE}, line 10: dimension 2 has 2 values but dimension 1 has 3; all dimensions "
                              "of one case need the same length"),
@@ -238,14 +242,14 @@ def _frames_file(missing: str | None = None, target: bool = False, extra: tuple[
 def _reviews(*extra: str):  # noqa: ANN202
     def make(d: Path) -> list[str]:
         write_reviews(d / "corpus" / "reviews.csv", n=60)
-        return ["recipe=text_csv", f"recipe.fetch.path={d / 'corpus' / 'reviews.csv'}", "recipe.fetch.text_column=review",
-                "recipe.fetch.label_column=sentiment", *extra]
+        return ["recipe=text_csv", f"recipe.fetch.path={d / 'corpus' / 'reviews.csv'}",
+                "recipe.fetch.text_column=review", "recipe.fetch.label_column=sentiment", *extra]
     return make
 
 
 def _string_target(d: Path) -> None:
-    """Rewrite data/raw/documents.jsonl as a recipe might have written it: example 'walk/train/4' with the target
-    'abc' (the .ts parser refuses such a target, so this takes another source, as tests/test_prepare_examples.py)."""
+    """Rewrite data/raw/documents.jsonl as another source could have written it (the .ts parser refuses such a
+    target), as tests/test_prepare_examples.py does: example 'walk/train/4' gets the target 'abc'."""
     raw = d / "data" / "raw" / "documents.jsonl"
     rows = [json.loads(line) for line in raw.read_text().splitlines()]
     rows[4]["target"] = "abc"
@@ -501,6 +505,8 @@ FRAME_REQUEST_CASES = [
     ("string-in-frames", [[0.1, 0.2], ["abc", 0.3]], "step 1, feature 0: 'abc' is not a number"),
     ("empty-series", [], "the series has no steps (length 0): send at least one frame"),
     ("infinite-value", [[0.1, math.inf]], "step 0, feature 1 is inf: frames must be finite numbers"),
+    ("nan-value", [[math.nan, 0.1]], "step 0, feature 0 is nan: frames must be finite numbers"),  # NaN, not None
+    ("one-feature-row", [0.1, 0.2], "1 feature per step; this model expects 2"),
 ]
 
 

@@ -23,7 +23,8 @@ def frames_array(value: object, features: int | None = None) -> np.ndarray:
     if array.dtype.kind in "iuf" and array.ndim in (1, 2) and array.shape[0] and np.isfinite(array).all():
         array = array.reshape(len(array), -1).astype(np.float32)  # (T, F); a flat list is T steps of one feature
         if features is not None and array.shape[1] != features:
-            raise ValueError(f"{array.shape[1]} features per step; this model expects {features}")
+            got = f"{array.shape[1]} feature{'s' if array.shape[1] != 1 else ''}"
+            raise ValueError(f"{got} per step; this model expects {features}")
         return array
     return _explain(value.tolist() if isinstance(value, np.ndarray) else value)
 

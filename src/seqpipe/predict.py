@@ -106,7 +106,7 @@ def read_table(path: Path, column: str) -> pd.DataFrame:
         raise SeqpipeError(f"input file not found: {path}")
     try:
         if path.suffix in (".jsonl", ".json", ".ndjson"):
-            frame = pd.read_json(path, lines=True, dtype=False)
+            frame = read_jsonl(path)
         else:
             frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
     except UnicodeDecodeError as e:
@@ -117,6 +117,26 @@ def read_table(path: Path, column: str) -> pd.DataFrame:
         raise SeqpipeError(f"{path} has no column {column!r}; its columns: {', '.join(map(str, frame.columns))} "
                            "(choose one with --column)")
     return frame
+
+
+def read_jsonl(path: Path) -> pd.DataFrame:
+    """One JSON object per line, values exactly as written (floats keep their digits; NaN stays a NaN, which the
+    model then refuses by name, not as None)."""
+    import json
+
+    import pandas as pd
+
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"line {n} is not JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(rows[-1], dict):
+                    raise ValueError(f"line {n} is not a JSON object: write one {{\"column\": value}} per line")
+    return pd.DataFrame(rows)
 
 
 def batches(texts: list, limits: dict, batch_size: int) -> list[tuple[int, int]]:

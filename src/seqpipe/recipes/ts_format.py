@@ -107,6 +107,9 @@ def _case(line: str, header: dict, shape: dict, source: str, lineno: int) -> tup
         if len(row) != len(rows[0]):
             raise _error(source, lineno, f"dimension {d} has {len(row)} values but dimension 1 has {len(rows[0])}",
                          "all dimensions of one case need the same length (pad the shorter ones with '?')")
+    if header.get("missing") is False and any(math.isnan(v) for row in rows for v in row):
+        raise _error(source, lineno, "the case has missing values ('?') but the header says '@missing false'",
+                     "write '@missing true' (prepare then refuses the case, naming it) or fill the values")
     length = header.get("serieslength") or shape.get("length")
     if header.get("equallength") and length and len(rows[0]) != length:
         raise _error(source, lineno, f"the case has {len(rows[0])} time steps but @equalLength true with length "
