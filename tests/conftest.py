@@ -167,3 +167,45 @@ def mlflow_server(root: Path, timeout_s: float = 90) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@contextlib.contextmanager
+def models_serve(model_uri: str, tracking_uri: str, root: Path) -> Iterator[str]:
+    """`mlflow models serve` of a registered model on a free 127.0.0.1 port; yields its URL once /ping answers and
+    stops its process group after."""
+    import urllib.request
+
+    port, bin_dir = free_port(), str(Path(sys.executable).parent)  # the server runs uvicorn from the env's bin/
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = root / "serve.log"
+    proc = subprocess.Popen([f"{bin_dir}/mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+                             "--host", "127.0.0.1", "--port", str(port)], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, f"mlflow models serve exited:\n{log.read_text()[-2000:]}"
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def post_json(url: str, body: bytes) -> tuple[int, dict]:
+    """POST a JSON body; (status, decoded answer), for error statuses too."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")

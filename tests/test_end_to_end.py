@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
-from conftest import CONF, tiny_overrides, working_dir, write_corpus
+from conftest import CONF, models_serve, post_json, tiny_overrides, working_dir, write_corpus
 
 from seqpipe import cli, evaluate, fetch, prepare, register, train
 from seqpipe.config import compose
@@ -118,63 +111,29 @@ def test_generate_command_and_missing_model_messages(pipeline, capsys):
         generate("models:/nope@champion", ["x"], uri)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(url: str, body: bytes) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
-
-
 def test_mlflow_models_serve_answers_invocations(pipeline):
-    port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)  # the server runs uvicorn from the environment's bin/
-    env = {**os.environ, "MLFLOW_TRACKING_URI": pipeline["cfg"].mlflow.tracking_uri,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = pipeline["root"] / "serve.log"
-    proc = subprocess.Popen([f"{bin_dir}/mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager",
-                             "local", "--host", "127.0.0.1", "--port", str(port)], cwd=pipeline["root"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, f"mlflow models serve exited:\n{log.read_text()[-2000:]}"
-                time.sleep(0.5)
+    with models_serve(f"models:/{NAME}@champion", pipeline["cfg"].mlflow.tracking_uri, pipeline["root"]) as url:
         body = {"dataframe_records": [{"prompt": "ROMEO:"}], "params": {"max_new_tokens": 25, "seed": 7}}
-        status, answer = _post(f"{url}/invocations", json.dumps(body).encode())
+        status, answer = post_json(f"{url}/invocations", json.dumps(body).encode())
         assert status == 200, answer
         ((text, model, run_id),) = [(r["text"], r["model"], r["run_id"]) for r in answer["predictions"]]
         assert model == f"{NAME}/1" and run_id == pipeline["train"]["run_id"]  # which version answers
         assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 25
-        status, answer = _post(f"{url}/invocations", b"{not json")
+        status, answer = post_json(f"{url}/invocations", b"{not json")
         assert 400 <= status < 500
-        status, answer = _post(f"{url}/invocations", json.dumps({"dataframe_records": [{"text": "x"}]}).encode())
+        status, answer = post_json(f"{url}/invocations", json.dumps({"dataframe_records": [{"text": "x"}]}).encode())
         assert 400 <= status < 500 and "prompt" in json.dumps(answer)  # wrong column: the message names the right one
         # the model's limits and param checks answer 400 with seqpipe's reason in `message`
         for params, reason in (({"max_new_tokens": 10_000_000, "temperature": 0}, "max_new_tokens=10000000 must be "
                                 "between 0 and 1000, this model's limit (serve.max_new_tokens"),
                                ({"top_k": -5}, "top_k=-5 must be >= 0"),
                                ({"temperature": -1.0}, "temperature=-1.0 must be a number >= 0")):
-            status, answer = _post(f"{url}/invocations", json.dumps({**body, "params": params}).encode())
+            status, answer = post_json(f"{url}/invocations", json.dumps({**body, "params": params}).encode())
             assert status == 400 and f"seqpipe: {reason}" in answer["message"], answer
         rows = {"dataframe_records": [{"prompt": "x"}] * 300}
-        status, answer = _post(f"{url}/invocations", json.dumps(rows).encode())
+        status, answer = post_json(f"{url}/invocations", json.dumps(rows).encode())
         assert status == 400 and "300 rows in one request; this model takes at most 256" in answer["message"]
-        assert _post(f"{url}/invocations", json.dumps(body).encode())[0] == 200  # still serving
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        assert post_json(f"{url}/invocations", json.dumps(body).encode())[0] == 200  # still serving
 
 
 def test_new_serving_limits_make_a_new_version_of_the_same_run(pipeline):

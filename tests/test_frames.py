@@ -4,11 +4,6 @@ and the adding problem and a frames classifier through the whole pipeline to a s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -16,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CONF, free_port, run_pipeline, working_dir
+from conftest import CONF, models_serve, post_json, run_pipeline, working_dir
 
 from seqpipe import cli, prepare
 from seqpipe.batching import pad_collate
@@ -175,41 +170,17 @@ def test_a_frames_classifier_from_ts_files_predicts_from_a_jsonl_file(gestures, 
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_frames_and_refuses_bad_ones_with_400(gestures):
     root, out = gestures
-    port, bin_dir = free_port(), str(Path(sys.executable).parent)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": out["cfg"].mlflow.tracking_uri,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = root / "serve.log"
-    proc = subprocess.Popen([f"{bin_dir}/mlflow", "models", "serve", "-m", "models:/seqpipe-ts_file@champion",
-                             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
 
-    def post(records: list[dict]) -> tuple[int, dict]:
-        req = urllib.request.Request(f"{url}/invocations", json.dumps({"dataframe_records": records}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
+    def post(url: str, records: list[dict]) -> tuple[int, dict]:
+        return post_json(f"{url}/invocations", json.dumps({"dataframe_records": records}).encode())
 
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, f"mlflow models serve exited:\n{log.read_text()[-2000:]}"
-                time.sleep(0.5)
-        status, answer = post([{"frames": [[t, 0] for t in range(10)]},
-                               {"frames": [[-0.1 * t, 1.5] for t in range(7)]}])
+    with models_serve("models:/seqpipe-ts_file@champion", out["cfg"].mlflow.tracking_uri, root) as url:
+        status, answer = post(url, [{"frames": [[t, 0] for t in range(10)]},
+                                    {"frames": [[-0.1 * t, 1.5] for t in range(7)]}])
         assert status == 200, answer
         assert [r["label"] for r in answer["predictions"]] == ["up", "down"]  # integers are numbers too
         for frames, reason in (([[1, 2, 3]], "row 0: 3 features per step; this model expects 2"),
                                ([[1, 2], [3]], "ragged frames"), ([[1, "x"]], "'x' is not a number"),
                                ([], "length 0")):
-            status, answer = post([{"frames": frames}])
+            status, answer = post(url, [{"frames": frames}])
             assert status == 400 and reason in answer["message"], answer
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
