@@ -129,3 +129,14 @@ def test_moving_digits_are_seeded():
 def test_moving_digits_reject_bad_arguments(kwargs, message):
     with pytest.raises(SeqpipeError, match=message):
         moving_digits.fetch(**kwargs)
+
+
+def test_moving_digits_keep_every_copy_of_a_picture_in_one_split():
+    docs = moving_digits.fetch(frames=2, canvas=9, copies=3, test_fraction=0.25, seed=4)
+    split_of: dict[str, set[str]] = {}
+    for doc in docs:
+        split_of.setdefault(doc["id"].split("-")[0], set()).add(doc["split"])
+    assert all(len(s) == 1 for s in split_of.values())  # no picture in train and test
+    assert sum(s == {"test"} for s in split_of.values()) == round(1797 * 0.25)
+    with pytest.raises(SeqpipeError, match=r"recipe\.fetch\.moving_digits\.test_fraction=1: must be between 0 and 1"):
+        moving_digits.fetch(test_fraction=1)

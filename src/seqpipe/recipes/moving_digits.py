@@ -78,14 +78,23 @@ def render(images: np.ndarray, rows: np.ndarray, cols: np.ndarray, canvas: int) 
     return out.reshape(n, frames, canvas * canvas)
 
 
-def fetch(frames: int = 8, canvas: int = 16, label: str = "digit", seed: int = 0, copies: int = 1) -> list[Document]:
-    """Every digit `copies` times, each with its own random motion; ids are digit<index>-<copy>."""
+def fetch(frames: int = 8, canvas: int = 16, label: str = "digit", seed: int = 0, copies: int = 1,
+          test_fraction: float = 0.2) -> list[Document]:
+    """Every digit `copies` times, each with its own random motion; ids are digit<index>-<copy>. A seeded
+    `test_fraction` of the digit pictures is the test split, with all their copies: a picture seen in training never
+    comes back in the test moving another way."""
     _check(frames, canvas, label, copies)
+    if not 0 < test_fraction < 1:
+        raise SeqpipeError(f"recipe.fetch.moving_digits.test_fraction={test_fraction}: must be between 0 and 1, "
+                           "e.g. 0.2")
     images, classes = _load_digits()
     n = len(images)
-    images, classes = np.repeat(images, copies, axis=0), np.repeat(classes, copies)
-    direction, rows, cols = paths(n * copies, frames, canvas, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    test = np.zeros(n, dtype=bool)
+    test[rng.permutation(n)[: round(n * test_fraction)]] = True
+    images, classes, test = (np.repeat(a, copies, axis=0) for a in (images, classes, test))
+    direction, rows, cols = paths(n * copies, frames, canvas, rng)
     pictures = np.round(render(images, rows, cols, canvas).astype(np.float64), 3).tolist()
     labels = [str(c) for c in classes] if label == "digit" else [DIRECTIONS[d] for d in direction]
-    return [{"id": f"digit{k // copies}-{k % copies}", "frames": pictures[k], "label": labels[k]}
-            for k in range(n * copies)]
+    return [{"id": f"digit{k // copies}-{k % copies}", "frames": pictures[k], "label": labels[k],
+             "split": "test" if test[k] else "train"} for k in range(n * copies)]
