@@ -117,9 +117,18 @@ class Standing:
     def digest(self, v: ModelVersion) -> str:
         return v.tags.get("data.digest") or self._run_params(v.run_id).get("data.digest", "unknown")
 
-    def vocab_size(self, v: ModelVersion) -> str:
+    def inputs(self, v: ModelVersion) -> tuple[str, str]:
+        """(size, unit) of what the version read: its vocabulary in tokens, or its number of frame features."""
         params = self._run_params(v.run_id)
-        return params.get("data.vocab_size", params.get("vocab_size", "?"))
+        if "data.features" in params:
+            return params["data.features"], "features"
+        return params.get("data.vocab_size", params.get("vocab_size", "?")), "tokens"
+
+    def compare_inputs(self, a: ModelVersion, b: ModelVersion) -> str:
+        (size_a, unit_a), (size_b, unit_b) = self.inputs(a), self.inputs(b)
+        if unit_a != unit_b:
+            return f"{size_a} {unit_a} vs {size_b} {unit_b}"
+        return f"{'vocabulary ' if unit_a == 'tokens' else ''}{size_a} vs {size_b} {unit_a}"
 
 
 def alias_version(client: mlflow.MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -148,8 +157,8 @@ def settle_champion(client: mlflow.MlflowClient, name: str, mine: ModelVersion, 
         if champ is not None and champ.version != mine.version and s.digest(champ) != s.digest(mine):
             return report | {"promoted": False, "verdict": (
                 f"challenger only: champion v{champ.version} was trained and tested on other data (data digest "
-                f"{s.digest(champ)[:12]} vs {s.digest(mine)[:12]}, vocabulary {s.vocab_size(champ)} vs "
-                f"{s.vocab_size(mine)} tokens), so their test losses are not comparable; to make v{mine.version} "
+                f"{s.digest(champ)[:12]} vs {s.digest(mine)[:12]}, {s.compare_inputs(champ, mine)}), so their test "
+                f"losses are not comparable; to make v{mine.version} "
                 "champion anyway, register again with register.force_champion=true")}
         rivals = [v for v in client.search_model_versions(f"name='{name}'")
                   if abs(v.creation_timestamp - mine.creation_timestamp) <= CONCURRENT_S * 1000
