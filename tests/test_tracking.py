@@ -11,7 +11,7 @@ from conftest import CONF, free_port
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
 from seqpipe.store import check_store, shown_uri
-from seqpipe.tracking import git_state, run_name
+from seqpipe.tracking import data_digest, git_state, run_name
 
 
 def test_a_port_where_nothing_listens_is_reported_within_seconds():
@@ -78,3 +78,13 @@ def test_git_state_ignores_pipeline_outputs(tmp_path, monkeypatch):
     assert git_state(("reports",)) == (head, [])
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_state((str(tmp_path / "reports"),)) == (head, ["code.py"])  # absolute output paths work too
+
+
+def test_the_data_digest_covers_the_data_files_not_meta_json(tmp_path):
+    (tmp_path / "train.npy").write_bytes(b"ids")
+    (tmp_path / "vocab.json").write_text("{}")
+    before = data_digest(tmp_path)
+    (tmp_path / "meta.json").write_text('{"task": "lm"}')  # restates the files: older data keeps its digest
+    assert data_digest(tmp_path) == before
+    (tmp_path / "train.npy").write_bytes(b"other ids")
+    assert data_digest(tmp_path) != before

@@ -32,10 +32,12 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
 
 
 def data_digest(prepared_dir: str | Path) -> str:
-    """sha256 over the prepared arrays and vocabulary: the exact data a model saw."""
+    """sha256 over the prepared arrays, vocabulary and split: the exact data a model saw. meta.json is left out: it
+    restates them (sizes, labels, train statistics), so data prepared before it existed keeps its digest and a model
+    retrained on it is still compared with the champion trained on it."""
     digest = hashlib.sha256()
     for path in sorted(Path(prepared_dir).iterdir()):
-        if path.is_file():
+        if path.is_file() and path.name != "meta.json":
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
