@@ -37,20 +37,21 @@ class InputError(MlflowException, ValueError):
         super().__init__(f"seqpipe: {where}{reason}", error_code=INVALID_PARAMETER_VALUE)
 
 
-def texts_from(model_input: object, column: str) -> list[str]:
-    """Strings from a DataFrame (column `column`, else the first), a list, a dict or a string."""
+def column_values(model_input: object, column: str) -> list:
+    """The rows of a request: a DataFrame's column `column` (else its first), a dict's `column`, a string (one row) or
+    a list."""
     if isinstance(model_input, pd.DataFrame):
         if model_input.shape[1] == 0:
             raise InputError(f"the input has no columns: send a column named {column!r}")
-        col = column if column in model_input.columns else model_input.columns[0]
-        values = model_input[col].tolist()
-    elif isinstance(model_input, dict):
-        values = model_input.get(column, [])
-        values = [values] if isinstance(values, str) else list(values)
-    elif isinstance(model_input, str):
-        values = [model_input]
-    else:
-        values = list(model_input)  # type: ignore[call-overload]
+        return model_input[column if column in model_input.columns else model_input.columns[0]].tolist()
+    if isinstance(model_input, dict):
+        model_input = model_input.get(column, [])
+    return [model_input] if isinstance(model_input, str) else list(model_input)  # type: ignore[call-overload]
+
+
+def texts_from(model_input: object, column: str) -> list[str]:
+    """Strings from a DataFrame (column `column`, else the first), a list, a dict or a string."""
+    values = column_values(model_input, column)
     if not all(isinstance(v, str) for v in values):
         raise InputError(f"every {column} must be a string")
     return values
@@ -104,18 +105,10 @@ def identity(model_dir: Path) -> tuple[str, str]:
 def frames_from(model_input: object, column: str, features: int) -> list[np.ndarray]:
     """(T, F) arrays from a DataFrame (column `column`, else the first), a dict or a list of T x F nested lists;
     each row is checked (its F, ragged, non-numeric, NaN or inf, empty) and refused naming the row."""
-    if isinstance(model_input, pd.DataFrame):
-        if model_input.shape[1] == 0:
-            raise InputError(f"the input has no columns: send a column named {column!r}")
-        values = model_input[column if column in model_input.columns else model_input.columns[0]].tolist()
-    elif isinstance(model_input, dict):
-        values = list(model_input.get(column, []))
-    else:
-        values = list(model_input)  # type: ignore[call-overload]
     from seqpipe.inputs import frames_array
 
     rows = []
-    for i, value in enumerate(values):
+    for i, value in enumerate(column_values(model_input, column)):
         try:
             rows.append(frames_array(value, features))
         except ValueError as e:
@@ -124,7 +117,7 @@ def frames_from(model_input: object, column: str, features: int) -> list[np.ndar
 
 
 def legacy_meta(saved: dict) -> dict:
-    """prepared/meta.json's content for a weights file saved before models carried it (seqpipe 0.1 to 0.3)."""
+    """prepared/meta.json's content for a weights file saved before models carried it (before tasks were modules)."""
     return {"task": saved.get("task", "lm"), "inputs": {"kind": "tokens", "vocab_size": saved["vocab_size"]},
             "target": {"labels": saved.get("labels", [])}}
 
