@@ -147,9 +147,7 @@ def test_activity_fetch_lists_the_datasets_for_an_unknown_name(tmp_path):
 
 @pytest.mark.slow
 def test_activity_fetch_reads_the_real_gunpoint():
-    wheel = DOWNLOADS / "aeon-1.6.0-py3-none-any.whl"
-    if not wheel.exists():
-        pytest.skip(f"{wheel} is not downloaded (run the activity recipe's fetch once)")
+    """The pinned wheel from the package index (pip download, sha256 checked; reused once in data/downloads)."""
     docs = activity.fetch("GunPoint", "aeon", "1.6.0", AEON_SHA256, str(DOWNLOADS))
     assert sum(d["split"] == "train" for d in docs) == 50 and sum(d["split"] == "test" for d in docs) == 150
     assert {np.array(d["frames"]).shape for d in docs} == {(150, 1)}
