@@ -90,6 +90,8 @@ CLI_CASES = [
     ("carry-state-classify", ["train", "recipe=sentiment", "train.carry_state=true"], "set train.carry_state=false"),
     ("missing-params", ["stage", "fetch"], "params.yaml not found: run `seqpipe compose`"),
     ("train-before-prepare", ["train", "paths.prepared=nowhere"], "nowhere/meta.json not found: run the prepare"),
+    ("ts-file-without-train", ["compose", "recipe=ts_file"], "recipe.fetch.train has no value: give it, e.g. "
+     "`seqpipe compose recipe.fetch.train=...`"),
     ("added-model-key", ["compose", "+model.extra=1"], "'+model.extra=1' adds a key that seqpipe does not read"),
     ("added-model-key-train", ["train", "+model.extra=1"], "adds a key that seqpipe does not read"),
     ("negative-top-k", ["generate", "--top-k", "-5"], "argument --top-k: -5 must be >= 0"),

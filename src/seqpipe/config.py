@@ -199,6 +199,9 @@ def validate(cfg: DictConfig) -> None:
     from seqpipe.inputs import KINDS
     from seqpipe.tasks import NAMES, get_task
 
+    if missing := sorted(OmegaConf.missing_keys(cfg)):  # `???` in conf/: a value the user must give
+        raise SeqpipeError(f"{missing[0]} has no value: give it, e.g. `seqpipe compose {missing[0]}=...` (the recipe "
+                           "says what it takes)")
     _choice("task", cfg.task, NAMES)
     _choice("prepare.inputs", cfg.prepare.inputs, KINDS)
     if extra := sorted(set(m) - set(MODEL_KEYS)):
