@@ -83,10 +83,10 @@ def examples(cfg: DictConfig, task: Task, docs: list[Document], target_meta: dic
                 stats["dropped_duplicates"] += 1
                 continue
             seen.add(seen_key)
-        if not len(x):
+        if not len(x):  # only text gets here: read_input refuses a series of length 0
             if p.empty == "error":
-                raise SeqpipeError(f"example {d['id']!r} has an empty {'text' if p.inputs == 'tokens' else 'series'} "
-                                   "(prepare.empty=drop drops such rows with a count)")
+                raise SeqpipeError(f"example {d['id']!r} has an empty text (prepare.empty=drop drops such rows "
+                                   "with a count)")
             stats["dropped_empty"] += 1
             continue
         target = task.encode_target(d, target_meta)

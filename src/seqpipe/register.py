@@ -39,7 +39,7 @@ def export_weights(checkpoint: str, out: Path, max_len: int | None, limits: dict
     Lightning's training state; returns the meta."""
     module = load_checkpoint(checkpoint)  # refuses a missing or corrupt file with a clear message
     hp = module.hparams
-    torch.save({"task": hp["task"], "meta": hp["meta"], "model": hp["net"], "state_dict": module.net.state_dict(),
+    torch.save({"meta": hp["meta"], "model": hp["net"], "state_dict": module.net.state_dict(),
                 "max_len": max_len, "limits": limits}, out)
     return hp["meta"]
 
