@@ -55,6 +55,26 @@ def _train(overrides: list[str]) -> None:
     hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(main)()
 
 
+def _tune(argv: list[str]) -> None:
+    """`seqpipe tune [--resume] key=value ...`: a Ray Tune sweep (conf/tune/) of `seqpipe train`."""
+    resume = "--resume" in argv
+    overrides = [a for a in argv if a != "--resume"]
+    if bad := [a for a in overrides if a.startswith("-")]:
+        from seqpipe.errors import SeqpipeError
+
+        raise SeqpipeError(f"seqpipe tune takes --resume and key=value overrides, not {bad[0]!r}")
+    from seqpipe.config import check_override_keys, compose
+
+    check_override_keys(overrides)
+    cfg = compose(overrides)
+    from seqpipe import tune
+
+    summary = tune.run(cfg, overrides, resume=resume)
+    tune.print_summary(summary, cfg.monitor)
+    if summary.get("unfinished"):
+        raise SystemExit(130)
+
+
 def _stage(name: str) -> None:
     import importlib
 
@@ -164,6 +184,11 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train with Hydra overrides, e.g. model.cell=gru trainer.max_epochs=1",
                        add_help=False)
     t.add_argument("overrides", nargs=argparse.REMAINDER)
+    tu = sub.add_parser("tune", help="a Ray Tune sweep of seqpipe train over conf/tune/ (ASHA, MLflow parent and "
+                        "child runs, the best trial as conf/experiment/best_<recipe>.yaml)")
+    tu.add_argument("--resume", action="store_true", help="continue the last interrupted sweep (or tune.name=NAME)")
+    tu.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. recipe=imdb tune.num_samples=16 "
+                    "trainer.max_epochs=4")
     c = sub.add_parser("compose", help="compose conf/ (plus overrides) into params.yaml for DVC")
     c.add_argument("overrides", nargs="*")
     c.add_argument("--check", action="store_true", help="only check that params.yaml is up to date")
@@ -199,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"]:
         # Everything after `train` is Hydra's (overrides, --multirun, --cfg job): argparse would take the flags.
         args = argparse.Namespace(command="train", overrides=argv[1:])
+    elif argv[:1] == ["tune"] and not {"-h", "--help"} & set(argv):
+        args = argparse.Namespace(command="tune", overrides=argv[1:])
     else:
         args = parser().parse_args(argv)
     from seqpipe.errors import SeqpipeError
@@ -206,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             _train(args.overrides)
+        elif args.command == "tune":
+            _tune(args.overrides)
         elif args.command == "compose":
             _compose(args.overrides, args.check, args.reset)
         elif args.command == "stage":

@@ -16,7 +16,8 @@ GENERATED = ("params.yaml", "dvc.lock", ".gitignore")
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
-    """Dotted keys to string values, as MLflow params. Where the run is tracked is not a param of the run."""
+    """Dotted keys to string values, as MLflow params. Where the run is tracked is not a param of the run, and the
+    sweep settings (tune.*) are not either: a sweep logs them in its parent run."""
     out: dict[str, str] = {}
 
     def walk(node: object, prefix: str) -> None:
@@ -26,7 +27,7 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
         else:
             out[prefix.rstrip(".")] = str(node)[:6000]
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    walk({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "tune"}, "")
     out.pop("mlflow.tracking_uri", None)
     return out
 
@@ -77,26 +78,31 @@ def run_tags(cfg: DictConfig, digest: str) -> dict[str, str]:
     return tags
 
 
-def create_run(cfg: DictConfig, digest: str, params: dict[str, str]) -> str:
-    """A new run in the recipe's experiment, named for what runs (plus the start of its id), with its tags and
-    params; returns its id. The store must already be the current one (`connect`)."""
+def create_run(cfg: DictConfig, digest: str, params: dict[str, str], tags: dict[str, str] | None = None) -> str:
+    """A new run in the recipe's experiment, named for what runs (plus the start of its id), with its tags (and
+    `tags`, e.g. `mlflow.parentRunId` for a trial of a sweep) and params; returns its id. The store must already be
+    the current one (`connect`)."""
     import mlflow
     from mlflow.entities import Param
-    from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
-    name = cfg.mlflow.experiment
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        try:
-            experiment_id = client.create_experiment(name)
-        except MlflowException:  # created by a concurrent run in the meantime
-            experiment_id = client.get_experiment_by_name(name).experiment_id
-    else:
-        experiment_id = experiment.experiment_id
-    run_id = client.create_run(experiment_id, tags=run_tags(cfg, digest)).info.run_id
+    experiment_id = experiment_id_for(client, cfg.mlflow.experiment)
+    run_id = client.create_run(experiment_id, tags={**run_tags(cfg, digest), **(tags or {})}).info.run_id
     client.update_run(run_id, name=f"{run_name(cfg)}-{run_id[:6]}")
     items = [Param(k, v) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params a call
         client.log_batch(run_id, params=items[start:start + 100])
     return run_id
+
+
+def experiment_id_for(client: object, name: str) -> str:
+    """The id of the MLflow experiment `name`, created if it does not exist yet."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # created by a concurrent run in the meantime
+        return client.get_experiment_by_name(name).experiment_id

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -85,8 +86,9 @@ def _no_advert(record: logging.LogRecord) -> bool:
     return "litlogger" not in record.getMessage()  # Lightning advertises its cloud logger at every fit
 
 
-def run(cfg: DictConfig) -> dict:
-    """Fit a model; return the MLflow run id, the best checkpoint and its validation loss."""
+def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[str, str] | None = None) -> dict:
+    """Fit a model; return the MLflow run id, the best checkpoint and its validation loss. A sweep adds its
+    `callbacks` (reporting to Ray Tune) and run `tags` (its parent run, sweep and trial)."""
     validate(cfg)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_advert)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -105,7 +107,8 @@ def run(cfg: DictConfig) -> dict:
         run_id = None
     with env_unchanged():
         if run_id is None and rank_zero_only.rank == 0:  # other DDP ranks log nothing
-            run_id = create_run(cfg, digest, {**flatten(cfg), "data.digest": digest, **input_params(meta)})
+            run_id = create_run(cfg, digest, {**flatten(cfg), "data.digest": digest, **input_params(meta)},
+                                tags)
         logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=uri, log_model=False, run_id=run_id)
         if rank_zero_only.rank == 0:
             write_json(Path(cfg.paths.models) / "run.json", {"fingerprint": fingerprint(cfg, digest), "run_id": run_id})
@@ -114,14 +117,16 @@ def run(cfg: DictConfig) -> dict:
     early = EarlyStopping(monitor=cfg.monitor, mode="min", patience=cfg.train.patience)
     # tqdm rather than rich: rich draws nothing until the end when the output is a log, not a terminal.
     bar = TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50)
-    callbacks = [checkpoint, early, *([bar] if cfg.trainer.enable_progress_bar else [])]
+    callbacks = [checkpoint, early, *([bar] if cfg.trainer.enable_progress_bar else []), *callbacks]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                                      log_every_n_steps=cfg.train.log_every_n_steps,
                                      default_root_dir=cfg.paths.models)
     if resume:
         print(f"train: resuming from {resume['checkpoint']} (MLflow run {run_id})", file=sys.stderr)
+    start = time.perf_counter()
     with env_unchanged():
         trainer.fit(module, datamodule=dm, ckpt_path=resume["checkpoint"] if resume else None)
+    fit_seconds = time.perf_counter() - start
 
     result = {
         "run_id": logger.run_id,
@@ -129,6 +134,7 @@ def run(cfg: DictConfig) -> dict:
         "best_val_loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
+        "fit_seconds": round(fit_seconds, 3),
     }
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.models) / "run.json", {"fingerprint": fingerprint(cfg, digest),

@@ -1,0 +1,478 @@
+"""`seqpipe tune`: a Ray Tune sweep of the config space in conf/tune/. Every trial is `train.run` (the same training
+as `seqpipe train`) with a callback that reports each validation to Tune, so ASHA can stop it early. MLflow gets
+one parent run per sweep and a nested child run per trial; the sweep ends with a results table, a plot, and the best
+trial written as a Hydra experiment file (conf/experiment/best_<recipe>.yaml) that the DVC pipeline trains."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import socket
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import lightning.pytorch as L
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from seqpipe.atomic import atomic_path, write_json, write_text
+from seqpipe.errors import SeqpipeError
+
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "lograndint")
+STATE = "sweep.json"  # in the sweep folder: what --resume needs (config, parent run, space)
+# Sections a trial may not change: where things are stored and how the sweep itself runs.
+FIXED = ("paths", "mlflow", "tune", "register", "serve", "evaluate")
+
+
+# ---------------------------------------------------------------------------------------------------------- space
+def space_items(space: DictConfig | dict) -> list[tuple[str, str, list]]:
+    """(dotted config key, distribution, its arguments) for each leaf of the nested space."""
+    items: list[tuple[str, str, list]] = []
+
+    def walk(node: object, prefix: str) -> None:
+        if not isinstance(node, dict) or not node:
+            raise SeqpipeError(f"tune.space.{prefix.rstrip('.')}: expected {{distribution: [values]}} with one of "
+                               f"{', '.join(DISTRIBUTIONS)}, got {node!r}")
+        if set(node) & set(DISTRIBUTIONS):
+            if len(node) != 1:
+                raise SeqpipeError(f"tune.space.{prefix.rstrip('.')} has {sorted(node)}: give one distribution")
+            kind, args = next(iter(node.items()))
+            items.append((prefix.rstrip("."), kind, args))
+            return
+        for k, v in node.items():
+            walk(v, f"{prefix}{k}.")
+
+    walk(OmegaConf.to_container(space, resolve=True) if isinstance(space, DictConfig) else space, "")
+    return items
+
+
+def check_space(cfg: DictConfig) -> list[tuple[str, str, list]]:
+    """Refuse a space that cannot be sampled or that names keys the config does not have; every value a trial can
+    draw must pass the same checks as `seqpipe train` (the ends of a range stand for it)."""
+    from seqpipe.config import validate
+
+    items = space_items(cfg.tune.space)
+    if not items:
+        raise SeqpipeError("tune.space is empty: give at least one config key to sample (see conf/tune/)")
+    for key, kind, args in items:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if parent.split(".")[0] in FIXED or not isinstance(node, DictConfig) or leaf not in node:
+            where = (f"the keys under {parent!r} are: {', '.join(node)}" if isinstance(node, DictConfig)
+                     and parent.split(".")[0] not in FIXED
+                     else f"sample keys of: {', '.join(k for k in cfg if k not in FIXED)}")
+            raise SeqpipeError(f"tune.space names {key!r}, which is not a key of the config; {where}")
+        if kind not in DISTRIBUTIONS:
+            raise SeqpipeError(f"tune.space.{key}: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}")
+        if not isinstance(args, list) or not args:
+            raise SeqpipeError(f"tune.space.{key}.{kind} is empty: give {'the values' if kind == 'choice' else '[low, high]'}")
+        if kind != "choice":
+            if len(args) != 2 or not all(isinstance(a, int | float) and not isinstance(a, bool) for a in args):
+                raise SeqpipeError(f"tune.space.{key}.{kind}={args} must be two numbers [low, high]")
+            low, high = args
+            if low >= high:
+                raise SeqpipeError(f"tune.space.{key}.{kind}=[{low}, {high}]: low must be below high")
+            if kind.startswith("log") and low <= 0:
+                raise SeqpipeError(f"tune.space.{key}.{kind}=[{low}, {high}] includes values <= 0, which have no "
+                                   "logarithm: make low > 0, or use uniform/randint")
+            if kind in ("randint", "lograndint") and not all(isinstance(a, int) for a in args):
+                raise SeqpipeError(f"tune.space.{key}.{kind}={args} must be integers")
+        for value in args:  # each value (or end of the range) makes a config seqpipe train accepts
+            trial = OmegaConf.create(OmegaConf.to_container(cfg))
+            OmegaConf.update(trial, key, value)
+            try:
+                validate(trial)
+            except SeqpipeError as e:
+                raise SeqpipeError(f"tune.space.{key}: the value {value!r} is refused: {e}") from None
+    return items
+
+
+def ray_space(items: list[tuple[str, str, list]]) -> dict:
+    from ray import tune
+
+    make = {"choice": lambda a: tune.choice(a), "uniform": lambda a: tune.uniform(*a),
+            "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(a[0], a[1] + 1),
+            "lograndint": lambda a: tune.lograndint(a[0], a[1] + 1)}  # Ray's upper bounds are exclusive
+    return {key: make[kind](args) for key, kind, args in items}
+
+
+# ---------------------------------------------------------------------------------------------------------- trial
+class ReportToTune(L.Callback):
+    """Reports the validation metrics to Tune after each validation (after the checkpoint is saved). When Tune stops
+    the trial (ASHA, or the last epoch), its `report` raises SystemExit in this thread: the training then ends like
+    an early stop, so the run is tracked as finished, and the trial function re-raises it (Ray waits for nothing
+    more from a stopped trial)."""
+
+    def __init__(self, monitor: str):
+        self.monitor, self.stopped, self.epochs = monitor, False, 0
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        from ray import tune
+
+        if trainer.sanity_checking or self.stopped:
+            return
+        metrics = {k.replace("/", "_"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics["epoch"] = self.epochs = trainer.current_epoch + 1
+        try:
+            tune.report(metrics)
+        except SystemExit:  # Tune's scheduler stopped this trial
+            self.stopped = True
+            trainer.should_stop = True
+
+
+def metric_name(monitor: str) -> str:
+    return monitor.replace("/", "_")
+
+
+def trial_dir(sweep_dir: str | Path, trial_id: str) -> Path:
+    return Path(sweep_dir) / "trials" / trial_id
+
+
+def run_trial(config: dict, base: dict, sweep: dict) -> None:
+    """One trial (in a Ray worker): the base config with the sampled values, trained by train.run."""
+    import mlflow
+    import torch
+    from ray import tune
+
+    from seqpipe import train
+
+    os.chdir(sweep["root"])  # Ray starts trials in their own folder; the config's relative paths are the project's
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the sweep's store is in the config
+    torch.set_num_threads(max(1, int(sweep["cpus"])))  # its share of the cores: more threads slow every trial
+    cfg = OmegaConf.create(base)
+    for key, value in config.items():
+        OmegaConf.update(cfg, key, value)
+    trial_id = tune.get_context().get_trial_id()
+    folder = trial_dir(sweep["dir"], trial_id)
+    with open_dict(cfg):
+        cfg.paths.models, cfg.paths.reports = str(folder / "models"), str(folder / "reports")
+        cfg.trainer.enable_progress_bar = cfg.trainer.enable_model_summary = False
+    tags = {"mlflow.parentRunId": sweep["parent"], "sweep": sweep["name"], "trial": trial_id,
+            **{f"space.{k}": str(v) for k, v in config.items()}}
+    reporter = ReportToTune(cfg.monitor)
+    try:
+        result = train.run(cfg, callbacks=[reporter], tags=tags)
+    except Exception as e:  # Ray records the trial as errored; the run says why, and the sweep goes on
+        client = mlflow.MlflowClient()
+        runs = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
+                                  f"tags.trial = '{trial_id}' and tags.sweep = '{sweep['name']}'")
+        for r in runs:
+            client.set_tag(r.info.run_id, "error", f"{type(e).__name__}: {e}"[:5000])
+            client.set_terminated(r.info.run_id, "FAILED")
+        raise
+    client = mlflow.MlflowClient()
+    early = reporter.stopped and reporter.epochs < cfg.trainer.max_epochs
+    client.set_tag(result["run_id"], "stopped", "asha" if early else "no")
+    client.set_tag(result["run_id"], "fit_seconds", str(result["fit_seconds"]))
+    if reporter.stopped:
+        raise SystemExit(0)  # as Tune's report does: a stopped trial reports nothing more (not even "done")
+
+
+STOP_WAIT_S = 120  # how long a stopped trial may take to end its run (save, log) before its worker goes
+
+
+def trainable(base: dict, sweep: dict) -> type:
+    """Ray's function trainable for run_trial, except that stopping a trial waits for its training thread to end
+    its run (Ray's own waits for nothing, so a trial stopped last would be killed mid-write, its MLflow run left
+    RUNNING). This and reusing a worker rely on Ray 2.60's function-trainable session (pinned)."""
+    from functools import partial
+
+    from ray.train._internal.session import get_session
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class SeqpipeTrial(wrap_function(partial(run_trial, base=base, sweep=sweep), name="trial")):
+        def cleanup(self) -> None:
+            session = get_session()
+            if session is not None and session.training_started:
+                session.finish(timeout=STOP_WAIT_S)
+            super().cleanup()
+
+    return SeqpipeTrial
+
+
+# ---------------------------------------------------------------------------------------------------------- sweep
+def check_address(address: str | None) -> None:
+    """An address that does not answer is refused in seconds, naming it (ray.init would wait much longer)."""
+    if address in (None, "", "auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise SeqpipeError(f"tune.address={address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise SeqpipeError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}): start it with "
+                           "`ray start --head`, or fix tune.address (null runs Ray on this machine)") from None
+
+
+def start_ray(cfg: DictConfig) -> None:
+    import ray
+
+    address = cfg.tune.address
+    check_address(address)
+    # A reused worker waits this long for the trial before it to finish (Ray's default, 2 s, is shorter than a
+    # trial takes to save and log after ASHA stops it, and Ray then fails the next trial instead of waiting).
+    env = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": str(STOP_WAIT_S)}
+    kwargs = {"include_dashboard": False, "configure_logging": True, "logging_level": "warning",
+              "log_to_driver": True, "runtime_env": {"env_vars": env}}
+    try:
+        if address in (None, "", "local"):
+            ray.init(num_cpus=os.cpu_count(), **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except ConnectionError as e:
+        raise SeqpipeError(f"cannot connect to the Ray cluster at {address}: {e}. Start one with `ray start --head`, "
+                           "or set tune.address=null to run Ray on this machine") from None
+
+
+def sweep_dirs(storage: Path) -> list[Path]:
+    return sorted((p for p in storage.glob(f"*/{STATE}")), key=lambda p: p.stat().st_mtime) if storage.is_dir() else []
+
+
+def _absolute_uri(uri: str) -> str:
+    from seqpipe.store import sqlite_path
+
+    return f"sqlite:///{sqlite_path(uri).resolve()}" if uri.startswith("sqlite:///") else uri
+
+
+def _scheduler(cfg: DictConfig):  # noqa: ANN202
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = cfg.tune.scheduler
+    return ASHAScheduler(time_attr="training_iteration", max_t=int(cfg.trainer.max_epochs),
+                         grace_period=int(s.grace_period), reduction_factor=float(s.reduction_factor))
+
+
+def check_settings(cfg: DictConfig) -> None:
+    t = cfg.tune
+    for key in ("num_samples", "cpus_per_trial"):
+        if not isinstance(t[key], int | float) or isinstance(t[key], bool) or t[key] <= 0:
+            raise SeqpipeError(f"tune.{key}={t[key]!r} must be a positive number")
+    if t.max_concurrent is not None and (not isinstance(t.max_concurrent, int) or t.max_concurrent < 1):
+        raise SeqpipeError(f"tune.max_concurrent={t.max_concurrent!r} must be a positive integer or null")
+    if not isinstance(t.gpus_per_trial, int | float) or t.gpus_per_trial < 0:
+        raise SeqpipeError(f"tune.gpus_per_trial={t.gpus_per_trial!r} must be 0 or more")
+    if not isinstance(t.scheduler.grace_period, int) or t.scheduler.grace_period < 1:
+        raise SeqpipeError(f"tune.scheduler.grace_period={t.scheduler.grace_period!r} must be a positive integer")
+    if not isinstance(t.scheduler.reduction_factor, int | float) or t.scheduler.reduction_factor <= 1:
+        raise SeqpipeError(f"tune.scheduler.reduction_factor={t.scheduler.reduction_factor!r} must be above 1")
+
+
+def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bool = False) -> dict:
+    """Run (or, with `resume`, continue) a sweep; return its summary (best trial, counts, folder)."""
+    import mlflow
+    from ray import tune
+
+    from seqpipe.config import validate
+    from seqpipe.store import connect
+    from seqpipe.tasks import prepared_meta
+    from seqpipe.tracking import create_run, data_digest
+
+    storage = Path(cfg.tune.storage).resolve()
+    if resume:
+        found = [storage / cfg.tune.name / STATE] if cfg.tune.name else sweep_dirs(storage)[-1:]
+        if not found or not found[0].is_file():
+            raise SeqpipeError(f"no sweep to resume in {storage}" + (f" named {cfg.tune.name!r}" if cfg.tune.name
+                               else "") + ": start one with `seqpipe tune [overrides]`")
+        state = json.loads(found[0].read_text())
+        cfg = OmegaConf.create(state["config"])  # the sweep's own config, whatever conf/ says now
+    validate(cfg)
+    check_settings(cfg)
+    items = check_space(cfg)
+    prepared_meta(cfg)
+    uri = connect(cfg)
+    with open_dict(cfg):
+        cfg.mlflow.tracking_uri = _absolute_uri(uri)
+        for key in cfg.paths:
+            cfg.paths[key] = str(Path(cfg.paths[key]).resolve())
+    if resume:
+        name, parent = state["name"], state["parent"]
+        mlflow.MlflowClient().update_run(parent, status="RUNNING")
+    else:
+        name = cfg.tune.name or f"{cfg.recipe.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        if (storage / name).exists():
+            raise SeqpipeError(f"{storage / name} exists: continue it with `seqpipe tune --resume "
+                               f"tune.name={name}`, or choose another tune.name")
+        digest = data_digest(cfg.paths.prepared)
+        space = {k: {kind: args} for k, kind, args in items}
+        parent = create_run(cfg, digest, {"sweep.space": json.dumps(space), "sweep.num_samples":
+                                          str(cfg.tune.num_samples), "sweep.overrides": " ".join(overrides)},
+                            {"sweep": name, "sweep.role": "parent"})
+        mlflow.MlflowClient().update_run(parent, name=f"sweep-{name}")
+        write_json(storage / name / STATE, {"name": name, "parent": parent, "overrides": list(overrides),
+                                            "config": OmegaConf.to_container(cfg)})
+    sweep_dir = storage / name
+    sweep = {"root": os.getcwd(), "dir": str(sweep_dir), "name": name, "parent": parent,
+             "cpus": cfg.tune.cpus_per_trial}
+    trial = tune.with_resources(trainable(OmegaConf.to_container(cfg), sweep),
+                                {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
+    start_ray(cfg)
+    t0 = time.perf_counter()
+    try:
+        if resume:
+            tuner = tune.Tuner.restore(str(sweep_dir), trial, resume_unfinished=True, resume_errored=False)
+        else:
+            from ray.tune.search.basic_variant import BasicVariantGenerator
+
+            tuner = tune.Tuner(
+                trial, param_space=ray_space(items),
+                tune_config=tune.TuneConfig(
+                    metric=metric_name(cfg.monitor), mode="min", scheduler=_scheduler(cfg),
+                    num_samples=int(cfg.tune.num_samples), max_concurrent_trials=cfg.tune.max_concurrent,
+                    reuse_actors=True, search_alg=BasicVariantGenerator(random_state=int(cfg.seed))),
+                run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1,
+                                          failure_config=tune.FailureConfig(max_failures=0)))
+        grid = tuner.fit()
+    finally:
+        import ray
+
+        ray.shutdown()
+    wall = time.perf_counter() - t0
+    return finish(cfg, sweep_dir, name, parent, grid, wall)
+
+
+def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, grid: object, wall: float) -> dict:
+    """Results table, plot and best-trial experiment file; logged to the parent run."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    rows = trial_rows(client, cfg, name)
+    pending = sum(1 for r in grid if not r.error and not r.metrics.get("done"))
+    table = results_csv(rows)
+    write_text(sweep_dir / "results.csv", table)
+    plot_sweep(rows, sweep_dir / "sweep.png", cfg.monitor)
+    done = [r for r in rows if r["status"] == "FINISHED" and r["best"] is not None]
+    best = min(done, key=lambda r: r["best"]) if done else None
+    summary = {"sweep": name, "folder": str(sweep_dir), "trials": len(rows), "failed": sum(r["status"] == "FAILED"
+               for r in rows), "stopped_early": sum(r["stopped"] == "asha" for r in rows), "unfinished": pending,
+               "wall_seconds": round(wall, 1), "parent_run": parent}
+    if best:
+        summary |= {"best": {"trial": best["trial"], cfg.monitor: best["best"], "values": best["values"],
+                             "run_id": best["run_id"]}}
+        summary["experiment_file"] = str(write_experiment(cfg, best, name))
+    overhead = [wall_ for wall_ in (r["fit_seconds"] for r in rows) if wall_ is not None]
+    summary["fit_seconds_total"] = round(sum(overhead), 1)
+    write_json(sweep_dir / "summary.json", summary)
+    client.log_artifact(parent, str(sweep_dir / "results.csv"))
+    client.log_artifact(parent, str(sweep_dir / "sweep.png"))
+    client.log_artifact(parent, str(sweep_dir / "summary.json"))
+    for key in ("trials", "failed", "stopped_early", "wall_seconds"):
+        client.log_metric(parent, f"sweep/{key}", summary[key])
+    if best:
+        client.log_metric(parent, f"sweep/best_{cfg.monitor.replace('/', '_')}", best["best"])
+    client.set_terminated(parent, "KILLED" if pending else "FINISHED")
+    return summary
+
+
+def trial_rows(client: object, cfg: DictConfig, name: str) -> list[dict]:
+    """One row per trial from its MLflow run: status, sampled values, best and last monitored value, epochs."""
+    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id], f"tags.sweep = '{name}' and tags.trial != ''",
+                              max_results=10000)
+    rows = []
+    for r in sorted(runs, key=lambda r: r.info.start_time):
+        history = [m.value for m in client.get_metric_history(r.info.run_id, cfg.monitor)]
+        values = {k.removeprefix("space."): v for k, v in r.data.tags.items() if k.startswith("space.")}
+        rows.append({"trial": r.data.tags["trial"], "status": r.info.status, "values": values,
+                     "best": min(history) if history else None, "last": history[-1] if history else None,
+                     "epochs": len(history), "stopped": r.data.tags.get("stopped", ""),
+                     "fit_seconds": float(r.data.tags["fit_seconds"]) if "fit_seconds" in r.data.tags else None,
+                     "error": r.data.tags.get("error", "").splitlines()[0][:200] if r.data.tags.get("error") else "",
+                     "run_id": r.info.run_id})
+    return rows
+
+
+def results_csv(rows: list[dict]) -> str:
+    keys = sorted({k for r in rows for k in r["values"]})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["trial", "status", *keys, "best", "last", "epochs", "stopped", "fit_seconds", "error", "run_id"])
+    for r in rows:
+        w.writerow([r["trial"], r["status"], *(r["values"].get(k, "") for k in keys), r["best"], r["last"],
+                    r["epochs"], r["stopped"], r["fit_seconds"], r["error"], r["run_id"]])
+    return buf.getvalue()
+
+
+def plot_sweep(rows: list[dict], out_png: Path, monitor: str) -> None:
+    """Best validation value against hidden size, one line per depth; trials ASHA stopped are hollow, failed ones
+    are marked x at the top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x_key = "model.hidden_size" if any("model.hidden_size" in r["values"] for r in rows) else None
+    depth_key = "model.num_layers"
+    scored = [r for r in rows if r["best"] is not None and math.isfinite(r["best"])]
+    top = max((r["best"] for r in scored), default=1.0)
+    for i, depth in enumerate(sorted({r["values"].get(depth_key, "-") for r in rows}, key=str)):
+        color = f"C{i}"
+        pts = sorted(((float(r["values"].get(x_key, 0)) if x_key else j, r) for j, r in enumerate(scored)
+                      if r["values"].get(depth_key, "-") == depth), key=lambda p: p[0])
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1]["best"] for p in pts], color=color, alpha=0.5,
+                    label=f"{depth} layer{'s' if str(depth) != '1' else ''}")
+        for x, r in pts:
+            stopped = r["stopped"] == "asha"
+            ax.scatter([x], [r["best"]], s=40, color="white" if stopped else color, edgecolors=color, zorder=3)
+        failed = [r for r in rows if r["status"] == "FAILED" and r["values"].get(depth_key, "-") == depth]
+        for r in failed:
+            ax.scatter([float(r["values"].get(x_key, 0)) if x_key else 0], [top], marker="x", color=color, zorder=3)
+    ax.scatter([], [], s=40, color="white", edgecolors="gray", label="stopped early by ASHA")
+    ax.scatter([], [], marker="x", color="gray", label="failed (at the top)")
+    if x_key:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(x_key or "trial")
+    ax.set_ylabel(f"best {monitor}")
+    ax.set_title("sweep: each trial's best validation value")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def write_experiment(cfg: DictConfig, best: dict, name: str) -> Path:
+    """conf/experiment/best_<recipe>.yaml: the recipe and the best trial's values, as overrides on top of it.
+    The sweep's budget (trainer.*) is left out: the pipeline trains with the full trainer config."""
+    from seqpipe.config import conf_dir
+
+    values = OmegaConf.create()
+    for key, value in best["values"].items():
+        OmegaConf.update(values, key, yaml_value(value), force_add=True)
+    path = conf_dir() / "experiment" / f"best_{cfg.recipe.name}.yaml"
+    body = OmegaConf.to_yaml(OmegaConf.merge({"defaults": [{"override /recipe": cfg.recipe.name}]}, values))
+    write_text(path, f"# @package _global_\n# Written by `seqpipe tune`: the best trial ({best['trial']}, best "
+                     f"{cfg.monitor} {best['best']:.4f}) of sweep {name}.\n# Train and register it through the "
+                     f"pipeline: seqpipe compose experiment=best_{cfg.recipe.name} && dvc repro\n{body}")
+    return path
+
+
+def yaml_value(text: str) -> object:
+    """A sampled value as it was (the tags hold strings): 2 -> int, 0.003 -> float, gru -> str."""
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def print_summary(summary: dict, monitor: str) -> None:
+    out = sys.stderr
+    print(f"tune: sweep {summary['sweep']}: {summary['trials']} trials in {summary['wall_seconds']:.0f} s, "
+          f"{summary['stopped_early']} stopped early by ASHA, {summary['failed']} failed; results in "
+          f"{summary['folder']}/results.csv and sweep.png (MLflow parent run {summary['parent_run']})", file=out)
+    if summary.get("unfinished"):
+        print(f"tune: {summary['unfinished']} trials did not finish: continue with `seqpipe tune --resume "
+              f"tune.name={summary['sweep']}`", file=out)
+    if "best" in summary:
+        b = summary["best"]
+        values = " ".join(f"{k}={v}" for k, v in sorted(b["values"].items()))
+        print(f"tune: best trial {b['trial']}: {monitor} {b[monitor]:.4f} with {values}\n"
+              f"tune: wrote {summary['experiment_file']}; train and register it with "
+              f"`seqpipe compose experiment={Path(summary['experiment_file']).stem} && dvc repro`", file=out)
