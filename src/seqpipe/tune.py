@@ -16,7 +16,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import lightning.pytorch as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqpipe.atomic import atomic_path, write_json, write_text
@@ -26,6 +25,16 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "lograndint")
 STATE = "sweep.json"  # in the sweep folder: what --resume needs (config, parent run, space)
 # Sections a trial may not change: where things are stored and how the sweep itself runs.
 FIXED = ("paths", "mlflow", "tune", "register", "serve", "evaluate")
+STOP_WAIT_S = 120  # how long a stopped trial may take to end its run (save, log) before its worker goes
+
+
+def metric_name(monitor: str) -> str:
+    """What a trial reports the monitored metric as (Ray reads `/` in a result key as nesting)."""
+    return monitor.replace("/", "_")
+
+
+def trial_dir(sweep_dir: str | Path, trial_id: str) -> Path:
+    return Path(sweep_dir) / "trials" / trial_id
 
 
 # ---------------------------------------------------------------------------------------------------------- space
@@ -34,14 +43,16 @@ def space_items(space: DictConfig | dict) -> list[tuple[str, str, list]]:
     items: list[tuple[str, str, list]] = []
 
     def walk(node: object, prefix: str) -> None:
+        key = prefix.rstrip(".")
         if not isinstance(node, dict) or not node:
-            raise SeqpipeError(f"tune.space.{prefix.rstrip('.')}: expected {{distribution: [values]}} with one of "
-                               f"{', '.join(DISTRIBUTIONS)}, got {node!r}")
+            leaf = key.rpartition(".")[2]
+            raise SeqpipeError(f"tune.space.{key}: {leaf!r} is not a distribution; give {{distribution: values}} with "
+                               f"one of: {', '.join(DISTRIBUTIONS)}")
         if set(node) & set(DISTRIBUTIONS):
             if len(node) != 1:
-                raise SeqpipeError(f"tune.space.{prefix.rstrip('.')} has {sorted(node)}: give one distribution")
+                raise SeqpipeError(f"tune.space.{key} has {sorted(node)}: give one distribution")
             kind, args = next(iter(node.items()))
-            items.append((prefix.rstrip("."), kind, args))
+            items.append((key, kind, args))
             return
         for k, v in node.items():
             walk(v, f"{prefix}{k}.")
@@ -61,15 +72,15 @@ def check_space(cfg: DictConfig) -> list[tuple[str, str, list]]:
     for key, kind, args in items:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        if parent.split(".")[0] in FIXED or not isinstance(node, DictConfig) or leaf not in node:
+        if parent.split(".")[0] in FIXED:
+            raise SeqpipeError(f"tune.space cannot sample {key!r}: {', '.join(FIXED)} are the same for every trial")
+        if not isinstance(node, DictConfig) or leaf not in node:
             where = (f"the keys under {parent!r} are: {', '.join(node)}" if isinstance(node, DictConfig)
-                     and parent.split(".")[0] not in FIXED
-                     else f"sample keys of: {', '.join(k for k in cfg if k not in FIXED)}")
+                     else f"its sections are: {', '.join(k for k in cfg if k not in FIXED)}")
             raise SeqpipeError(f"tune.space names {key!r}, which is not a key of the config; {where}")
-        if kind not in DISTRIBUTIONS:
-            raise SeqpipeError(f"tune.space.{key}: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}")
         if not isinstance(args, list) or not args:
-            raise SeqpipeError(f"tune.space.{key}.{kind} is empty: give {'the values' if kind == 'choice' else '[low, high]'}")
+            raise SeqpipeError(f"tune.space.{key}.{kind} is empty: give "
+                               f"{'the values to choose from' if kind == 'choice' else '[low, high]'}")
         if kind != "choice":
             if len(args) != 2 or not all(isinstance(a, int | float) and not isinstance(a, bool) for a in args):
                 raise SeqpipeError(f"tune.space.{key}.{kind}={args} must be two numbers [low, high]")
@@ -100,100 +111,6 @@ def ray_space(items: list[tuple[str, str, list]]) -> dict:
     return {key: make[kind](args) for key, kind, args in items}
 
 
-# ---------------------------------------------------------------------------------------------------------- trial
-class ReportToTune(L.Callback):
-    """Reports the validation metrics to Tune after each validation (after the checkpoint is saved). When Tune stops
-    the trial (ASHA, or the last epoch), its `report` raises SystemExit in this thread: the training then ends like
-    an early stop, so the run is tracked as finished, and the trial function re-raises it (Ray waits for nothing
-    more from a stopped trial)."""
-
-    def __init__(self, monitor: str):
-        self.monitor, self.stopped, self.epochs = monitor, False, 0
-
-    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        from ray import tune
-
-        if trainer.sanity_checking or self.stopped:
-            return
-        metrics = {k.replace("/", "_"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        metrics["epoch"] = self.epochs = trainer.current_epoch + 1
-        try:
-            tune.report(metrics)
-        except SystemExit:  # Tune's scheduler stopped this trial
-            self.stopped = True
-            trainer.should_stop = True
-
-
-def metric_name(monitor: str) -> str:
-    return monitor.replace("/", "_")
-
-
-def trial_dir(sweep_dir: str | Path, trial_id: str) -> Path:
-    return Path(sweep_dir) / "trials" / trial_id
-
-
-def run_trial(config: dict, base: dict, sweep: dict) -> None:
-    """One trial (in a Ray worker): the base config with the sampled values, trained by train.run."""
-    import mlflow
-    import torch
-    from ray import tune
-
-    from seqpipe import train
-
-    os.chdir(sweep["root"])  # Ray starts trials in their own folder; the config's relative paths are the project's
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the sweep's store is in the config
-    torch.set_num_threads(max(1, int(sweep["cpus"])))  # its share of the cores: more threads slow every trial
-    cfg = OmegaConf.create(base)
-    for key, value in config.items():
-        OmegaConf.update(cfg, key, value)
-    trial_id = tune.get_context().get_trial_id()
-    folder = trial_dir(sweep["dir"], trial_id)
-    with open_dict(cfg):
-        cfg.paths.models, cfg.paths.reports = str(folder / "models"), str(folder / "reports")
-        cfg.trainer.enable_progress_bar = cfg.trainer.enable_model_summary = False
-    tags = {"mlflow.parentRunId": sweep["parent"], "sweep": sweep["name"], "trial": trial_id,
-            **{f"space.{k}": str(v) for k, v in config.items()}}
-    reporter = ReportToTune(cfg.monitor)
-    try:
-        result = train.run(cfg, callbacks=[reporter], tags=tags)
-    except Exception as e:  # Ray records the trial as errored; the run says why, and the sweep goes on
-        client = mlflow.MlflowClient()
-        runs = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
-                                  f"tags.trial = '{trial_id}' and tags.sweep = '{sweep['name']}'")
-        for r in runs:
-            client.set_tag(r.info.run_id, "error", f"{type(e).__name__}: {e}"[:5000])
-            client.set_terminated(r.info.run_id, "FAILED")
-        raise
-    client = mlflow.MlflowClient()
-    early = reporter.stopped and reporter.epochs < cfg.trainer.max_epochs
-    client.set_tag(result["run_id"], "stopped", "asha" if early else "no")
-    client.set_tag(result["run_id"], "fit_seconds", str(result["fit_seconds"]))
-    if reporter.stopped:
-        raise SystemExit(0)  # as Tune's report does: a stopped trial reports nothing more (not even "done")
-
-
-STOP_WAIT_S = 120  # how long a stopped trial may take to end its run (save, log) before its worker goes
-
-
-def trainable(base: dict, sweep: dict) -> type:
-    """Ray's function trainable for run_trial, except that stopping a trial waits for its training thread to end
-    its run (Ray's own waits for nothing, so a trial stopped last would be killed mid-write, its MLflow run left
-    RUNNING). This and reusing a worker rely on Ray 2.60's function-trainable session (pinned)."""
-    from functools import partial
-
-    from ray.train._internal.session import get_session
-    from ray.tune.trainable.function_trainable import wrap_function
-
-    class SeqpipeTrial(wrap_function(partial(run_trial, base=base, sweep=sweep), name="trial")):
-        def cleanup(self) -> None:
-            session = get_session()
-            if session is not None and session.training_started:
-                session.finish(timeout=STOP_WAIT_S)
-            super().cleanup()
-
-    return SeqpipeTrial
-
-
 # ---------------------------------------------------------------------------------------------------------- sweep
 def check_address(address: str | None) -> None:
     """An address that does not answer is refused in seconds, naming it (ray.init would wait much longer)."""
@@ -214,7 +131,6 @@ def start_ray(cfg: DictConfig) -> None:
     import ray
 
     address = cfg.tune.address
-    check_address(address)
     # A reused worker waits this long for the trial before it to finish (Ray's default, 2 s, is shorter than a
     # trial takes to save and log after ASHA stops it, and Ray then fails the next trial instead of waiting).
     env = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": str(STOP_WAIT_S)}
@@ -264,14 +180,10 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bool = False) -> dict:
-    """Run (or, with `resume`, continue) a sweep; return its summary (best trial, counts, folder)."""
-    import mlflow
-    from ray import tune
-
+    """Run (or, with `resume`, continue) a sweep; return its summary (best trial, counts, folder). Everything is
+    checked (config, space, Ray address, data, MLflow store) before anything is written."""
     from seqpipe.config import validate
-    from seqpipe.store import connect
     from seqpipe.tasks import prepared_meta
-    from seqpipe.tracking import create_run, data_digest
 
     storage = Path(cfg.tune.storage).resolve()
     if resume:
@@ -284,7 +196,15 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
     validate(cfg)
     check_settings(cfg)
     items = check_space(cfg)
+    check_address(cfg.tune.address)
     prepared_meta(cfg)
+
+    import mlflow
+    from ray import tune
+
+    from seqpipe.store import connect
+    from seqpipe.tracking import create_run, data_digest
+
     uri = connect(cfg)
     with open_dict(cfg):
         cfg.mlflow.tracking_uri = _absolute_uri(uri)
@@ -309,6 +229,8 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
     sweep_dir = storage / name
     sweep = {"root": os.getcwd(), "dir": str(sweep_dir), "name": name, "parent": parent,
              "cpus": cfg.tune.cpus_per_trial}
+    from seqpipe.trial import trainable
+
     trial = tune.with_resources(trainable(OmegaConf.to_container(cfg), sweep),
                                 {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
     start_ray(cfg)
@@ -327,22 +249,26 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
                     reuse_actors=True, search_alg=BasicVariantGenerator(random_state=int(cfg.seed))),
                 run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1,
                                           failure_config=tune.FailureConfig(max_failures=0)))
-        grid = tuner.fit()
+        tuner.fit()
     finally:
         import ray
 
         ray.shutdown()
     wall = time.perf_counter() - t0
-    return finish(cfg, sweep_dir, name, parent, grid, wall)
+    return finish(cfg, sweep_dir, name, parent, wall)
 
 
-def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, grid: object, wall: float) -> dict:
+def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float) -> dict:
     """Results table, plot and best-trial experiment file; logged to the parent run."""
     import mlflow
 
     client = mlflow.MlflowClient()
+    statuses = trial_statuses(sweep_dir)
+    pending = sum(s not in ("TERMINATED", "ERROR") for s in statuses.values())
     rows = trial_rows(client, cfg, name)
-    pending = sum(1 for r in grid if not r.error and not r.metrics.get("done"))
+    for row in rows:
+        if statuses.get(row["trial"]) not in (None, "TERMINATED", "ERROR"):
+            row["stopped"] = "interrupted"
     table = results_csv(rows)
     write_text(sweep_dir / "results.csv", table)
     plot_sweep(rows, sweep_dir / "sweep.png", cfg.monitor)
@@ -367,6 +293,16 @@ def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, grid: objec
         client.log_metric(parent, f"sweep/best_{cfg.monitor.replace('/', '_')}", best["best"])
     client.set_terminated(parent, "KILLED" if pending else "FINISHED")
     return summary
+
+
+def trial_statuses(sweep_dir: Path) -> dict[str, str]:
+    """Ray's saved view of each trial (TERMINATED, ERROR; PENDING when an interrupted sweep would run it again)."""
+    import logging
+
+    from ray.tune import ExperimentAnalysis
+
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # trials without results yet
+    return {t.trial_id: t.status for t in ExperimentAnalysis(str(sweep_dir)).trials}
 
 
 def trial_rows(client: object, cfg: DictConfig, name: str) -> list[dict]:

@@ -1,0 +1,114 @@
+"""One trial of a `seqpipe tune` sweep, run by a Ray worker: the sweep's config with the sampled values, trained by
+`train.run` (no second training loop) with a callback that reports each validation to Tune."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lightning.pytorch as L
+from omegaconf import OmegaConf, open_dict
+
+from seqpipe.atomic import write_json
+from seqpipe.tune import STOP_WAIT_S, trial_dir
+
+
+class ReportToTune(L.Callback):
+    """Reports the validation metrics to Tune after each validation (after the checkpoint is saved). When Tune stops
+    the trial (ASHA, or the last epoch), its `report` raises SystemExit in this thread: the training then ends like
+    an early stop, so the run is tracked as finished, and the trial function re-raises it (Ray waits for nothing
+    more from a stopped trial)."""
+
+    def __init__(self, monitor: str):
+        self.monitor, self.stopped, self.epochs = monitor, False, 0
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        from ray import tune
+
+        if trainer.sanity_checking or self.stopped:
+            return
+        metrics = {k.replace("/", "_"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics["epoch"] = self.epochs = trainer.current_epoch + 1
+        try:
+            tune.report(metrics)
+        except SystemExit:  # Tune's scheduler stopped this trial
+            self.stopped = True
+            trainer.should_stop = True
+
+
+def run_trial(config: dict, base: dict, sweep: dict) -> None:
+    """One trial (in a Ray worker): the base config with the sampled values, trained by train.run."""
+    import mlflow
+    import torch
+    from ray import tune
+
+    from seqpipe import train
+
+    os.chdir(sweep["root"])  # Ray starts trials in their own folder; the config's relative paths are the project's
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the sweep's store is in the config
+    torch.set_num_threads(max(1, int(sweep["cpus"])))  # its share of the cores: more threads slow every trial
+    cfg = OmegaConf.create(base)
+    for key, value in config.items():
+        OmegaConf.update(cfg, key, value)
+    trial_id = tune.get_context().get_trial_id()
+    folder = trial_dir(sweep["dir"], trial_id)
+    with open_dict(cfg):
+        cfg.paths.models, cfg.paths.reports = str(folder / "models"), str(folder / "reports")
+        cfg.trainer.enable_progress_bar = cfg.trainer.enable_model_summary = False
+    tags = {"mlflow.parentRunId": sweep["parent"], "sweep": sweep["name"], "trial": trial_id,
+            **{f"space.{k}": str(v) for k, v in config.items()}}
+    reporter = ReportToTune(cfg.monitor)
+    try:
+        result = train.run(cfg, callbacks=[reporter], tags=tags)
+    except Exception as e:  # Ray records the trial as errored; its run says why, and the sweep goes on
+        record_failure(cfg, tags, e)
+        raise
+    client = mlflow.MlflowClient()
+    early = reporter.stopped and reporter.epochs < cfg.trainer.max_epochs
+    client.set_tag(result["run_id"], "stopped", "asha" if early else "no")  # the sweep says "interrupted" if so
+    client.set_tag(result["run_id"], "fit_seconds", str(result["fit_seconds"]))
+    if reporter.stopped:
+        # Tune stopped the trial: ASHA, its last epoch, or an interrupted sweep that `--resume` runs again. The run is
+        # left resumable, so a trial run again goes on from its last checkpoint in the same MLflow run.
+        info = Path(cfg.paths.models) / "run.json"
+        write_json(info, {k: v for k, v in json.loads(info.read_text()).items() if k != "complete"})
+        raise SystemExit(0)  # as Tune's report does: a stopped trial reports nothing more (not even "done")
+
+
+def record_failure(cfg: object, tags: dict, error: Exception) -> None:
+    """Mark the trial's MLflow run FAILED with the error; a trial that failed before its run existed (out of memory
+    while building the network) gets one, so every trial of the sweep is in the table."""
+    import mlflow
+
+    from seqpipe.store import connect
+    from seqpipe.tracking import create_run, data_digest, flatten
+
+    connect(cfg)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id], f"tags.trial = '{tags['trial']}' and tags.sweep = "
+                              f"'{tags['sweep']}'") if experiment else []
+    ids = [r.info.run_id for r in runs] or [create_run(cfg, data_digest(cfg.paths.prepared), flatten(cfg), tags)]
+    for run_id in ids:
+        client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
+        client.set_terminated(run_id, "FAILED")
+
+
+def trainable(base: dict, sweep: dict) -> type:
+    """Ray's function trainable for run_trial, except that stopping a trial waits for its training thread to end
+    its run (Ray's own waits for nothing, so a trial stopped last would be killed mid-write, its MLflow run left
+    RUNNING). This and reusing a worker rely on Ray 2.60's function-trainable session (pinned)."""
+    from functools import partial
+
+    from ray.train._internal.session import get_session
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class SeqpipeTrial(wrap_function(partial(run_trial, base=base, sweep=sweep), name="trial")):
+        def cleanup(self) -> None:
+            session = get_session()
+            if session is not None and session.training_started:
+                session.finish(timeout=STOP_WAIT_S)
+            super().cleanup()
+
+    return SeqpipeTrial
