@@ -79,9 +79,13 @@ class ExampleDataModule(L.LightningDataModule):
         ds, size = self.splits[split], self.batch_size if train else self.eval_batch_size
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        if self.bucketing:
-            return BucketBatchSampler(ds.lengths.tolist(), size, shuffle=train, seed=self.seed,
-                                      bucket_factor=self.bucket_factor, num_replicas=world, rank=rank)
+        if self.bucketing or world > 1:
+            # Without bucketing under DDP: pools of one batch are a seeded shuffle cut into batches, i.e. plain
+            # random batches, and BucketBatchSampler deals them to the ranks (Lightning's distributed sampler is
+            # off: use_distributed_sampler=false). One process keeps torch's sampler and its random stream.
+            factor = self.bucket_factor if self.bucketing else 1
+            return BucketBatchSampler(ds.lengths.tolist(), size, shuffle=train, seed=self.seed, bucket_factor=factor,
+                                      num_replicas=world, rank=rank)
         sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if train \
             else SequentialSampler(ds)
         return BatchSampler(sampler, size, drop_last=False)
