@@ -10,7 +10,7 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from seqpipe.batching import BucketBatchSampler, pad_collate
 from seqpipe.errors import SeqpipeError
@@ -79,15 +79,18 @@ class ExampleDataModule(L.LightningDataModule):
         ds, size = self.splits[split], self.batch_size if train else self.eval_batch_size
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        if self.bucketing or world > 1:
-            # Without bucketing under DDP: pools of one batch are a seeded shuffle cut into batches, i.e. plain
-            # random batches, and BucketBatchSampler deals them to the ranks (Lightning's distributed sampler is
-            # off: use_distributed_sampler=false). One process keeps torch's sampler and its random stream.
-            factor = self.bucket_factor if self.bucketing else 1
-            return BucketBatchSampler(ds.lengths.tolist(), size, shuffle=train, seed=self.seed, bucket_factor=factor,
-                                      num_replicas=world, rank=rank)
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if train \
-            else SequentialSampler(ds)
+        if self.bucketing:
+            return BucketBatchSampler(ds.lengths.tolist(), size, shuffle=train, seed=self.seed,
+                                      bucket_factor=self.bucket_factor, num_replicas=world, rank=rank)
+        if world > 1:
+            # Lightning's own distributed sampler is off (use_distributed_sampler=false), so the ranks are dealt their
+            # examples here. Lightning calls set_epoch on a batch sampler's `sampler`, so this reshuffles every epoch;
+            # BucketBatchSampler(bucket_factor=1) would deal plain random batches too, but Lightning 2.6 never calls
+            # a batch sampler's own set_epoch.
+            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=train, seed=self.seed)
+        else:
+            sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if train \
+                else SequentialSampler(ds)
         return BatchSampler(sampler, size, drop_last=False)
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
