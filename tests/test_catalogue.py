@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from conftest import CONF, run_pipeline, tiny_overrides, working_dir, write_corpus, write_reviews
 
 from seqpipe import cli, evaluate, fetch, prepare
@@ -101,10 +102,16 @@ CLI_CASES = [
     ("frames-for-lm", ["train", "prepare.inputs=frames"],
      "prepare.inputs=frames does not work with task=lm: a language model predicts the next token; set "
      "prepare.inputs=tokens"),
+    ("gpu-trainer-without-gpu", ["train", "trainer=gpu"],
+     "trainer.accelerator=gpu needs a CUDA GPU, and this machine has none: train with trainer=cpu"),
+    ("ddp-trainer-without-gpu", ["train", "trainer=ddp"],
+     "needs a CUDA GPU, and this machine has none: train with trainer=ddp_cpu (DDP over CPU processes) or trainer=cpu"),
 ]
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 
 
-@pytest.mark.parametrize("case,argv,message", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+@pytest.mark.parametrize("case,argv,message", [pytest.param(*c, id=c[0], marks=NO_GPU if "gpu" in c[0] else ())
+                                                for c in CLI_CASES])
 def test_cli_config_cases(case, argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SEQPIPE_CONF_DIR", str(CONF))

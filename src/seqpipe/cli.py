@@ -13,7 +13,7 @@ STAGES = ("fetch", "prepare", "train", "evaluate", "register")
 def _precheck_train(overrides: list[str]) -> None:
     """Refuse a bad config before Hydra starts (it would make an outputs/ folder) and before torch and Lightning
     load: one composition, under a second. Sweeps (--multirun a,b) and Hydra's own flags are left to Hydra."""
-    from seqpipe.config import check_override_keys, compose, validate
+    from seqpipe.config import check_devices, check_override_keys, compose, validate
 
     check_override_keys(overrides)
     flags = {o for o in overrides if o.startswith("-")}
@@ -23,36 +23,54 @@ def _precheck_train(overrides: list[str]) -> None:
 
         cfg = compose([o for o in overrides if not o.startswith("-")])
         validate(cfg)
+        check_devices(cfg)
         prepared_meta(cfg)
 
 
 def _train(overrides: list[str]) -> None:
     """`seqpipe train key=value ...`: Hydra's own command line (overrides, --multirun, --cfg job)."""
     _precheck_train(overrides)
+    from pathlib import Path
+
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import DictConfig, OmegaConf, open_dict
 
-    from seqpipe import train
+    from seqpipe import launch, train
     from seqpipe.config import conf_dir
     from seqpipe.errors import SeqpipeError
 
     def main(cfg: DictConfig) -> None:
         OmegaConf.resolve(cfg)
-        out = HydraConfig.get().runtime.output_dir
+        hydra_cfg = HydraConfig.get()
+        out = hydra_cfg.runtime.output_dir
         with open_dict(cfg):  # each (multi)run keeps its checkpoints and reports in its own Hydra folder
             cfg.paths.models = os.path.join(out, "models")
             cfg.paths.reports = os.path.join(out, "reports")
         try:
+            if hydra_cfg.mode == RunMode.MULTIRUN and str(cfg.trainer.get("strategy", "")).startswith("ddp"):
+                raise SeqpipeError("--multirun with a DDP trainer is not supported: Lightning starts the other ranks "
+                                   "in hydra.run.dir, not in the job's sweep folder; run the jobs one by one")
+            # Lightning's DDP launcher starts ranks 1.. by re-running sys.argv, adding hydra.run.dir=<this run's
+            # folder> (lightning/fabric/strategies/launchers/subprocess_script.py): make that `seqpipe train` with
+            # this job's overrides, so every rank composes the same config and writes into the same folder.
+            sys.argv = [str(Path(launch.__file__).with_name("__main__.py")), "train", *hydra_cfg.overrides.task]
             result = train.run(cfg)
         except SeqpipeError as e:  # Hydra would print a traceback; the message is what matters
             print(f"seqpipe: error: {e}", file=sys.stderr)
             sys.exit(2)
-        print(f"train: best {cfg.monitor} {result['best_val_loss']:.4f}, checkpoint {result['best_checkpoint']}, "
-              f"MLflow run {result['run_id']}")
+        if rank_zero_only.rank == 0:  # DDP: each rank runs this; the others report nothing
+            print(f"train: best {cfg.monitor} {result['best_val_loss']:.4f}, checkpoint {result['best_checkpoint']}, "
+                  f"MLflow run {result['run_id']}")
 
-    sys.argv = ["seqpipe train", *overrides]
-    hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(main)()
+    argv = sys.argv
+    sys.argv = ["seqpipe train", *overrides]  # what Hydra parses (and names its job and log file after)
+    try:
+        hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(main)()
+    finally:
+        sys.argv = argv
 
 
 def _tune(argv: list[str]) -> None:

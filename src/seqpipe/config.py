@@ -193,6 +193,21 @@ def _fraction(key: str, value: object, low: float, high: float) -> None:
         raise SeqpipeError(f"{key}={value!r} must be a number in [{low}, {high})")
 
 
+def check_devices(cfg: DictConfig) -> None:
+    """Refuse a GPU trainer where torch sees no GPU, naming the trainer to use instead. Checked when training starts
+    (`seqpipe train`, the train stage), not at compose: params.yaml may be composed here for a machine with GPUs."""
+    if cfg.trainer.accelerator not in ("gpu", "cuda"):
+        return
+    import torch  # only for GPU trainers, so a CPU run's precheck stays free of torch
+
+    if not torch.cuda.is_available():
+        ddp = str(cfg.trainer.get("strategy", "")).startswith("ddp")
+        instead = "trainer=ddp_cpu (DDP over CPU processes) or trainer=cpu" if ddp else \
+            "trainer=cpu (or trainer=ddp_cpu for DDP over CPU processes)"
+        raise SeqpipeError(f"trainer.accelerator={cfg.trainer.accelerator} needs a CUDA GPU, and this machine has "
+                           f"none: train with {instead} here; trainer=gpu and trainer=ddp are for machines with GPUs")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on, with messages that name the key and the allowed values."""
     m = cfg.model

@@ -10,7 +10,7 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from seqpipe.batching import BucketBatchSampler, pad_collate
 from seqpipe.errors import SeqpipeError
@@ -82,8 +82,15 @@ class ExampleDataModule(L.LightningDataModule):
         if self.bucketing:
             return BucketBatchSampler(ds.lengths.tolist(), size, shuffle=train, seed=self.seed,
                                       bucket_factor=self.bucket_factor, num_replicas=world, rank=rank)
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if train \
-            else SequentialSampler(ds)
+        if world > 1:
+            # Lightning's own distributed sampler is off (use_distributed_sampler=false), so the ranks are dealt their
+            # examples here. Lightning calls set_epoch on a batch sampler's `sampler`, so this reshuffles every epoch;
+            # BucketBatchSampler(bucket_factor=1) would deal plain random batches too, but Lightning 2.6 never calls
+            # a batch sampler's own set_epoch.
+            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=train, seed=self.seed)
+        else:
+            sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if train \
+                else SequentialSampler(ds)
         return BatchSampler(sampler, size, drop_last=False)
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:

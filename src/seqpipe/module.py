@@ -116,7 +116,10 @@ class SeqModule(L.LightningModule):
         self._epoch_end("test")
 
     def on_train_epoch_end(self) -> None:
-        tokens_per_sec = self._tokens / max(time.perf_counter() - self._t0, 1e-9)
+        # Under DDP the tokens of every rank (one process: this one's own count, unchanged).
+        count = torch.tensor(self._tokens, dtype=torch.float64, device=self.device)
+        tokens = float(self.trainer.strategy.reduce(count, reduce_op="sum"))
+        tokens_per_sec = tokens / max(time.perf_counter() - self._t0, 1e-9)
         metrics = self._epoch_end("train")
         self.log("train/tokens_per_sec", tokens_per_sec)
         row = {"epoch": self.current_epoch, "step": self.global_step, **metrics,

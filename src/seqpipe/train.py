@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -22,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from seqpipe.atomic import write_json, write_text
-from seqpipe.config import validate
+from seqpipe.config import check_devices, validate
 from seqpipe.module import SeqModule
 from seqpipe.store import connect, env_unchanged, run_exists, shown_uri
 from seqpipe.tasks import get_task, prepared_meta
@@ -71,14 +72,19 @@ def fingerprint(cfg: DictConfig, digest: str) -> str:
 
 def resumable(cfg: DictConfig, digest: str) -> dict | None:
     """The checkpoint and MLflow run of an interrupted run of this same config and data, if there is one.
-    Checkpoints of another config or data are removed, so a changed config always starts fresh."""
+    Checkpoints of another config or data are removed (by rank 0 only), so a changed config always starts fresh.
+
+    Under DDP every rank decides for itself, and all decide alike: rank 0 removes the checkpoints before it writes
+    the new run.json, and the others read run.json before they look for last.ckpt. A rank that reads the new
+    run.json finds no last.ckpt; one that reads the old run.json decides as rank 0 did from it. (Ranks that
+    Lightning starts begin only after rank 0 has done both.)"""
     models = Path(cfg.paths.models)
     last, info = models / "checkpoints" / "last.ckpt", models / "run.json"
-    if cfg.train.resume and last.is_file() and info.is_file():
-        saved = json.loads(info.read_text())
-        if saved.get("fingerprint") == fingerprint(cfg, digest) and not saved.get("complete"):
-            return {"checkpoint": str(last), "run_id": saved["run_id"]}
-    shutil.rmtree(models / "checkpoints", ignore_errors=True)
+    saved = json.loads(info.read_text()) if cfg.train.resume and info.is_file() else {}
+    if saved.get("fingerprint") == fingerprint(cfg, digest) and not saved.get("complete") and last.is_file():
+        return {"checkpoint": str(last), "run_id": saved["run_id"]}
+    if rank_zero_only.rank == 0:
+        shutil.rmtree(models / "checkpoints", ignore_errors=True)
     return None
 
 
@@ -90,7 +96,11 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
     """Fit a model; return the MLflow run id, the best checkpoint and its validation loss. A sweep adds its
     `callbacks` (reporting to Ray Tune) and run `tags` (its parent run, sweep and trial)."""
     validate(cfg)
+    check_devices(cfg)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_advert)
+    # DDP: epoch values are logged with sync_dist=False because they are already global (torchmetrics syncs the
+    # loss and scores, the module sums tokens/s); Lightning would advise sync_dist=True for each of them.
+    warnings.filterwarnings("ignore", message=r".*sync_dist=True.* when logging on epoch level in distributed")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     meta = prepared_meta(cfg)
     dm = build_datamodule(cfg, meta)
@@ -101,7 +111,7 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
     ckpt_dir = Path(cfg.paths.models) / "checkpoints"
     resume = resumable(cfg, digest)
     run_id = resume["run_id"] if resume else None
-    if run_id and not run_exists(run_id):  # the interrupted run was tracked in another store
+    if run_id and not run_exists(run_id) and rank_zero_only.rank == 0:  # the interrupted run was tracked elsewhere
         print(f"train: MLflow run {run_id} is not in {shown_uri(uri)}; the resumed training is tracked as a new run",
               file=sys.stderr)
         run_id = None
@@ -121,7 +131,7 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                                      log_every_n_steps=cfg.train.log_every_n_steps,
                                      default_root_dir=cfg.paths.models)
-    if resume:
+    if resume and rank_zero_only.rank == 0:
         print(f"train: resuming from {resume['checkpoint']} (MLflow run {run_id})", file=sys.stderr)
     start = time.perf_counter()
     with env_unchanged():
