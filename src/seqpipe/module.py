@@ -98,6 +98,11 @@ class SeqModule(L.LightningModule):
         return metrics
 
     def on_train_epoch_start(self) -> None:
+        # Lightning sets the epoch of a DataLoader's sampler, not of a batch sampler: without this, bucketed batches
+        # would come in the same order every epoch.
+        batches = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(self.current_epoch)
         self._epoch_start("train")
         self._tokens, self._t0 = 0, time.perf_counter()
 
