@@ -106,6 +106,21 @@ CLI_CASES = [
      "trainer.accelerator=gpu needs a CUDA GPU, and this machine has none: train with trainer=cpu"),
     ("ddp-trainer-without-gpu", ["train", "trainer=ddp"],
      "needs a CUDA GPU, and this machine has none: train with trainer=ddp_cpu (DDP over CPU processes) or trainer=cpu"),
+    ("tune-unknown-space-key", ["tune", "+tune.space.model.hiden_size.choice=[1,2]"],
+     "tune.space names 'model.hiden_size', which is not a key of the config; the keys under 'model' are: cell, "),
+    ("tune-empty-choice", ["tune", "tune.space.model.num_layers.choice=[]"],
+     "tune.space.model.num_layers.choice is empty: give the values"),
+    ("tune-low-above-high", ["tune", "tune.space.optim.lr.loguniform=[0.1,0.01]"],
+     "tune.space.optim.lr.loguniform=[0.1, 0.01]: low must be below high"),
+    ("tune-log-range-with-zero", ["tune", "tune.space.optim.lr.loguniform=[0,0.1]"],
+     "includes values <= 0, which have no logarithm: make low > 0, or use uniform/randint"),
+    ("tune-refused-value", ["tune", "tune.space.model.cell.choice=[gru,transformer]"],
+     "tune.space.model.cell: the value 'transformer' is refused: model.cell='transformer' is not allowed"),
+    ("tune-bad-reduction-factor", ["tune", "tune.scheduler.reduction_factor=1"],
+     "tune.scheduler.reduction_factor=1 must be above 1"),
+    ("tune-unreachable-address", ["tune", "tune.address=127.0.0.1:1"],
+     "cannot reach the Ray cluster at 127.0.0.1:1 (Connection refused): start it with `ray start --head`"),
+    ("tune-resume-without-sweep", ["tune", "--resume"], "no sweep to resume in "),
 ]
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 

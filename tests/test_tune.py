@@ -89,7 +89,8 @@ def test_sweep_tracks_every_trial_and_writes_the_best_as_an_experiment(project):
     """Six trials, two at a time; the ones drawing a 10^7-wide layer run out of memory and are recorded as failed
     while the sweep goes on; every trial is a nested MLflow run; the best becomes conf/experiment/best_text_file."""
     space = ["~tune.space.model.hidden_size", "+tune.space.model.hidden_size.choice=[16,10000000]",
-             "model.embedding_dim=1", "tune.space.model.num_layers.choice=[1,2]", "tune.num_samples=6"]
+             "model.embedding_dim=1", "tune.space.model.num_layers.choice=[1,2]", "tune.num_samples=6",
+             "tune.cpus_per_trial=1", "tune.max_concurrent=2"]
     done = tune_cli(project, *space, name="main")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     parent, children = sweep_runs(project, "main")

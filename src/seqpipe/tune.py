@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from seqpipe.atomic import atomic_path, write_json, write_text
 from seqpipe.errors import SeqpipeError
 
-DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "lograndint")
+DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "lograndint")
+LISTS = ("choice", "grid")  # distributions over a list of values
 STATE = "sweep.json"  # in the sweep folder: what --resume needs (config, parent run, space)
 # Sections a trial may not change: where things are stored and how the sweep itself runs.
 FIXED = ("paths", "mlflow", "tune", "register", "serve", "evaluate")
@@ -80,8 +81,8 @@ def check_space(cfg: DictConfig) -> list[tuple[str, str, list]]:
             raise SeqpipeError(f"tune.space names {key!r}, which is not a key of the config; {where}")
         if not isinstance(args, list) or not args:
             raise SeqpipeError(f"tune.space.{key}.{kind} is empty: give "
-                               f"{'the values to choose from' if kind == 'choice' else '[low, high]'}")
-        if kind != "choice":
+                               f"{'the values' if kind in LISTS else '[low, high]'}")
+        if kind not in LISTS:
             if len(args) != 2 or not all(isinstance(a, int | float) and not isinstance(a, bool) for a in args):
                 raise SeqpipeError(f"tune.space.{key}.{kind}={args} must be two numbers [low, high]")
             low, high = args
@@ -105,9 +106,10 @@ def check_space(cfg: DictConfig) -> list[tuple[str, str, list]]:
 def ray_space(items: list[tuple[str, str, list]]) -> dict:
     from ray import tune
 
-    make = {"choice": lambda a: tune.choice(a), "uniform": lambda a: tune.uniform(*a),
-            "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(a[0], a[1] + 1),
-            "lograndint": lambda a: tune.lograndint(a[0], a[1] + 1)}  # Ray's upper bounds are exclusive
+    make = {"choice": lambda a: tune.choice(a), "grid": lambda a: tune.grid_search(a),
+            "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
+            "randint": lambda a: tune.randint(a[0], a[1] + 1),  # Ray's integer upper bounds are exclusive
+            "lograndint": lambda a: tune.lograndint(a[0], a[1] + 1)}
     return {key: make[kind](args) for key, kind, args in items}
 
 
@@ -169,6 +171,9 @@ def check_settings(cfg: DictConfig) -> None:
     for key in ("num_samples", "cpus_per_trial"):
         if not isinstance(t[key], int | float) or isinstance(t[key], bool) or t[key] <= 0:
             raise SeqpipeError(f"tune.{key}={t[key]!r} must be a positive number")
+    if t.address in (None, "", "local") and t.cpus_per_trial > (os.cpu_count() or 1):
+        raise SeqpipeError(f"tune.cpus_per_trial={t.cpus_per_trial} but this machine has {os.cpu_count()} CPUs: no "
+                           f"trial could start; set tune.cpus_per_trial={os.cpu_count()} or less")
     if t.max_concurrent is not None and (not isinstance(t.max_concurrent, int) or t.max_concurrent < 1):
         raise SeqpipeError(f"tune.max_concurrent={t.max_concurrent!r} must be a positive integer or null")
     if not isinstance(t.gpus_per_trial, int | float) or t.gpus_per_trial < 0:
@@ -233,8 +238,9 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
 
     trial = tune.with_resources(trainable(OmegaConf.to_container(cfg), sweep),
                                 {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
-    start_ray(cfg)
     t0 = time.perf_counter()
+    start_ray(cfg)
+    t1 = time.perf_counter()
     try:
         if resume:
             tuner = tune.Tuner.restore(str(sweep_dir), trial, resume_unfinished=True, resume_errored=False)
@@ -254,8 +260,10 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
         import ray
 
         ray.shutdown()
-    wall = time.perf_counter() - t0
-    return finish(cfg, sweep_dir, name, parent, wall)
+    summary = finish(cfg, sweep_dir, name, parent, time.perf_counter() - t1)
+    summary["ray_start_seconds"] = round(t1 - t0, 1)
+    write_json(sweep_dir / "summary.json", summary)
+    return summary
 
 
 def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float) -> dict:
@@ -335,8 +343,8 @@ def results_csv(rows: list[dict]) -> str:
 
 
 def plot_sweep(rows: list[dict], out_png: Path, monitor: str) -> None:
-    """Best validation value against hidden size, one line per depth; trials ASHA stopped are hollow, failed ones
-    are marked x at the top."""
+    """Best validation value against hidden size, one line per depth, each point labelled with its cell; trials ASHA
+    stopped are hollow, failed ones are marked x at the top."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -357,6 +365,9 @@ def plot_sweep(rows: list[dict], out_png: Path, monitor: str) -> None:
         for x, r in pts:
             stopped = r["stopped"] == "asha"
             ax.scatter([x], [r["best"]], s=40, color="white" if stopped else color, edgecolors=color, zorder=3)
+            if "model.cell" in r["values"]:
+                ax.annotate(r["values"]["model.cell"], (x, r["best"]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, color=color)
         failed = [r for r in rows if r["status"] == "FAILED" and r["values"].get(depth_key, "-") == depth]
         for r in failed:
             ax.scatter([float(r["values"].get(x_key, 0)) if x_key else 0], [top], marker="x", color=color, zorder=3)
