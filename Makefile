@@ -26,4 +26,4 @@ ui: $(VENV)/.installed  ## the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 clean:  ## remove pipeline outputs (not the MLflow store)
-	rm -rf data/raw data/prepared models reports/*.csv reports/*.png reports/*.txt outputs multirun
+	rm -rf data/raw data/prepared models reports/*.csv reports/*.png reports/*.txt outputs multirun tune
