@@ -26,8 +26,9 @@ class BucketBatchSampler(Sampler[list[int]]):
     Under DDP pass `num_replicas` and `rank` (and, in Lightning, `use_distributed_sampler=False`): after shuffling,
     batch i goes to rank i % num_replicas. So that every rank runs the same number of steps, the batch list is
     padded, as DistributedSampler pads samples, by repeating batches from its start: a few samples are seen twice
-    an epoch. With `drop_last` the left-over batches are dropped instead. Lightning calls `set_epoch` on a
-    DataLoader's batch sampler every epoch; a plain training loop must call it itself.
+    an epoch. With `drop_last` the left-over batches are dropped instead. Call `set_epoch` every epoch: Lightning only
+    sets a DataLoader's `sampler`, so seqpipe's LightningModule calls it (on_train_epoch_start), as a plain training
+    loop must.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,

@@ -142,6 +142,13 @@ def start_ray(cfg: DictConfig) -> None:
         if address in (None, "", "local"):
             ray.init(num_cpus=os.cpu_count(), **kwargs)
         else:
+            # Ray 2.60 turns token authentication on for `ray start` when ~/.ray/auth_token exists (any local sweep
+            # writes one), but a client given an address sends the token only in token mode: turn it on likewise.
+            from ray._private.authentication.authentication_token_setup import (
+                maybe_enable_token_auth_if_token_available,
+            )
+
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
             ray.init(address=address, **kwargs)
     except ConnectionError as e:
         raise SeqpipeError(f"cannot connect to the Ray cluster at {address}: {e}. Start one with `ray start --head`, "
