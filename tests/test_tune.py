@@ -143,6 +143,12 @@ def test_asha_stops_the_worse_trials_early(project):
 @pytest.mark.slow
 def test_interrupted_sweep_resumes(project):
     """Ctrl-C stops the sweep (exit 130, it says how to go on); --resume runs the rest in the same parent run."""
+    experiment = project / "conf" / "experiment" / "best_text_file.yaml"
+
+    def best_file() -> str | None:
+        return experiment.read_text() if experiment.is_file() else None
+
+    best_before = best_file()
     proc = tune_cli(project, "tune.num_samples=3", "tune.max_concurrent=1", "tune.space.model.num_layers.choice=[2]",
                     "~tune.space.model.hidden_size", "+tune.space.model.hidden_size.choice=[256]",
                     "trainer.max_epochs=6", "tune.scheduler.grace_period=6", "trainer.limit_train_batches=1.0",
@@ -155,6 +161,7 @@ def test_interrupted_sweep_resumes(project):
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out[-3000:]
     assert "seqpipe tune --resume tune.name=resume" in out
+    assert best_file() == best_before  # an unfinished sweep writes no experiment file
     parent, children = sweep_runs(project, "resume")
     assert parent.info.status == "KILLED" and len(children) < 3
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "HOME": str(project / "home"),
@@ -166,6 +173,7 @@ def test_interrupted_sweep_resumes(project):
     assert parent.info.status == "FINISHED" and len({r.data.tags["trial"] for r in children}) == 3
     assert all(r.info.status == "FINISHED" for r in children)
     assert len(children) == 3  # the interrupted trial went on from its last checkpoint, in its own MLflow run
+    assert "sweep resume" in best_file()
 
 
 @pytest.mark.slow

@@ -267,14 +267,12 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
         import ray
 
         ray.shutdown()
-    summary = finish(cfg, sweep_dir, name, parent, time.perf_counter() - t1)
-    summary["ray_start_seconds"] = round(t1 - t0, 1)
-    write_json(sweep_dir / "summary.json", summary)
-    return summary
+    return finish(cfg, sweep_dir, name, parent, time.perf_counter() - t1, t1 - t0)
 
 
-def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float) -> dict:
-    """Results table, plot and best-trial experiment file; logged to the parent run."""
+def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float, ray_start: float) -> dict:
+    """Results table, plot and (once every trial has ended) the best trial's experiment file; logged to the parent
+    run."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -291,13 +289,13 @@ def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float
     best = min(done, key=lambda r: r["best"]) if done else None
     summary = {"sweep": name, "folder": str(sweep_dir), "trials": len(rows), "failed": sum(r["status"] == "FAILED"
                for r in rows), "stopped_early": sum(r["stopped"] == "asha" for r in rows), "unfinished": pending,
-               "wall_seconds": round(wall, 1), "parent_run": parent}
+               "wall_seconds": round(wall, 1), "ray_start_seconds": round(ray_start, 1), "parent_run": parent,
+               "fit_seconds_total": round(sum(r["fit_seconds"] for r in rows if r["fit_seconds"] is not None), 1)}
     if best:
         summary |= {"best": {"trial": best["trial"], cfg.monitor: best["best"], "values": best["values"],
                              "run_id": best["run_id"]}}
-        summary["experiment_file"] = str(write_experiment(cfg, best, name))
-    overhead = [wall_ for wall_ in (r["fit_seconds"] for r in rows) if wall_ is not None]
-    summary["fit_seconds_total"] = round(sum(overhead), 1)
+        if not pending:  # an interrupted sweep's best is not the sweep's best yet
+            summary["experiment_file"] = str(write_experiment(cfg, best, name))
     write_json(sweep_dir / "summary.json", summary)
     client.log_artifact(parent, str(sweep_dir / "results.csv"))
     client.log_artifact(parent, str(sweep_dir / "sweep.png"))
@@ -427,6 +425,8 @@ def print_summary(summary: dict, monitor: str) -> None:
     if "best" in summary:
         b = summary["best"]
         values = " ".join(f"{k}={v}" for k, v in sorted(b["values"].items()))
-        print(f"tune: best trial {b['trial']}: {monitor} {b[monitor]:.4f} with {values}\n"
-              f"tune: wrote {summary['experiment_file']}; train and register it with "
-              f"`seqpipe compose experiment={Path(summary['experiment_file']).stem} && dvc repro`", file=out)
+        so_far = " so far" if summary.get("unfinished") else ""
+        print(f"tune: best trial{so_far} {b['trial']}: {monitor} {b[monitor]:.4f} with {values}", file=out)
+        if "experiment_file" in summary:
+            print(f"tune: wrote {summary['experiment_file']}; train and register it with `seqpipe compose "
+                  f"experiment={Path(summary['experiment_file']).stem} && dvc repro`", file=out)
