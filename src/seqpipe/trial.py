@@ -11,7 +11,7 @@ import lightning.pytorch as L
 from omegaconf import OmegaConf, open_dict
 
 from seqpipe.atomic import write_json
-from seqpipe.tune import STOP_WAIT_S, trial_dir
+from seqpipe.tune import STOP_WAIT_S, metric_name, trial_dir
 
 
 class ReportToTune(L.Callback):
@@ -28,7 +28,7 @@ class ReportToTune(L.Callback):
 
         if trainer.sanity_checking or self.stopped:
             return
-        metrics = {k.replace("/", "_"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics = {metric_name(k): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         metrics["epoch"] = self.epochs = trainer.current_epoch + 1
         try:
             tune.report(metrics)

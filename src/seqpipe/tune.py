@@ -303,7 +303,7 @@ def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float
     for key in ("trials", "failed", "stopped_early", "wall_seconds"):
         client.log_metric(parent, f"sweep/{key}", summary[key])
     if best:
-        client.log_metric(parent, f"sweep/best_{cfg.monitor.replace('/', '_')}", best["best"])
+        client.log_metric(parent, f"sweep/best_{metric_name(cfg.monitor)}", best["best"])
     client.set_terminated(parent, "KILLED" if pending else "FINISHED")
     return summary
 
