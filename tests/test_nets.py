@@ -66,13 +66,25 @@ def test_unknown_cell_lists_allowed_values():
         RecurrentLM(10, "transformer")
 
 
+def _generate(net, prompt, n, **kw):
+    from seqpipe.decoding import sample
+
+    logits, state = net(prompt)
+    return torch.stack([t for t, _ in sample(net.step, logits[:, -1], state, n, **kw)], 1)
+
+
 def test_generate_length_and_seed():
     torch.manual_seed(0)
     net = RecurrentLM(12, "lstm", 8, 16).eval()
     prompt = torch.tensor([[4, 5, 6]])
-    a = net.generate(prompt, 25, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
-    b = net.generate(prompt, 25, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a = _generate(net, prompt, 25, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
+        b = _generate(net, prompt, 25, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
+        greedy = _generate(net, prompt, 10, temperature=0)
     assert a.shape == (1, 25)
     assert torch.equal(a, b)
-    greedy = net.generate(prompt, 10, temperature=0)
     assert greedy.shape == (1, 10)
+    # greedy is the argmax of the network's own next-token logits, step by step
+    with torch.no_grad():
+        logits, _ = net(torch.cat([prompt, greedy[:, :-1]], 1))
+    assert torch.equal(logits[0, prompt.size(1) - 1:].argmax(-1), greedy[0])

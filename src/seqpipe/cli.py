@@ -140,8 +140,9 @@ def _generate(args: argparse.Namespace) -> None:
 
     model = load_model(args.model, args.tracking_uri or tracking_uri(), generates=True).unwrap_python_model()
     params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
-              "seed": args.seed}
-    pieces = model.stream(args.prompt, params)  # refuses what the model's limits refuse, before any output
+              "seed": args.seed, "beam_width": args.beam_width}
+    logprobs: list[tuple[str, float]] = []
+    pieces = model.stream(args.prompt, params, logprobs)  # refuses what the model's limits refuse, before output
     out, n = sys.stdout, 0
     out.write(args.prompt)
     try:
@@ -155,6 +156,11 @@ def _generate(args: argparse.Namespace) -> None:
         print(f"seqpipe: interrupted after {n} new tokens; the text so far is above", file=sys.stderr)
         raise SystemExit(130) from None
     out.write("\n")
+    if args.logprobs:
+        for piece, lp in logprobs:
+            print(f"{piece!r}\t{lp:.4f}", file=sys.stderr)
+        print(f"total log-probability {sum(lp for _, lp in logprobs):.4f} over {len(logprobs)} tokens",
+              file=sys.stderr)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -168,17 +174,22 @@ def _predict(args: argparse.Namespace) -> None:
         raise SeqpipeError("give either --text TEXT or --input FILE (with --output FILE)")
     model = load_model(args.model, args.tracking_uri or tracking_uri(), generates=False)
     served = model.unwrap_python_model()
+    decoding = {k: v for k, v in (("beam_width", args.beam_width), ("n_best", args.n_best)) if v is not None}
+    if decoding and served.task.name != "seq2seq":
+        raise SeqpipeError(f"--beam-width and --n-best are for sequence-to-sequence models; {args.model} is a "
+                           f"{served.task.name!r} model")
+    decoding = decoding or None
     if args.text is not None:
         import pandas as pd
 
         if served.frames:
             raise SeqpipeError("this model reads frames, not text: give --input FILE.jsonl with a 'frames' column "
                                "(a T x F list of lists per row)")
-        row = model.predict(pd.DataFrame({"text": [args.text]})).iloc[0]
+        row = model.predict(pd.DataFrame({"text": [args.text]}), params=decoding).iloc[0]
         print("\t".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         return
     output = Path(args.output or Path(args.input).with_suffix(".predictions.csv"))
-    n = predict_file(model, Path(args.input), output, args.column or served.column, args.batch_size)
+    n = predict_file(model, Path(args.input), output, args.column or served.column, args.batch_size, decoding)
     print(f"predict: {n} rows -> {output}", file=sys.stderr)
 
 
@@ -222,6 +233,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=_at_least(0, float), default=0.8, help="0 = greedy (default: %(default)s)")
     g.add_argument("--top-k", type=_at_least(0), default=0, help="sample from the k most likely tokens; 0 = all")
     g.add_argument("--seed", type=_at_least(-1), default=-1, help="fix the sampling seed; -1 = random")
+    g.add_argument("--beam-width", type=_at_least(1), default=1,
+                   help="> 1: the most likely continuation by beam search, printed at the end (default: sampling)")
+    g.add_argument("--logprobs", action="store_true",
+                   help="after the text, print each new token with its log-probability (to stderr)")
     g.add_argument("--tracking-uri", default=None,
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     pr = sub.add_parser("predict", help="label texts or frame sequences (classifier), tag sequences (tagger) or "
@@ -232,6 +247,10 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", help="where to write the input plus predictions (default: INPUT.predictions.csv)")
     pr.add_argument("--column", default=None, help="the input column of --input (default: text, or frames)")
     pr.add_argument("--batch-size", type=_at_least(1), default=256)
+    pr.add_argument("--beam-width", type=_at_least(1), default=None,
+                    help="seq2seq: beam width (default: the model's, as evaluated); 1 = greedy")
+    pr.add_argument("--n-best", type=_at_least(1), default=None,
+                    help="seq2seq: how many outputs per input (column n_best, JSON), at most the beam width")
     pr.add_argument("--tracking-uri", default=None,
                     help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     return p

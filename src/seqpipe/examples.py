@@ -3,6 +3,7 @@ Inputs are token ids (T_i,) or float frames (T_i, F); targets a label, a number,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -22,24 +23,35 @@ from seqpipe.vocab import PAD_ID, Vocab, prepared_vocab
 def save_examples(path: Path, inputs: list[np.ndarray], targets: list[np.ndarray] | np.ndarray, sources: np.ndarray,
                   dtype: np.dtype) -> None:
     """Ragged sequences as one flat array (steps along axis 0) plus offsets; targets are one value per sequence
-    (a label or a number) or, as a list, one label per step."""
-    offsets = np.zeros(len(inputs) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(a) for a in inputs])
+    (a label or a number) or, as a list, a sequence each (one label per step, or an output of its own length)."""
     flat = np.concatenate(inputs).astype(dtype) if inputs else np.zeros(0, dtype)
     per_step = not isinstance(targets, np.ndarray)
-    tgt = np.concatenate(targets).astype(np.int16) if per_step else targets
-    tgt = tgt.astype(np.float32) if tgt.dtype.kind == "f" else tgt.astype(np.int16)
+    tgt = np.concatenate(targets) if per_step else targets
+    # labels and tags fit int16; target token ids (sequence to sequence) may not
+    tgt = tgt.astype(np.float32) if tgt.dtype.kind == "f" else tgt.astype(np.int16 if tgt.max(initial=0) < 2**15
+                                                                        else np.int32)
+    extra = {"target_offsets": _offsets(targets)} if per_step else {}
     with open(path, "wb") as f:
-        np.savez(f, x=flat, offsets=offsets, targets=tgt, per_step=np.array(per_step), sources=sources)
+        np.savez(f, x=flat, offsets=_offsets(inputs), targets=tgt, per_step=np.array(per_step), sources=sources,
+                 **extra)
+
+
+def _offsets(arrays: list[np.ndarray]) -> np.ndarray:
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(a) for a in arrays])
+    return offsets
 
 
 class ExampleDataset(Dataset):
-    """Item i: (inputs: ids (T_i,) or frames (T_i, F), target: a label (), a number () or tags (T_i,))."""
+    """Item i: (inputs: ids (T_i,) or frames (T_i, F), target: a label (), a number (), tags (T_i,) or an output
+    sequence (U_i,))."""
 
     def __init__(self, path: Path):
         with np.load(path) as z:
             self.x, self.offsets, self.targets = z["x"], z["offsets"], z["targets"]
             self.per_step, self.sources = bool(z["per_step"]), z["sources"]
+            # data prepared before outputs had their own lengths: tags are as long as their inputs
+            self.target_offsets = z["target_offsets"] if "target_offsets" in z else self.offsets
         self.lengths = np.diff(self.offsets)
 
     def __len__(self) -> int:
@@ -49,7 +61,8 @@ class ExampleDataset(Dataset):
         a, b = self.offsets[i], self.offsets[i + 1]
         x = self.x[a:b]
         x = torch.from_numpy(x.astype(np.float32) if x.dtype.kind == "f" else x.astype(np.int64))
-        target = self.targets[a:b] if self.per_step else self.targets[i]
+        target = self.targets[self.target_offsets[i]:self.target_offsets[i + 1]] if self.per_step \
+            else self.targets[i]
         kind = np.float32 if self.targets.dtype.kind == "f" else np.int64
         return x, torch.as_tensor(np.asarray(target, dtype=kind))
 
@@ -58,8 +71,10 @@ class ExampleDataModule(L.LightningDataModule):
     """Batches padded to their longest sequence; with `bucketing`, batches of similar lengths."""
 
     def __init__(self, prepared_dir: str, batch_size: int = 64, eval_batch_size: int = 128, bucketing: bool = True,
-                 num_workers: int = 0, seed: int = 0, bucket_factor: int = 200):
+                 num_workers: int = 0, seed: int = 0, bucket_factor: int = 200, collate: Callable | None = None):
         super().__init__()
+        # pads a batch: inputs and their targets (labels, tags) by default; a task may bring its own
+        self.collate = collate or partial(pad_collate, pad_id=PAD_ID, ignore_index=IGNORE)
         self.dir = Path(prepared_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.bucketing, self.num_workers, self.seed, self.bucket_factor = bucketing, num_workers, seed, bucket_factor
@@ -95,7 +110,7 @@ class ExampleDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         return DataLoader(self.splits[split], batch_sampler=self._batches(split, train), num_workers=self.num_workers,
-                          collate_fn=partial(pad_collate, pad_id=PAD_ID, ignore_index=IGNORE))
+                          collate_fn=self.collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

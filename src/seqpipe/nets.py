@@ -10,8 +10,6 @@ reads each sequence reversed within its own length.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -30,6 +28,13 @@ def detach_state(state: State) -> State:
     if isinstance(state, tuple):  # LSTM: (h, c)
         return tuple(s.detach() for s in state)  # type: ignore[return-value]
     return state.detach()
+
+
+def select_state(state: State, rows: Tensor) -> State:
+    """The hidden state (layers, N, H) of the given rows (beam search copies and reorders rows)."""
+    if isinstance(state, tuple):  # LSTM: (h, c)
+        return tuple(s[:, rows] for s in state)  # type: ignore[return-value]
+    return None if state is None else state[:, rows]
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
@@ -141,38 +146,10 @@ class RecurrentLM(nn.Module):
         out, state = self.encoder(x, lengths, state)  # (B, T, H)
         return self.head(out), state                  # (B, T, V)
 
-    @torch.no_grad()
-    def sample(self, ids: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-               generator: torch.Generator | None = None, stop_id: int | None = None,
-               suppress: tuple[int, ...] = ()) -> Iterator[Tensor]:
-        """Yield up to `max_new_tokens` sampled ids (B, 1) after the prompt `ids` (B, T0), one step at a time, so a
-        caller can show them as they come. Ids in `suppress` are never sampled; sampling stops early once every row
-        has produced `stop_id`."""
-        logits, state = self(ids)  # the prompt in one pass, then one token at a time
-        logits = logits[:, -1]     # (B, V)
-        for _ in range(max_new_tokens):
-            if suppress:
-                logits = logits.index_fill(-1, torch.tensor(suppress, device=logits.device), float("-inf"))
-            if temperature <= 0:  # greedy
-                nxt = logits.argmax(-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k and top_k < logits.size(-1):
-                    kth = torch.topk(logits, top_k).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)  # (B, 1)
-            yield nxt
-            if stop_id is not None and bool((nxt == stop_id).all()):
-                return
-            logits, state = self(nxt, state=state)
-            logits = logits[:, -1]
-
-    def generate(self, ids: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-                 generator: torch.Generator | None = None, stop_id: int | None = None,
-                 suppress: tuple[int, ...] = ()) -> Tensor:
-        """`sample` collected: only the new ids (B, N)."""
-        new = list(self.sample(ids, max_new_tokens, temperature, top_k, generator, stop_id, suppress))
-        return torch.cat(new, dim=1) if new else ids.new_empty((ids.size(0), 0))
+    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        """One token per row (N,) -> the next token's logits (N, V): the step of seqpipe.decoding."""
+        logits, state = self(tokens.unsqueeze(1), state=state)
+        return logits[:, -1], state
 
 
 class SequenceClassifier(nn.Module):

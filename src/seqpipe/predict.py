@@ -107,6 +107,9 @@ def read_table(path: Path, column: str) -> pd.DataFrame:
     try:
         if path.suffix in (".jsonl", ".json", ".ndjson"):
             frame = read_jsonl(path)
+        elif path.suffix == ".txt":  # one input per line, no header
+            lines = path.read_text(encoding="utf-8").splitlines()
+            frame = pd.DataFrame({column: [line for line in lines if line.strip()]})
         else:
             frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
     except UnicodeDecodeError as e:
@@ -152,8 +155,10 @@ def batches(texts: list, limits: dict, batch_size: int) -> list[tuple[int, int]]
     return [*out, (start, len(texts))] if texts else out
 
 
-def predict_file(model: object, input_path: Path, output_path: Path, column: str, batch_size: int = 256) -> int:
-    """Predictions for every row of `input_path`, written beside its columns to `output_path` (atomically)."""
+def predict_file(model: object, input_path: Path, output_path: Path, column: str, batch_size: int = 256,
+                 params: dict | None = None) -> int:
+    """Predictions for every row of `input_path` (CSV, TSV, JSONL, or .txt: one input per line), written beside its
+    columns to `output_path` (atomically; tab-separated when it ends in .tsv)."""
     import pandas as pd
     from tqdm import tqdm
 
@@ -170,11 +175,12 @@ def predict_file(model: object, input_path: Path, output_path: Path, column: str
     ranges = batches(texts, served.limits, batch_size)
     for start, end in tqdm(ranges, desc="predict", unit="batch", disable=len(ranges) <= 1):
         try:
-            parts.append(model.predict(pd.DataFrame({served.column: texts[start:end]})))  # type: ignore[attr-defined]
+            parts.append(model.predict(pd.DataFrame({served.column: texts[start:end]}),  # type: ignore[attr-defined]
+                                       params=params))
         except InputError as e:
             where = f"data row {start + e.row + 1}" if e.row is not None else f"data rows {start + 1}-{end}"
             raise SeqpipeError(f"{input_path}, {where}: {e.reason}") from None
     result = pd.concat([frame.reset_index(drop=True), pd.concat(parts, ignore_index=True)], axis=1)
     with atomic_path(output_path) as tmp:
-        result.to_csv(tmp, index=False)
+        result.to_csv(tmp, index=False, sep="\t" if output_path.suffix == ".tsv" else ",")
     return len(result)

@@ -43,7 +43,10 @@ def split_documents(docs: list[Document], val_fraction: float, test_fraction: fl
 
 def split_examples(rows: list[Document], val_fraction: float, test_fraction: float, seed: int,
                    stratify: bool) -> dict[str, list[Document]]:
-    """Random split of independent examples; with `stratify`, each label keeps its share in every split."""
+    """Random split of independent examples; with `stratify`, each label keeps its share in every split. Rows that
+    carry a `group` (e.g. the pronunciations of one word) land in one split together."""
+    if any("group" in row for row in rows):
+        return _split_groups(rows, val_fraction, test_fraction, seed)
     rng = np.random.default_rng(seed)
     groups: dict[str, list[Document]] = {}
     for row in rows:
@@ -109,3 +112,20 @@ def run(cfg: DictConfig) -> dict:
     stats = task.prepare(cfg, docs, raw_file)
     write_json(Path(cfg.paths.reports) / "data.json", stats)
     return stats
+
+
+def _split_groups(rows: list[Document], val_fraction: float, test_fraction: float,
+                  seed: int) -> dict[str, list[Document]]:
+    """Whole groups per split (rows without a group are a group of their own), about the fractions of rows."""
+    groups: dict[str, list[Document]] = {}
+    for row in rows:
+        groups.setdefault(str(row.get("group", f"\0{row['id']}")), []).append(row)
+    keys = list(groups)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    out: dict[str, list[Document]] = {name: [] for name in SPLITS}
+    n_test, n_val = round(len(rows) * test_fraction), round(len(rows) * val_fraction)
+    for i in order:
+        group = groups[keys[i]]
+        name = "test" if len(out["test"]) < n_test else "val" if len(out["val"]) < n_val else "train"
+        out[name] += group
+    return out

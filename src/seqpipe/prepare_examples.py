@@ -90,9 +90,12 @@ def examples(cfg: DictConfig, task: Task, docs: list[Document], target_meta: dic
             stats["dropped_empty"] += 1
             continue
         target = task.encode_target(d, target_meta)
-        if isinstance(target, list) and len(target) != len(x):
+        if task.aligned and len(target) != len(x):
             raise SeqpipeError(f"example {d['id']!r}: {len(x)} tokens but {len(target)} tags; tagging needs one tag "
                                "per character (prepare.tokenizer = CharTokenizer)")
+        if p.max_len and task.refuses_long and max(len(x), len(target)) > p.max_len:  # a cut pair would be wrong
+            stats["dropped_long"] += 1
+            continue
         if p.max_len and len(x) > p.max_len:  # keep the beginning; count what was cut
             stats["truncated"] += 1
             x = x[: p.max_len]
@@ -100,8 +103,10 @@ def examples(cfg: DictConfig, task: Task, docs: list[Document], target_meta: dic
         rows.append({**d, "x": x, "target": target})
     for key, what in (("dropped_duplicates", "dropped {} examples whose input repeats an earlier one (prepare.dedupe)"),
                       ("dropped_empty", "dropped {} examples with an empty input"),
-                      ("truncated", f"truncated {{}} examples to prepare.max_len={p.max_len} steps")):
-        if stats[key]:
+                      ("truncated", f"truncated {{}} examples to prepare.max_len={p.max_len} steps"),
+                      ("dropped_long", f"dropped {{}} pairs with an input or output over prepare.max_len={p.max_len} "
+                                       "tokens")):
+        if stats.get(key):
             print(f"prepare: {what.format(stats[key])}", file=sys.stderr)
     return rows
 
@@ -124,11 +129,12 @@ def prepare_examples(cfg: DictConfig, task: Task, docs: list[Document], raw_file
     check_fields(cfg, task, docs, raw_file)
     target_meta = task.target_meta(cfg, docs)
     source_names = sorted({d.get("source", "") for d in docs})
-    stats: dict = {"truncated": 0, "dropped_empty": 0, "dropped_duplicates": 0}
+    stats: dict = {"truncated": 0, "dropped_empty": 0, "dropped_duplicates": 0, "dropped_long": 0}
     splits = split_rows(cfg, task, examples(cfg, task, docs, target_meta, stats))
     for name in SPLITS:
         if not splits[name]:
             raise SeqpipeError(f"the {name} split is empty ({raw_file}): add examples or raise prepare.{name}_fraction")
+    stats |= task.fit_targets(cfg, splits, target_meta) or {}
     vocab = None
     if p.inputs == "tokens":
         vocab = Vocab.build(Counter(t for r in splits["train"] for t in r["x"]), p.min_freq, p.max_size,

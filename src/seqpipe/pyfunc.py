@@ -18,8 +18,9 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-# Generation params (language models); seed -1: a fresh seed per call.
-PARAMS = {"max_new_tokens": 200, "temperature": 1.0, "top_k": 0, "seed": -1}
+# Generation params (language models); seed -1: a fresh seed per call; beam_width > 1: beam search (deterministic,
+# temperature/top_k/seed unused); logprobs: add each new token's log-probability (column token_logprobs, JSON).
+PARAMS = {"max_new_tokens": 200, "temperature": 1.0, "top_k": 0, "seed": -1, "beam_width": 1, "logprobs": False}
 WHO = {"model": ["seqpipe-x/1"], "run_id": ["0" * 32]}  # the columns naming the model, in every answer
 # The limits of models registered before limits were stored in the model (seqpipe 0.1). Newer models carry the
 # `serve` section of the config they were registered with.
@@ -63,7 +64,7 @@ def generation_params(params: dict | None, limits: dict) -> dict:
     unknown = sorted(set(p) - set(PARAMS))
     if unknown:
         raise InputError(f"unknown params {unknown}; this model takes: {', '.join(PARAMS)}")
-    for key in ("max_new_tokens", "top_k", "seed"):
+    for key in ("max_new_tokens", "top_k", "seed", "beam_width"):
         if isinstance(p[key], bool) or not isinstance(p[key], int | np.integer):
             raise InputError(f"{key}={p[key]!r} must be an integer")
     if not isinstance(p["temperature"], int | float) or not math.isfinite(p["temperature"]) or p["temperature"] < 0:
@@ -75,13 +76,19 @@ def generation_params(params: dict | None, limits: dict) -> dict:
     if not 0 <= p["max_new_tokens"] <= limits["max_new_tokens"]:
         raise InputError(f"max_new_tokens={p['max_new_tokens']} must be between 0 and {limits['max_new_tokens']}, "
                          "this model's limit (serve.max_new_tokens when it was registered)")
+    if not 1 <= p["beam_width"] <= limits.get("max_beam_width", 16):
+        raise InputError(f"beam_width={p['beam_width']} must be between 1 and {limits.get('max_beam_width', 16)} "
+                         "(serve.max_beam_width when the model was registered)")
+    if not isinstance(p["logprobs"], bool | np.bool_):
+        raise InputError(f"logprobs={p['logprobs']!r} must be true or false")
     return {"max_new_tokens": int(p["max_new_tokens"]), "temperature": float(p["temperature"]),
-            "top_k": int(p["top_k"]), "seed": int(p["seed"])}
+            "top_k": int(p["top_k"]), "seed": int(p["seed"]), "beam_width": int(p["beam_width"]),
+            "logprobs": bool(p["logprobs"])}
 
 
 def upgrade_state_dict(state: dict) -> dict:
     """Weights saved by seqpipe 0.1's first language models (embedding/rnn at the top level) in today's layout."""
-    if any(k.startswith(("embedding.", "rnn.")) for k in state):
+    if any(k.startswith(("embedding.", "rnn.")) for k in state) and not any(k.startswith("encoder.") for k in state):
         return {(k if k.startswith("head.") else f"encoder.{k}"): v for k, v in state.items()}
     return state
 
@@ -138,6 +145,7 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
         self.column, self.unit = ("frames", "steps") if self.frames else (self.task.column, "tokens")
         self.max_len = saved.get("max_len")  # inputs are cut as the training data was
         self.limits = {**LEGACY_LIMITS, **saved.get("limits", {})}
+        self.decode = saved.get("decode", {})  # sequence to sequence: default beam width, length penalty, limit
         self.net = self.task.build_net(self.meta, saved["model"])
         self.net.load_state_dict(upgrade_state_dict(saved["state_dict"]))
         self.net.eval()
@@ -178,17 +186,22 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
                              "(serve.max_total_new_tokens): ask for fewer rows or fewer new tokens")
         return rows
 
-    def stream(self, prompt: str, params: dict | None = None) -> Iterator[str]:
+    def stream(self, prompt: str, params: dict | None = None, logprobs: list | None = None) -> Iterator[str]:
         """The continuation of `prompt` piece by piece, within the model's limits (for `seqpipe generate`)."""
         p = generation_params(params, self.limits)
-        self.check_size(self.tokenize([prompt]), p["max_new_tokens"])
-        return self.generate(prompt, p)
+        self.check_size(self.tokenize([prompt]), p["max_new_tokens"] * p["beam_width"])
+        return self.generate(prompt, p, logprobs)
 
-    def generate(self, prompt: str, p: dict) -> Iterator[str]:
-        from seqpipe.sampling import stream
+    def generate(self, prompt: str, p: dict, logprobs: list | None = None) -> Iterator[str]:
+        """The continuation in pieces: sampled (or greedy) as it comes, or with beam_width > 1 the beam's best in
+        one piece; `logprobs` (a list) receives (token, log-probability) pairs."""
+        from seqpipe.sampling import beam, stream
 
+        if p.get("beam_width", 1) > 1:
+            return iter([beam(self.net, self.vocab, self.tokenizer, prompt, p["max_new_tokens"], p["beam_width"],
+                              logprobs=logprobs)])
         return stream(self.net, self.vocab, self.tokenizer, prompt, p["max_new_tokens"], p["temperature"],
-                      p["top_k"], p["seed"])
+                      p["top_k"], p["seed"], logprobs)
 
     def encode(self, model_input: object, what: str) -> tuple[list[torch.Tensor], list[float] | None]:
         """Every row of a request as the network's input, checked against the limits before any work: (T,) ids or
@@ -209,6 +222,11 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
             for i in (i for i, u in enumerate(unk) if u == 1.0):
                 warnings.warn(f"row {i}: every token is unknown to the vocabulary; the prediction carries no "
                               "information", stacklevel=3)
+        if self.max_len and self.task.refuses_long:
+            for i, x in enumerate(xs):
+                if len(x) > self.max_len:
+                    raise InputError(f"{len(x)} {self.unit}; this model reads inputs of at most {self.max_len} "
+                                     "(prepare.max_len when it was trained): shorten or split the input", row=i)
         if self.max_len and self.task.reads_prefix:
             for i, x in enumerate(xs):
                 if len(x) > self.max_len:

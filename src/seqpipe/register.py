@@ -34,13 +34,13 @@ WITHDRAWN = "seqpipe.withdrawn"  # tag a version with this (any value) to keep i
 CONCURRENT_S = 600     # versions registered this close to ours compete with it (see settle_champion)
 
 
-def export_weights(checkpoint: str, out: Path, max_len: int | None, limits: dict) -> dict:
-    """The network's weights, config, prepared/meta.json (task, inputs, labels) and serving limits, without
-    Lightning's training state; returns the meta."""
+def export_weights(checkpoint: str, out: Path, max_len: int | None, limits: dict, decode: dict | None = None) -> dict:
+    """The network's weights, config, prepared/meta.json (task, inputs, labels), serving limits and default decoding
+    settings (sequence to sequence), without Lightning's training state; returns the meta."""
     module = load_checkpoint(checkpoint)  # refuses a missing or corrupt file with a clear message
     hp = module.hparams
     torch.save({"meta": hp["meta"], "model": hp["net"], "state_dict": module.net.state_dict(),
-                "max_len": max_len, "limits": limits}, out)
+                "max_len": max_len, "limits": limits, "decode": decode or {}}, out)
     return hp["meta"]
 
 
@@ -67,7 +67,8 @@ def log_and_register(cfg: DictConfig, info: dict, name: str, tags: dict, descrip
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.pt"
         limits = OmegaConf.to_container(cfg.serve)
-        meta = export_weights(info["best_checkpoint"], weights, cfg.prepare.max_len, limits)
+        decode = {k: cfg.evaluate.get(k) for k in ("beam_width", "length_penalty", "max_output_len")}
+        meta = export_weights(info["best_checkpoint"], weights, cfg.prepare.max_len, limits, decode)
         artifacts = {"weights": str(weights)}
         if meta["inputs"]["kind"] == "tokens":
             artifacts["vocab"] = str(Path(cfg.paths.prepared) / "vocab.json")

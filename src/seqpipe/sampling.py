@@ -1,5 +1,6 @@
-"""Text in, text out: encode a prompt, sample from a network, decode. Shared by evaluate, `seqpipe generate` (which
-prints the text as it comes) and the served model."""
+"""Text in, text out for a language model: encode a prompt, decode with seqpipe.decoding (sampling, greedy or beam
+search), detokenize. Shared by evaluate, `seqpipe generate` (which prints the text as it comes) and the served
+model."""
 
 from __future__ import annotations
 
@@ -8,18 +9,30 @@ from collections.abc import Iterator
 
 import torch
 
-from seqpipe.nets import RecurrentLM
+from seqpipe.decoding import beam_search, sample
+from seqpipe.nets import RecurrentLM, State, select_state
 from seqpipe.tokenize import CharTokenizer
 from seqpipe.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab
 
+SUPPRESS = (PAD_ID, UNK_ID, BOS_ID)  # never generated
 
-def stream(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 200,
-           temperature: float = 1.0, top_k: int = 0, seed: int | None = None) -> Iterator[str]:
-    """The continuation of `prompt`, one token's text at a time, up to `max_new_tokens` tokens or <eos>."""
+
+def _start(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str) -> tuple[torch.Tensor, State, str]:
+    """The prompt read in one pass: the next token's logits (1, V), the state, and the separator before the first
+    new token (none after an empty prompt)."""
     tokens = tokenizer.tokenize(prompt)
     if unknown := sorted(set(vocab.unknown(tokens))):
-        warnings.warn(f"prompt characters not in the vocabulary, read as <unk>: {unknown!r}", stacklevel=2)
+        warnings.warn(f"prompt characters not in the vocabulary, read as <unk>: {unknown!r}", stacklevel=3)
     ids = [BOS_ID, *vocab.encode(tokens)] if not tokens else vocab.encode(tokens)
+    logits, state = net(torch.tensor([ids], device=next(net.parameters()).device))
+    return logits[:, -1], state, "" if not tokens else tokenizer.separator
+
+
+def stream(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 200,
+           temperature: float = 1.0, top_k: int = 0, seed: int | None = None,
+           logprobs: list[tuple[str, float]] | None = None) -> Iterator[str]:
+    """The continuation of `prompt`, one token's text at a time, up to `max_new_tokens` tokens or <eos>. Given a
+    list, `logprobs` receives each new token with its log-probability under the model."""
     device = next(net.parameters()).device
     generator = torch.Generator(device=device)
     if seed is not None and seed >= 0:
@@ -28,17 +41,40 @@ def stream(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str
         generator.seed()
     was_training = net.training
     net.eval()
-    separator = "" if not tokens else tokenizer.separator  # words are joined by a space, characters by nothing
     try:
-        for nxt in net.sample(torch.tensor([ids], device=device), max_new_tokens, temperature, top_k, generator,
-                              stop_id=EOS_ID, suppress=(PAD_ID, UNK_ID, BOS_ID)):
-            token = int(nxt)
-            if token == EOS_ID:
-                return
-            yield separator + tokenizer.detokenize(vocab.decode([token]))
-            separator = tokenizer.separator
+        with torch.no_grad():
+            logits, state, separator = _start(net, vocab, tokenizer, prompt)
+            for nxt, lp in sample(net.step, logits, state, max_new_tokens, temperature, top_k, generator,
+                                  stop_id=EOS_ID, suppress=SUPPRESS):
+                token = int(nxt[0])
+                if token == EOS_ID:
+                    return
+                piece = tokenizer.detokenize(vocab.decode([token]))
+                if logprobs is not None:
+                    logprobs.append((piece, float(lp[0])))
+                yield separator + piece
+                separator = tokenizer.separator
     finally:
         net.train(was_training)
+
+
+def beam(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 200,
+         width: int = 5, alpha: float = 1.0, logprobs: list[tuple[str, float]] | None = None) -> str:
+    """The most likely continuation of `prompt` that beam search finds (up to `max_new_tokens` tokens, ending at
+    <eos> or there), as text; `logprobs` as in `stream`."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            logits, state, separator = _start(net, vocab, tokenizer, prompt)
+            (best, *_), = beam_search(net.step, select_state, logits, state, width, max_new_tokens, EOS_ID, alpha,
+                                      suppress=SUPPRESS)
+    finally:
+        net.train(was_training)
+    pieces = [tokenizer.detokenize(vocab.decode([t])) for t in best.tokens]
+    if logprobs is not None:
+        logprobs += list(zip(pieces, best.logprobs))
+    return (separator + tokenizer.separator.join(pieces)) if pieces else ""
 
 
 def complete(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 200,

@@ -36,7 +36,7 @@ def build_datamodule(cfg: DictConfig, meta: dict) -> L.LightningDataModule:
 
 
 def build_module(cfg: DictConfig, meta: dict) -> SeqModule:
-    return SeqModule(cfg.task, meta, dict(cfg.model), dict(cfg.optim), cfg.train.carry_state)
+    return SeqModule(cfg.task, meta, get_task(cfg.task).net_config(cfg), dict(cfg.optim), cfg.train.carry_state)
 
 
 def input_params(meta: dict) -> dict[str, str]:
@@ -64,7 +64,7 @@ def _portable(path: str) -> str:
 def fingerprint(cfg: DictConfig, digest: str) -> str:
     """What a checkpoint must match to be resumed: the training config (not paths or display) and the data."""
     keep = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
-            if k in ("seed", "task", "monitor", "data", "model", "optim", "train", "trainer")}
+            if k in ("seed", "task", "monitor", "data", "model", "optim", "train", "trainer", "seq2seq")}
     keep["trainer"] = {k: v for k, v in keep["trainer"].items() if k not in ("enable_progress_bar",
                                                                            "enable_model_summary")}
     return hashlib.sha256((json.dumps(keep, sort_keys=True) + digest).encode()).hexdigest()
@@ -127,7 +127,8 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
     early = EarlyStopping(monitor=cfg.monitor, mode="min", patience=cfg.train.patience)
     # tqdm rather than rich: rich draws nothing until the end when the output is a log, not a terminal.
     bar = TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50)
-    callbacks = [checkpoint, early, *([bar] if cfg.trainer.enable_progress_bar else []), *callbacks]
+    callbacks = [checkpoint, early, *([bar] if cfg.trainer.enable_progress_bar else []),
+                 *get_task(cfg.task).callbacks(cfg), *callbacks]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                                      log_every_n_steps=cfg.train.log_every_n_steps,
                                      default_root_dir=cfg.paths.models)

@@ -7,6 +7,8 @@ conf/recipe/<name>.yaml. One row per document or example:
 - tagging (many-to-many, Tx = Ty): {"id", "text", "tags"}; `tags` has one character per character of `text`
 - frame sequences (prepare.inputs=frames): {"id", "frames", "label"} or {"id", "frames", "target"}; `frames` is a
   T x F nested list of numbers (one feature vector per step), `target` a number (task regress)
+- sequence to sequence (Tx != Ty): {"id", "text", "output", "group"}; `output` is the target text (phonemes, an
+  ISO date, a translation); rows with the same `group` (the pronunciations of one word) land in one split
 - any row may carry `split` ("train" or "test"): the source's own split, which prepare keeps (val is carved from
   train)
 """
@@ -23,3 +25,5 @@ class Document(TypedDict):
     frames: NotRequired[list[list[float]]]
     target: NotRequired[float]
     split: NotRequired[str]
+    output: NotRequired[str]
+    group: NotRequired[str]

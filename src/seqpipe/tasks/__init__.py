@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from seqpipe.recipes import Document
 
-NAMES = ("lm", "classify", "tag", "regress")
+NAMES = ("lm", "classify", "tag", "regress", "seq2seq")
 META = "meta.json"  # prepared/meta.json: task, inputs, target; also inside every registered model
 
 
@@ -46,6 +46,8 @@ class Task:
     carries_state = False  # consecutive batches continue the same streams (stateful truncated BPTT)
     generates = False      # `seqpipe generate` (text out) rather than `seqpipe predict`
     reads_prefix = True    # an input longer than prepare.max_len is read as its first max_len steps when served
+    refuses_long = False   # an input longer than prepare.max_len is refused (prepare drops such pairs, counted)
+    aligned = False        # a list target has one value per input step (tagging)
 
     def check(self, cfg: DictConfig) -> None:
         """Config rules of this task, with messages that name the key and the fix."""
@@ -77,6 +79,19 @@ class Task:
     def encode_target(self, doc: Document, target: dict) -> object:
         """One document's target as numbers: a class index, a list of them (one per step) or a float."""
         return target["labels"].index(doc[self.key])  # type: ignore[literal-required]
+
+    def fit_targets(self, cfg: DictConfig, splits: dict[str, list[dict]], target: dict) -> dict | None:
+        """After the split: what the targets need from the train split (a target vocabulary), into `target`, and
+        each row's `target` encoded with it; returns figures for prepare's report."""
+        return None
+
+    def net_config(self, cfg: DictConfig) -> dict:
+        """What build_net takes (kept in checkpoints and registered models): the model section."""
+        return dict(cfg.model)
+
+    def callbacks(self, cfg: DictConfig) -> list:
+        """Lightning callbacks this task trains with (e.g. a teacher-forcing schedule)."""
+        return []
 
     def datamodule(self, cfg: DictConfig, meta: dict) -> LightningDataModule:
         from seqpipe.examples import ExampleDataModule
@@ -127,6 +142,9 @@ def get_task(name: str) -> Task:
         case "regress":
             from seqpipe.tasks.regress import Regress
             return Regress()
+        case "seq2seq":
+            from seqpipe.tasks.seq2seq import Seq2SeqTask
+            return Seq2SeqTask()
     raise SeqpipeError(f"task={name!r} is not allowed; choose one of: {', '.join(NAMES)}")
 
 

@@ -77,6 +77,7 @@ class Tag(Classify):
     stratify = False
     dedupe = False
     reads_prefix = False  # one tag per position: every position is read
+    aligned = True
 
     def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
         from collections import Counter

@@ -3,6 +3,7 @@ carried from chunk to chunk; next-token cross-entropy, bits per character and pe
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -115,5 +116,12 @@ class LanguageModelling(Task):
 
         texts = texts_from(model_input, self.column)
         p = generation_params(params, model.limits)
-        model.check_size(model.tokenize(texts), p["max_new_tokens"])
-        return pd.DataFrame({"text": [t + "".join(model.generate(t, p)) for t in texts]})
+        model.check_size(model.tokenize(texts), p["max_new_tokens"] * p["beam_width"])
+        rows = []
+        for t in texts:
+            logprobs: list[tuple[str, float]] = []
+            rows.append({"text": t + "".join(model.generate(t, p, logprobs))})
+            if p["logprobs"]:  # [[token, log-probability], ...] and their sum
+                rows[-1] |= {"logprob": sum(lp for _, lp in logprobs), "token_logprobs": json.dumps(
+                    [[piece, round(lp, 5)] for piece, lp in logprobs], ensure_ascii=False)}
+        return pd.DataFrame(rows)

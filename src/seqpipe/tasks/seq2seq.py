@@ -1,0 +1,176 @@
+"""Sequence to sequence (Tx != Ty): an encoder-decoder with attention (seqpipe.attention) reads a token sequence and
+writes another of its own length: spelling -> pronunciation (g2p), a written date -> ISO 8601, English -> Spanish.
+Teacher-forced cross-entropy while training (with an optional scheduled teacher-forcing ratio); at test the
+outputs are decoded (beam search, or greedy) and scored against every reference of their input: exact match, token
+error rate (edit distance; the phoneme error rate in g2p), sequence error rate (the word error rate in g2p) and
+BLEU. The served model maps strings to strings, with beam width, n-best and sampling options."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import lightning.pytorch as L
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch.nn.utils.rnn import pad_sequence
+
+from seqpipe.errors import SeqpipeError
+from seqpipe.recipes import Document
+from seqpipe.tasks import Step, Task
+from seqpipe.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, UNK_ID, Vocab
+
+SUPPRESS = (PAD_ID, UNK_ID, BOS_ID)  # never decoded: an output is made of known tokens and ends with <eos>
+
+
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Sources padded with <pad>; the decoder's input <bos> y_1 .. y_n padded with <pad>; its targets y_1 .. y_n
+    <eos> padded with IGNORE_INDEX, which the loss skips."""
+    xs = [x.long() for x, _ in batch]
+    ys = [y.long() for _, y in batch]
+    bos, eos = torch.tensor([BOS_ID]), torch.tensor([EOS_ID])
+    return {"x": pad_sequence(xs, batch_first=True, padding_value=PAD_ID),                   # (B, S)
+            "lengths": torch.tensor([len(x) for x in xs], dtype=torch.long),                  # (B,)
+            "y_in": pad_sequence([torch.cat([bos, y]) for y in ys], batch_first=True, padding_value=PAD_ID),
+            "y": pad_sequence([torch.cat([y, eos]) for y in ys], batch_first=True, padding_value=IGNORE_INDEX)}
+
+
+class TeacherForcing(L.Callback):
+    """Sets the probability that a decoder step is fed the true previous token: `start` throughout, or moving
+    linearly from `start` to `end` over the training steps (scheduled sampling)."""
+
+    def __init__(self, start: float, end: float | None):
+        self.start, self.end = start, end
+
+    def ratio(self, progress: float) -> float:
+        return self.start if self.end is None else self.start + (self.end - self.start) * min(1.0, progress)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object,
+                             batch_idx: int) -> None:
+        progress = trainer.global_step / max(1, int(trainer.estimated_stepping_batches))
+        pl_module.net.teacher_forcing = self.ratio(progress)  # type: ignore[union-attr]
+
+
+class Seq2SeqTask(Task):
+    name = "seq2seq"
+    inputs = ("tokens",)
+    key = "output"
+    stratify = False
+    dedupe = False       # an input may have several outputs (pronunciations): all are kept, in one split (group)
+    reads_prefix = False
+    refuses_long = True  # half an input does not map to its whole output
+
+    def check(self, cfg: DictConfig) -> None:
+        super().check(cfg)
+        from seqpipe.attention import ATTENTIONS
+
+        s, e = cfg.seq2seq, cfg.evaluate
+        if s.attention not in ATTENTIONS:
+            raise SeqpipeError(f"seq2seq.attention={s.attention!r} is not allowed; choose one of: "
+                               f"{', '.join(ATTENTIONS)}")
+        for key, value in (("seq2seq.teacher_forcing", s.teacher_forcing),
+                           ("seq2seq.teacher_forcing_end", s.teacher_forcing_end)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not 0 <= value <= 1):
+                raise SeqpipeError(f"{key}={value!r} must be a probability in [0, 1] (1: always the true token)")
+        if isinstance(e.beam_width, bool) or not isinstance(e.beam_width, int) or e.beam_width < 1:
+            raise SeqpipeError(f"evaluate.beam_width={e.beam_width!r} must be a positive integer (1 = greedy)")
+        if not isinstance(e.length_penalty, int | float) or e.length_penalty < 0:
+            raise SeqpipeError(f"evaluate.length_penalty={e.length_penalty!r} must be a number >= 0")
+        if e.max_output_len is not None and (not isinstance(e.max_output_len, int) or e.max_output_len < 1):
+            raise SeqpipeError(f"evaluate.max_output_len={e.max_output_len!r} must be a positive integer, or null "
+                               "(twice the longest train output)")
+
+    # --- prepare: the output side ------------------------------------------------------------------------------
+    def target_tokenizer(self, cfg: DictConfig) -> dict:
+        t = cfg.prepare.target_tokenizer
+        return dict(t if t is not None else cfg.prepare.tokenizer)
+
+    def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
+        from hydra.utils import instantiate
+
+        self._tokenizer = instantiate(self.target_tokenizer(cfg))
+        return {"tokenizer": self.target_tokenizer(cfg)}
+
+    def encode_target(self, doc: Document, target: dict) -> list[str]:
+        output = doc["output"]
+        if not isinstance(output, str):
+            raise SeqpipeError(f"example {doc['id']!r}: output {output!r} is not a string; fix the data")
+        return self._tokenizer.tokenize(output)
+
+    def fit_targets(self, cfg: DictConfig, splits: dict[str, list[dict]], target: dict) -> dict:
+        """The output vocabulary from the train split (its tokens go into meta.json, so a registered model carries
+        them), and every row's output as ids."""
+        from collections import Counter
+
+        p = cfg.prepare
+        vocab = Vocab.build(Counter(t for r in splits["train"] for t in r["target"]), p.min_freq, p.max_size,
+                            tokenizer=target["tokenizer"])
+        target |= {"tokens": vocab.itos, "longest": max(len(r["target"]) for r in splits["train"])}
+        stats = {"target_vocab_size": len(vocab)}
+        for name, rows in splits.items():
+            ids = [vocab.encode(r["target"]) for r in rows]
+            for r, encoded in zip(rows, ids):
+                r["target"] = encoded
+            total = sum(map(len, ids))
+            stats[f"{name}_target_unk_rate"] = round(sum(i.count(UNK_ID) for i in ids) / max(total, 1), 6)
+        print(f"prepare: output vocabulary {len(vocab)} tokens, longest train output {target['longest']}",
+              file=sys.stderr)
+        return stats
+
+    # --- training ----------------------------------------------------------------------------------------------
+    def net_config(self, cfg: DictConfig) -> dict:
+        model = {k: v for k, v in cfg.model.items() if k not in ("pooling", "tie_weights")}
+        return {**model, "attention": cfg.seq2seq.attention, "input_feeding": cfg.seq2seq.input_feeding}
+
+    def callbacks(self, cfg: DictConfig) -> list:
+        s = cfg.seq2seq
+        return [TeacherForcing(float(s.teacher_forcing), None if s.teacher_forcing_end is None
+                               else float(s.teacher_forcing_end))]
+
+    def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
+        from seqpipe.examples import ExampleDataModule
+
+        d = cfg.data
+        return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
+                                 cfg.seed, d.bucket_factor, collate=collate)
+
+    def build_net(self, meta: dict, model: dict):  # noqa: ANN201
+        from seqpipe.attention import Seq2Seq
+
+        return Seq2Seq(meta["inputs"], len(meta["target"]["tokens"]), **model)
+
+    def step(self, net, batch, state) -> Step:  # noqa: ANN001
+        logits, _ = net(batch["x"], batch["lengths"], batch["y_in"])  # (B, T, V)
+        logits, y = logits.reshape(-1, logits.size(-1)), batch["y"].reshape(-1)
+        loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+        return Step(loss, int((y != IGNORE_INDEX).sum()), logits.detach(), y)
+
+    def metrics(self, meta: dict) -> dict:
+        from torchmetrics.classification import MulticlassAccuracy
+
+        # next-token accuracy with the true previous tokens given (teacher forced), <eos> included
+        return {"token_acc": MulticlassAccuracy(len(meta["target"]["tokens"]), average="micro",
+                                                ignore_index=IGNORE_INDEX)}
+
+    # --- test and serving ----------------------------------------------------------------------------------------
+    def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
+        from seqpipe.seq2seq_eval import evaluate_seq2seq
+
+        return evaluate_seq2seq(cfg, module, dm, out_dir)
+
+    def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
+        from seqpipe.pyfunc import WHO, infer
+        from seqpipe.seq2seq_eval import DECODE_PARAMS
+
+        example = pd.DataFrame({"text": [cfg.evaluate.prompt]})
+        output = pd.DataFrame({"output": ["x"], "score": [-0.5], "complete": [True], "unk_fraction": [0.0],
+                               "n_best": ['[["x", -0.5]]'], **WHO})
+        return infer(example, output, params=DECODE_PARAMS), example
+
+    def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
+        from seqpipe.seq2seq_eval import serve
+
+        return serve(model, model_input, params)
