@@ -3,6 +3,7 @@ needed: the checks come before any network runs)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +25,10 @@ LIMITS = {**LEGACY_LIMITS, "max_rows": 3, "max_input_tokens": 10, "max_total_tok
     ({"max_new_tokens": 10_000_000}, "max_new_tokens=10000000 must be between 0 and 50, this model's limit"),
     ({"seed": -2}, "seed=-2 must be >= 0, or -1"),
     ({"top_k": 2.5}, "top_k=2.5 must be an integer"),
-    ({"bogus": 1}, "unknown params ['bogus']; this model takes: max_new_tokens, temperature, top_k, seed"),
+    ({"bogus": 1}, "unknown params ['bogus']; this model takes: max_new_tokens, temperature, top_k, seed, "
+                   "beam_width, logprobs"),
+    ({"beam_width": 0, "max_new_tokens": 5}, "beam_width=0 must be between 1 and 16"),
+    ({"logprobs": "yes", "max_new_tokens": 5}, "logprobs='yes' must be true or false"),
 ])
 def test_bad_generation_params_are_refused_with_the_reason(params, message):
     with pytest.raises(InputError) as e:
@@ -34,7 +38,7 @@ def test_bad_generation_params_are_refused_with_the_reason(params, message):
 
 def test_good_generation_params_get_defaults():
     assert generation_params({"temperature": 0, "max_new_tokens": 50}, LIMITS) == {
-        "max_new_tokens": 50, "temperature": 0.0, "top_k": 0, "seed": -1}
+        "max_new_tokens": 50, "temperature": 0.0, "top_k": 0, "seed": -1, "beam_width": 1, "logprobs": False}
 
 
 def _model() -> SeqpipeModel:
@@ -76,6 +80,15 @@ def test_models_registered_by_seqpipe_0_1_load_and_predict_with_todays_code(kind
         assert out["model"][0] == "seqpipe-text_file/1"
         with pytest.raises(InputError, match="must be between 0 and 1000"):
             model.predict(pd.DataFrame({"prompt": ["KING:"]}), params={"max_new_tokens": 10_000_000})
+        # today's decoding reaches an old model too: beam search and per-token log-probabilities
+        served = model.unwrap_python_model()
+        greedy = served.predict(None, pd.DataFrame({"prompt": ["KING:"]}),
+                                {"max_new_tokens": 8, "temperature": 0, "logprobs": True})
+        pieces = json.loads(greedy["token_logprobs"][0])
+        assert "".join(p for p, _ in pieces) == greedy["text"][0][len("KING:"):]
+        assert greedy["logprob"][0] == pytest.approx(sum(lp for _, lp in pieces), abs=1e-3) and greedy["logprob"][0] < 0
+        beam5 = served.predict(None, pd.DataFrame({"prompt": ["KING:"]}), {"max_new_tokens": 8, "beam_width": 5})
+        assert beam5["text"][0].startswith("KING:") and "token_logprobs" not in beam5
     else:
         out = model.predict(pd.DataFrame({"text": ["a good film", "an awful film"]}))
         assert set(out["label"]) <= {"neg", "pos"} and list(out["model"]) == ["seqpipe-text_csv/1"] * 2

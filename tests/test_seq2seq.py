@@ -303,3 +303,55 @@ def test_pairs_bad_inputs(pairs_model, capsys):
     assert cli.main(["predict", "--model", "models:/seqpipe-pairs@champion", "--text", "", "--tracking-uri",
                      out["cfg"].mlflow.tracking_uri]) != 0
     assert "empty input text" in capsys.readouterr().err
+
+
+def test_prepare_drops_long_pairs_and_keeps_groups_together(tmp_path, capsys):
+    from seqpipe import fetch, prepare
+    from seqpipe.examples import ExampleDataset
+
+    write_pairs(tmp_path / "pairs.tsv", n=200)
+    cfg = compose(["recipe=pairs", f"recipe.fetch.path={tmp_path / 'pairs.tsv'}", "prepare.max_len=4",
+                   f"paths.raw={tmp_path}/raw", f"paths.prepared={tmp_path}/prepared",
+                   f"paths.reports={tmp_path}/reports"], config_dir=CONF)
+    fetch.run(cfg)
+    stats = prepare.run(cfg)
+    err = capsys.readouterr().err
+    assert "skipped 2 rows with an empty input or output" in err
+    assert stats["dropped_long"] > 0 and f"dropped {stats['dropped_long']} pairs with an input or output over " \
+        "prepare.max_len=4" in err
+    words = {}
+    for split in ("train", "val", "test"):
+        ds = ExampleDataset(tmp_path / "prepared" / f"{split}.npz")
+        for i in range(len(ds)):
+            x, y = ds[i]
+            assert len(x) <= 4 and len(y) <= 4
+            assert words.setdefault(tuple(x.tolist()), split) == split  # a word's outputs in one split
+
+
+# --- the language model decodes through the same module -------------------------------------------------------------
+def test_language_model_beam_and_logprobs():
+    from seqpipe.nets import RecurrentLM
+    from seqpipe.sampling import beam, stream
+    from seqpipe.tokenize import CharTokenizer
+    from seqpipe.vocab import Vocab
+
+    vocab, tok = Vocab(["<pad>", "<unk>", "<bos>", "<eos>", *"abcdefgh"]), CharTokenizer()
+    torch.manual_seed(0)
+    net = RecurrentLM(len(vocab), "gru", 8, 16).eval()
+    greedy_lps: list = []
+    greedy_text = "".join(stream(net, vocab, tok, "abc", 12, temperature=0, logprobs=greedy_lps))
+    beam_lps: list = []
+    assert beam(net, vocab, tok, "abc", 12, width=1, logprobs=beam_lps) == greedy_text
+    assert [p for p, _ in beam_lps] == [p for p, _ in greedy_lps] == list(greedy_text)
+    assert [lp for _, lp in beam_lps] == pytest.approx([lp for _, lp in greedy_lps], abs=1e-5)
+    with torch.no_grad():  # each log-probability is the network's, given the prompt and the tokens before
+        ids = torch.tensor([vocab.encode(list("abc" + greedy_text))])
+        logits, _ = net(ids)
+        lp = torch.log_softmax(logits[0].index_fill(-1, torch.tensor(SUPPRESS), float("-inf")), -1)
+        expected = [float(lp[2 + i, ids[0, 3 + i]]) for i in range(len(greedy_text))]
+    assert [lp for _, lp in greedy_lps] == pytest.approx(expected, abs=1e-5)
+    wide: list = []
+    text5 = beam(net, vocab, tok, "abc", 12, width=5, alpha=0.0, logprobs=wide)
+    assert len(text5) == len(wide) <= 12
+    if len(text5) == len(greedy_text) == 12:  # same length, no stop: the beam's output is at least as likely
+        assert sum(lp for _, lp in wide) >= sum(lp for _, lp in greedy_lps) - 1e-5
