@@ -662,9 +662,9 @@ def test_ctrl_c_during_generate_keeps_the_text(models, tmp_path):
     """Ctrl-C while `seqpipe generate` prints: the text so far stays on the screen, one line says what happened,
     exit 130. (Each token is slowed to 20 ms so the interrupt lands mid-generation.)"""
     _, uri = models
-    code = ("import sys, time; from seqpipe import cli, nets; sample = nets.RecurrentLM.sample\n"
-            "def slow(self, *a, **k):\n    for t in sample(self, *a, **k):\n        time.sleep(0.02); yield t\n"
-            "nets.RecurrentLM.sample = slow\n"
+    code = ("import sys, time; from seqpipe import cli, nets; step = nets.RecurrentLM.step\n"
+            "def slow(self, *a, **k):\n    time.sleep(0.02); return step(self, *a, **k)\n"
+            "nets.RecurrentLM.step = slow\n"
             f"sys.exit(cli.main(['generate', '--model', {LM!r}, '--prompt', 'KING:', '--max-new-tokens', '1000', "
             f"'--tracking-uri', {uri!r}]))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
