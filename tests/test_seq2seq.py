@@ -355,3 +355,20 @@ def test_language_model_beam_and_logprobs():
     assert len(text5) == len(wide) <= 12
     if len(text5) == len(greedy_text) == 12:  # same length, no stop: the beam's output is at least as likely
         assert sum(lp for _, lp in wide) >= sum(lp for _, lp in greedy_lps) - 1e-5
+
+
+@pytest.mark.slow
+def test_pairs_model_is_served_with_decoding_params(pairs_model):
+    from conftest import models_serve, post_json
+
+    root, out = pairs_model
+    with models_serve("models:/seqpipe-pairs@champion", out["cfg"].mlflow.tracking_uri, root) as url:
+        status, answer = post_json(f"{url}/invocations", json.dumps({
+            "dataframe_records": [{"text": "abcd"}, {"text": "ed"}],
+            "params": {"beam_width": 3, "n_best": 2}}).encode())
+        assert status == 200, answer
+        rows = answer["predictions"]
+        assert rows[0]["output"] == "D C B A" and len(json.loads(rows[1]["n_best"])) == 2
+        assert rows[0]["model"] == "seqpipe-pairs/1" and rows[0]["complete"] is True
+        status, answer = post_json(f"{url}/invocations", json.dumps({"dataframe_records": [{"text": ""}]}).encode())
+        assert status == 400 and "empty input text" in answer["message"]
