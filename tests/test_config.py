@@ -169,3 +169,18 @@ def test_compose_command_saves_and_resets(tmp_path, monkeypatch, capsys):
     assert OmegaConf.load("params.yaml").model.hidden_size == 48 and "recipe=text_file" in capsys.readouterr().err
     assert cli.main(["compose", "--reset"]) == 0
     assert OmegaConf.load("params.yaml").recipe.name == "shakespeare"
+
+
+def test_every_recipe_gives_the_params_the_pipeline_declares():
+    """dvc.yaml names params by key; a recipe without one of them fails `dvc repro` at that stage (found with
+    recipe=pairs: recipe.labels)."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    stages = yaml.safe_load((CONF.parent / "dvc.yaml").read_text())["stages"]
+    keys = {k for s in stages.values() for p in s.get("params", []) for k in ([p] if isinstance(p, str) else p)}
+    for recipe in sorted(p.stem for p in (CONF / "recipe").glob("*.yaml")):
+        overrides = [f"recipe={recipe}", *(["recipe.fetch.train=x.ts"] if recipe == "ts_file" else [])]
+        cfg = compose(overrides, config_dir=CONF)
+        missing = [k for k in sorted(keys) if OmegaConf.select(cfg, k, default="<missing>") == "<missing>"]
+        assert not missing, f"recipe {recipe} lacks {missing}"
