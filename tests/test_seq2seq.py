@@ -372,3 +372,22 @@ def test_pairs_model_is_served_with_decoding_params(pairs_model):
         assert rows[0]["model"] == "seqpipe-pairs/1" and rows[0]["complete"] is True
         status, answer = post_json(f"{url}/invocations", json.dumps({"dataframe_records": [{"text": ""}]}).encode())
         assert status == 400 and "empty input text" in answer["message"]
+
+
+@pytest.mark.slow
+def test_new_default_decoding_registers_a_new_version(pairs_model):
+    """(Last in this file: it moves @champion.) The served model decodes by default as evaluate scored it; a new beam
+    width makes a new version of the same training run, and registering it again adds none."""
+    from omegaconf import OmegaConf
+
+    from seqpipe import register
+
+    root, out = pairs_model
+    cfg = OmegaConf.merge(out["cfg"], {"evaluate": {"beam_width": 2}})
+    with working_dir(root):
+        first = register.run(cfg)
+        again = register.run(cfg)
+    assert first["new_version"] and first["version"] == 2 and not again["new_version"]
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    old, new = (mlflow.pyfunc.load_model(f"models:/seqpipe-pairs/{v}").unwrap_python_model() for v in (1, 2))
+    assert old.decode["beam_width"] == 3 and new.decode["beam_width"] == 2

@@ -44,6 +44,13 @@ def export_weights(checkpoint: str, out: Path, max_len: int | None, limits: dict
     return hp["meta"]
 
 
+def served_decoding(cfg: DictConfig) -> dict:
+    """The decoding a sequence-to-sequence model serves by default: what evaluate scored it with ({} otherwise)."""
+    if not get_task(cfg.task).decodes:
+        return {}
+    return {k: cfg.evaluate.get(k) for k in ("beam_width", "length_penalty", "max_output_len")}
+
+
 def describe(cfg: DictConfig, info: dict, metrics: dict, digest: str, run: object) -> str:
     """The version's description in the registry: what was trained, how well, on what data, from which code."""
     m, tags = cfg.model, run.data.tags  # type: ignore[attr-defined]
@@ -67,8 +74,7 @@ def log_and_register(cfg: DictConfig, info: dict, name: str, tags: dict, descrip
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.pt"
         limits = OmegaConf.to_container(cfg.serve)
-        decode = {k: cfg.evaluate.get(k) for k in ("beam_width", "length_penalty", "max_output_len")}
-        meta = export_weights(info["best_checkpoint"], weights, cfg.prepare.max_len, limits, decode)
+        meta = export_weights(info["best_checkpoint"], weights, cfg.prepare.max_len, limits, served_decoding(cfg))
         artifacts = {"weights": str(weights)}
         if meta["inputs"]["kind"] == "tokens":
             artifacts["vocab"] = str(Path(cfg.paths.prepared) / "vocab.json")
@@ -200,7 +206,11 @@ def run(cfg: DictConfig) -> dict:
     run = client.get_run(info["run_id"])
     digest = run.data.params.get("data.digest", "unknown")
 
-    limits = json.dumps(OmegaConf.to_container(cfg.serve), sort_keys=True)
+    # What the served model is besides its weights: its limits and, for a task that decodes, its default decoding;
+    # when either changes, the same training run makes a new version.
+    decode = served_decoding(cfg)
+    limits = json.dumps({**OmegaConf.to_container(cfg.serve), **({"decode": decode} if decode else {})},
+                        sort_keys=True)
     mv = registered_from(client, name, info["run_id"], limits)
     new = mv is None
     if new:
@@ -209,7 +219,7 @@ def run(cfg: DictConfig) -> dict:
         mv = log_and_register(cfg, info, name, tags, describe(cfg, info, metrics, digest, run))
     else:
         print(f"register: training run {info['run_id']} is already registered as {name} v{mv.version} (same "
-              "serving limits); no new version added", file=sys.stderr)
+              "serving limits and decoding); no new version added", file=sys.stderr)
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     gate = settle_champion(client, name, mv, bool(cfg.register.force_champion))
     champion = alias_version(client, name, CHAMPION)

@@ -48,6 +48,7 @@ class Task:
     reads_prefix = True    # an input longer than prepare.max_len is read as its first max_len steps when served
     refuses_long = False   # an input longer than prepare.max_len is refused (prepare drops such pairs, counted)
     aligned = False        # a list target has one value per input step (tagging)
+    decodes = False        # the served model decodes outputs with evaluate's beam settings as its defaults
 
     def check(self, cfg: DictConfig) -> None:
         """Config rules of this task, with messages that name the key and the fix."""

@@ -61,6 +61,7 @@ class Seq2SeqTask(Task):
     dedupe = False       # an input may have several outputs (pronunciations): all are kept, in one split (group)
     reads_prefix = False
     refuses_long = True  # half an input does not map to its whole output
+    decodes = True
 
     def check(self, cfg: DictConfig) -> None:
         super().check(cfg)
