@@ -95,6 +95,9 @@ class Encoder(nn.Module):
         self.embedding = input_layer(inputs, embedding_dim)
         self.drop = nn.Dropout(dropout)
         self.bidirectional, self.packed = bidirectional, packed
+        # A list to collect the hidden state after every step (gradient-flow diagnostics, seqpipe.gradflow): the
+        # layers then run one step at a time so that each step's state is a node of the graph. None: one fused call.
+        self.trace: list[Tensor] | None = None
         self.output_size = hidden_size * (2 if bidirectional else 1)
         if not bidirectional:  # one fused multi-layer call: the fastest kernel, and a state to carry (TBPTT)
             self.rnn = rnn_cls(embedding_dim, hidden_size, num_layers, batch_first=True,
@@ -107,7 +110,10 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None, state: State = None) -> tuple[Tensor, State]:
         h = self.drop(self.embedding(x))  # (B, T, E) from ids (B, T) or frames (B, T, F)
         if not self.bidirectional:
-            out, state = run_rnn(self.rnn, h, lengths, state, self.packed)
+            if self.trace is None:
+                out, state = run_rnn(self.rnn, h, lengths, state, self.packed)
+            else:
+                out, state = self.stepwise(h, state)
             return self.drop(out), state  # (B, T, H)
         if lengths is None:
             lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
@@ -118,6 +124,17 @@ class Encoder(nn.Module):
             out_b, _ = run_rnn(bwd, reverse_padded(h, lengths), lengths, None, self.packed)
             h = torch.cat([out_f, reverse_padded(out_b, lengths)], dim=-1)            # (B, T, 2H)
         return self.drop(h), None
+
+
+    def stepwise(self, h: Tensor, state: State) -> tuple[Tensor, State]:
+        """The unidirectional stack one step at a time, appending each step's hidden state h_t (layers, B, H) to
+        self.trace; the outputs equal the fused call's."""
+        outs = []
+        for t in range(h.size(1)):
+            out, state = self.rnn(h[:, t:t + 1], state)
+            self.trace.append(state[0] if isinstance(state, tuple) else state)  # type: ignore[union-attr]
+            outs.append(out)
+        return torch.cat(outs, dim=1), state
 
 
 def _mask(lengths: Tensor, T: int) -> Tensor:
@@ -185,7 +202,8 @@ class SequenceClassifier(nn.Module):
 
 
 class SequenceTagger(nn.Module):
-    """Encoder -> class logits at every step (B, T, C): many-to-many with Tx = Ty."""
+    """Encoder -> class logits at every step (B, T, C): many-to-many with Tx = Ty (tagging), or C outputs per step
+    (the next frame's notes). A unidirectional encoder returns its state, so generation can go on step by step."""
 
     def __init__(self, inputs: int | dict, num_classes: int, **encoder: object):
         super().__init__()
@@ -193,5 +211,5 @@ class SequenceTagger(nn.Module):
         self.head = nn.Linear(self.encoder.output_size, num_classes)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, state: State = None) -> tuple[Tensor, State]:
-        out, _ = self.encoder(x, lengths)  # (B, T, D)
-        return self.head(out), None        # (B, T, C)
+        out, state = self.encoder(x, lengths, state)  # (B, T, D)
+        return self.head(out), state                  # (B, T, C)

@@ -107,6 +107,11 @@ class Task:
     def step(self, net: nn.Module, batch: dict[str, Tensor], state: object) -> Step:
         raise NotImplementedError
 
+    def final_step_only(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch with its loss counted at each sequence's last step only (seqpipe.gradflow: the gradient that
+        reaches step t then travelled back from the end). A many-to-one task's loss already is."""
+        return batch
+
     def metrics(self, meta: dict) -> dict[str, Metric]:
         """Epoch metrics besides the loss, updated with each step's (preds, target)."""
         return {}

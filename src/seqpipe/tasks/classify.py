@@ -96,6 +96,14 @@ class Tag(Classify):
         model = {k: v for k, v in model.items() if k not in ("tie_weights", "pooling")}
         return SequenceTagger(meta["inputs"], len(meta["target"]["labels"]), **model)
 
+    def final_step_only(self, batch: dict) -> dict:
+        import torch
+
+        rows, last = torch.arange(len(batch["lengths"])), batch["lengths"] - 1
+        y = torch.full_like(batch["y"], IGNORE_INDEX)
+        y[rows, last] = batch["y"][rows, last]
+        return {**batch, "y": y}
+
     def output_example(self, meta: dict) -> dict:
         return {"tags": ["x"], "confidence": [1.0]}
 

@@ -83,6 +83,11 @@ class LanguageModelling(Task):
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y, ignore_index=IGNORE_INDEX)
         return Step(loss, int((y != IGNORE_INDEX).sum()), state=state)
 
+    def final_step_only(self, batch: dict) -> dict:
+        y = batch["y"].clone()  # (B, T): a chunk's streams all end at its last column
+        y[:, :-1] = IGNORE_INDEX
+        return {**batch, "y": y}
+
     def loss_metrics(self, stage: str, loss: float) -> dict[str, float]:
         # bits per token (per character at character level) and perplexity
         return {f"{stage}/bpc": loss / math.log(2), f"{stage}/ppl": math.exp(min(loss, 50))}
