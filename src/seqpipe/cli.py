@@ -142,7 +142,7 @@ def _generate(args: argparse.Namespace) -> None:
     params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
               "seed": args.seed, "beam_width": args.beam_width}
     logprobs: list[tuple[str, float]] = []
-    pieces = model.stream(args.prompt, params, logprobs)  # refuses what the model's limits refuse, before output
+    pieces = model.stream(args.prompt, params, logprobs, bos=args.bos)  # refuses what the limits refuse, first
     out, n = sys.stdout, 0
     out.write(args.prompt)
     try:
@@ -228,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default="models:/seqpipe-shakespeare@champion",
                    help="models:/NAME@ALIAS, models:/NAME/VERSION or a model path (default: %(default)s)")
     g.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    g.add_argument("--bos", action="store_true", help="read --prompt as the start of a document, after <bos> (an "
+                   "empty prompt always is), e.g. a tweet's rating: --bos --prompt '1★ '")
     g.add_argument("--max-new-tokens", type=_at_least(0), default=300,
                    help="tokens to generate, up to the model's limit (default: %(default)s)")
     g.add_argument("--temperature", type=_at_least(0, float), default=0.8, help="0 = greedy (default: %(default)s)")

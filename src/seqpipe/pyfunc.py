@@ -186,22 +186,24 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
                              "(serve.max_total_new_tokens): ask for fewer rows or fewer new tokens")
         return rows
 
-    def stream(self, prompt: str, params: dict | None = None, logprobs: list | None = None) -> Iterator[str]:
-        """The continuation of `prompt` piece by piece, within the model's limits (for `seqpipe generate`)."""
+    def stream(self, prompt: str, params: dict | None = None, logprobs: list | None = None,
+               bos: bool = False) -> Iterator[str]:
+        """The continuation of `prompt` piece by piece, within the model's limits (for `seqpipe generate`); `bos`:
+        the prompt starts a document (read after <bos>, as an empty prompt is)."""
         p = generation_params(params, self.limits)
         self.check_size(self.tokenize([prompt]), p["max_new_tokens"] * p["beam_width"])
-        return self.generate(prompt, p, logprobs)
+        return self.generate(prompt, p, logprobs, bos)
 
-    def generate(self, prompt: str, p: dict, logprobs: list | None = None) -> Iterator[str]:
+    def generate(self, prompt: str, p: dict, logprobs: list | None = None, bos: bool = False) -> Iterator[str]:
         """The continuation in pieces: sampled (or greedy) as it comes, or with beam_width > 1 the beam's best in
-        one piece; `logprobs` (a list) receives (token, log-probability) pairs."""
+        one piece; `logprobs` (a list) receives (token, log-probability) pairs; `bos` as in `stream`."""
         from seqpipe.sampling import beam, stream
 
         if p.get("beam_width", 1) > 1:
             return iter([beam(self.net, self.vocab, self.tokenizer, prompt, p["max_new_tokens"], p["beam_width"],
-                              logprobs=logprobs)])
+                              logprobs=logprobs, bos=bos)])
         return stream(self.net, self.vocab, self.tokenizer, prompt, p["max_new_tokens"], p["temperature"],
-                      p["top_k"], p["seed"], logprobs)
+                      p["top_k"], p["seed"], logprobs, bos)
 
     def encode(self, model_input: object, what: str) -> tuple[list[torch.Tensor], list[float] | None]:
         """Every row of a request as the network's input, checked against the limits before any work: (T,) ids or

@@ -17,22 +17,25 @@ from seqpipe.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab
 SUPPRESS = (PAD_ID, UNK_ID, BOS_ID)  # never generated
 
 
-def _start(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str) -> tuple[torch.Tensor, State, str]:
+def _start(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str,
+           bos: bool = False) -> tuple[torch.Tensor, State, str]:
     """The prompt read in one pass: the next token's logits (1, V), the state, and the separator before the first
-    new token (none after an empty prompt)."""
+    new token (none after an empty prompt). An empty prompt, or any prompt with `bos`, is read after <bos>, as the
+    start of a document (e.g. a tweet's rating prefix); otherwise the prompt is read as text from within one."""
     tokens = tokenizer.tokenize(prompt)
     if unknown := sorted(set(vocab.unknown(tokens))):
         warnings.warn(f"prompt characters not in the vocabulary, read as <unk>: {unknown!r}", stacklevel=3)
-    ids = [BOS_ID, *vocab.encode(tokens)] if not tokens else vocab.encode(tokens)
+    ids = [BOS_ID, *vocab.encode(tokens)] if bos or not tokens else vocab.encode(tokens)
     logits, state = net(torch.tensor([ids], device=next(net.parameters()).device))
     return logits[:, -1], state, "" if not tokens else tokenizer.separator
 
 
 def stream(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 200,
            temperature: float = 1.0, top_k: int = 0, seed: int | None = None,
-           logprobs: list[tuple[str, float]] | None = None) -> Iterator[str]:
+           logprobs: list[tuple[str, float]] | None = None, bos: bool = False) -> Iterator[str]:
     """The continuation of `prompt`, one token's text at a time, up to `max_new_tokens` tokens or <eos>. Given a
-    list, `logprobs` receives each new token with its log-probability under the model."""
+    list, `logprobs` receives each new token with its log-probability under the model. `bos`: the prompt starts a
+    document (see `_start`)."""
     device = next(net.parameters()).device
     generator = torch.Generator(device=device)
     if seed is not None and seed >= 0:
@@ -43,7 +46,7 @@ def stream(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str
     net.eval()
     try:
         with torch.no_grad():
-            logits, state, separator = _start(net, vocab, tokenizer, prompt)
+            logits, state, separator = _start(net, vocab, tokenizer, prompt, bos)
             for nxt, lp in sample(net.step, logits, state, max_new_tokens, temperature, top_k, generator,
                                   stop_id=EOS_ID, suppress=SUPPRESS):
                 token = int(nxt[0])
@@ -59,14 +62,15 @@ def stream(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str
 
 
 def beam(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 200,
-         width: int = 5, alpha: float = 1.0, logprobs: list[tuple[str, float]] | None = None) -> str:
+         width: int = 5, alpha: float = 1.0, logprobs: list[tuple[str, float]] | None = None,
+         bos: bool = False) -> str:
     """The most likely continuation of `prompt` that beam search finds (up to `max_new_tokens` tokens, ending at
-    <eos> or there), as text; `logprobs` as in `stream`."""
+    <eos> or there), as text; `logprobs` and `bos` as in `stream`."""
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
-            logits, state, separator = _start(net, vocab, tokenizer, prompt)
+            logits, state, separator = _start(net, vocab, tokenizer, prompt, bos)
             (best, *_), = beam_search(net.step, select_state, logits, state, width, max_new_tokens, EOS_ID, alpha,
                                       suppress=SUPPRESS)
     finally:
@@ -78,6 +82,7 @@ def beam(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str, 
 
 
 def complete(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 200,
-             temperature: float = 1.0, top_k: int = 0, seed: int | None = None) -> str:
-    """The prompt followed by up to `max_new_tokens` sampled tokens (fewer if <eos> is sampled)."""
-    return prompt + "".join(stream(net, vocab, tokenizer, prompt, max_new_tokens, temperature, top_k, seed))
+             temperature: float = 1.0, top_k: int = 0, seed: int | None = None, bos: bool = False) -> str:
+    """The prompt followed by up to `max_new_tokens` sampled tokens (fewer if <eos> is sampled); `bos` as in
+    `stream`."""
+    return prompt + "".join(stream(net, vocab, tokenizer, prompt, max_new_tokens, temperature, top_k, seed, bos=bos))
