@@ -231,6 +231,13 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "model.embedding_dim", "model.hidden_size", "model.num_layers", "data.batch_size",
               "data.bptt", "data.eval_batch_size", "trainer.max_epochs", "train.log_every_n_steps")
     _fraction("model.dropout", m.dropout, 0.0, 1.0)
+    if not isinstance(cfg.train.gradient_flow, bool):
+        raise SeqpipeError(f"train.gradient_flow={cfg.train.gradient_flow!r} must be true or false")
+    _positive(cfg, "train.gradient_flow_every")
+    if cfg.train.gradient_flow and m.bidirectional:  # the rest is checked when training starts (seqpipe.gradflow)
+        raise SeqpipeError("train.gradient_flow=true measures the gradient that travels back through time from a "
+                           "sequence's last step, and a bidirectional encoder's backward direction reads from that "
+                           "end: set model.bidirectional=false (or train.gradient_flow=false)")
     _fraction("prepare.val_fraction", cfg.prepare.val_fraction, 0.0, 0.5)
     _fraction("prepare.test_fraction", cfg.prepare.test_fraction, 0.0, 0.5)
     if not isinstance(cfg.optim.lr, int | float) or cfg.optim.lr <= 0:

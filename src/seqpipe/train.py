@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqpipe.atomic import write_json, write_text
 from seqpipe.config import check_devices, validate
+from seqpipe.gradflow import GradientFlow
 from seqpipe.module import SeqModule
 from seqpipe.store import connect, env_unchanged, run_exists, shown_uri
 from seqpipe.tasks import get_task, prepared_meta
@@ -127,8 +128,12 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
     early = EarlyStopping(monitor=cfg.monitor, mode="min", patience=cfg.train.patience)
     # tqdm rather than rich: rich draws nothing until the end when the output is a log, not a terminal.
     bar = TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50)
+    # train.gradient_flow: the gradient reaching each step, plotted per epoch; a caller that passes its own
+    # GradientFlow (seqpipe study) reads the profiles from it afterwards
+    flow = [GradientFlow(cfg.train.gradient_flow_every)] if cfg.train.gradient_flow and not any(
+        isinstance(c, GradientFlow) for c in callbacks) else []
     callbacks = [checkpoint, early, *([bar] if cfg.trainer.enable_progress_bar else []),
-                 *get_task(cfg.task).callbacks(cfg), *callbacks]
+                 *get_task(cfg.task).callbacks(cfg), *flow, *callbacks]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                                      log_every_n_steps=cfg.train.log_every_n_steps,
                                      default_root_dir=cfg.paths.models)
