@@ -93,6 +93,18 @@ def _tune(argv: list[str]) -> None:
         raise SystemExit(130)
 
 
+def _study(name: str, overrides: list[str]) -> None:
+    """`seqpipe study NAME key=value ...`: the cells side by side (seqpipe.study), a table and plots."""
+    from seqpipe.config import check_override_keys, compose
+
+    check_override_keys(overrides)
+    cfg = compose(overrides)
+    from seqpipe import study
+
+    result = study.run(cfg, name, overrides)
+    print(f"study: {', '.join(result['files'])}")
+
+
 def _stage(name: str) -> None:
     import importlib
 
@@ -218,6 +230,11 @@ def parser() -> argparse.ArgumentParser:
     tu.add_argument("--resume", action="store_true", help="continue the last interrupted sweep (or tune.name=NAME)")
     tu.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. recipe=imdb tune.num_samples=16 "
                     "trainer.max_epochs=4")
+    st = sub.add_parser("study", help="train the cells side by side with matched parameter counts, as MLflow "
+                        "runs of one parent; table and plots in reports/studies/ (README: Studies)")
+    st.add_argument("name", help="the study: gating (tanh RNN, GRU, LSTM)")
+    st.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. recipe=adding study.parallel=2 "
+                    "study.trainer.max_epochs=10")
     c = sub.add_parser("compose", help="compose conf/ (plus overrides) into params.yaml for DVC")
     c.add_argument("overrides", nargs="*")
     c.add_argument("--check", action="store_true", help="only check that params.yaml is up to date")
@@ -274,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             _train(args.overrides)
         elif args.command == "tune":
             _tune(args.overrides)
+        elif args.command == "study":
+            _study(args.name, args.overrides)
         elif args.command == "compose":
             _compose(args.overrides, args.check, args.reset)
         elif args.command == "stage":
