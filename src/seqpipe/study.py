@@ -213,9 +213,11 @@ def train_all(specs: list[dict], parallel: int) -> list[dict]:
 
     # spawn: a fresh interpreter per worker (forking a process that has started torch's threads is unsafe)
     with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(train_one, spec) for spec in specs]
+        # the longest sequences first, so that the runs left at the end, when a worker may idle, are short ones
+        longest_first = sorted(specs, key=lambda s: -(s["length"] or 0))
+        futures = {s["index"]: pool.submit(train_one, s) for s in longest_first}
         try:
-            return [f.result() for f in futures]
+            return [futures[spec["index"]].result() for spec in specs]
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
