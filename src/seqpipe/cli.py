@@ -151,6 +151,9 @@ def _generate(args: argparse.Namespace) -> None:
     from seqpipe.store import tracking_uri
 
     model = load_model(args.model, args.tracking_uri or tracking_uri(), generates=True).unwrap_python_model()
+    if model.frames:  # a piano-roll model: notes out, to a MIDI file
+        _generate_music(args, model)
+        return
     params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
               "seed": args.seed, "beam_width": args.beam_width}
     logprobs: list[tuple[str, float]] = []
@@ -173,6 +176,36 @@ def _generate(args: argparse.Namespace) -> None:
             print(f"{piece!r}\t{lp:.4f}", file=sys.stderr)
         print(f"total log-probability {sum(lp for _, lp in logprobs):.4f} over {len(logprobs)} tokens",
               file=sys.stderr)
+
+
+def _generate_music(args: argparse.Namespace, model: object) -> None:
+    """Frames from nothing or after a primer MIDI file -> a MIDI file (--out), a piano-roll PNG beside it, and the
+    notes printed one frame per line."""
+    import json
+    from pathlib import Path
+
+    from seqpipe.atomic import atomic_path, write_text
+    from seqpipe.errors import SeqpipeError
+    from seqpipe.music import check_steps, fit_range, midi_bytes, plot_roll, read_midi
+    from seqpipe.tasks.pianoroll import generate
+
+    target = model.meta["target"]  # type: ignore[attr-defined]
+    steps = check_steps(args.steps, model.limits["max_new_tokens"])  # type: ignore[attr-defined]
+    out = Path(args.out or "generated.mid")
+    if out.suffix.lower() not in (".mid", ".midi"):
+        raise SeqpipeError(f"--out {out}: give a .mid file name (a PNG of the piano roll is written beside it)")
+    primer = read_midi(args.primer, target["frame"]) if args.primer else []
+    primer = fit_range(primer, target["low"], target["high"], args.out_of_range)
+    notes = generate(model.net, target, primer, steps, args.temperature, args.seed)  # type: ignore[attr-defined]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out.with_suffix(".json"), json.dumps(notes) + "\n")
+    plot_roll(notes, out.with_suffix(".png"), f"{out.name}: {steps} frames generated", primer=len(primer))
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(midi_bytes(notes, target["frame"]))
+    for frame in notes:
+        print(" ".join(map(str, frame)) or "-")
+    print(f"generate: {len(primer)} primer + {steps} new frames -> {out} (and {out.with_suffix('.png').name}, "
+          f"{out.with_suffix('.json').name})", file=sys.stderr)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -254,6 +287,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_at_least(-1), default=-1, help="fix the sampling seed; -1 = random")
     g.add_argument("--beam-width", type=_at_least(1), default=1,
                    help="> 1: the most likely continuation by beam search, printed at the end (default: sampling)")
+    g.add_argument("--steps", type=int, default=64,
+                   help="music models: frames to generate after the primer (default: %(default)s)")
+    g.add_argument("--out", default=None, help="music models: the MIDI file to write (default: generated.mid)")
+    g.add_argument("--primer", default=None, help="music models: a MIDI file whose notes the piece continues")
+    g.add_argument("--out-of-range", choices=("error", "clamp"), default="error",
+                   help="music models: primer pitches outside the model's range are an error, or moved by octaves "
+                        "into it (default: %(default)s)")
     g.add_argument("--logprobs", action="store_true",
                    help="after the text, print each new token with its log-probability (to stderr)")
     g.add_argument("--tracking-uri", default=None,

@@ -11,7 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqpipe.errors import SeqpipeError
 
-CELLS = ("rnn", "gru", "lstm")
+# nets.CELLS's names, repeated so that checking a config never loads torch (tests/test_cells.py keeps them equal);
+# the _ref cells are written out gate by gate (seqpipe.cells) and cannot read packed sequences
+REF_CELLS = ("lstm_ref", "gru_ref")
+CELLS = ("rnn", "gru", "lstm", *REF_CELLS)
 NONLINEARITIES = ("tanh", "relu")
 SCHEDULES = ("cosine", "constant")
 POOLINGS = ("last", "mean", "max")
@@ -22,7 +25,7 @@ MODEL_KEYS = ("cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layer
 # Sections whose keys code reads by name: `+section.key=...` adds a key nothing reads (a typo, or an option that
 # does not exist), so it is refused. recipe.fetch is open: its keys are the arguments of the recipe's function.
 CLOSED_SECTIONS = ("prepare", "data", "model", "optim", "train", "evaluate", "mlflow", "register", "serve", "paths",
-                   "seq2seq", "study")
+                   "seq2seq", "pianoroll", "study")
 PARAMS_FILE = "params.yaml"
 SAVED = Path("local") / "overrides.yaml"  # under conf/: the overrides of the last `seqpipe compose`
 
@@ -226,6 +229,9 @@ def validate(cfg: DictConfig) -> None:
     _choice("model.pooling", m.pooling, POOLINGS)
     _choice("prepare.empty", cfg.prepare.empty, ("drop", "error"))
     _choice("model.cell", m.cell, CELLS)
+    if m.packed and m.cell in REF_CELLS:
+        raise SeqpipeError(f"model.packed=true needs one of torch's fused cells (rnn, gru, lstm): model.cell="
+                           f"{m.cell} cannot read a packed sequence; set model.packed=false")
     _choice("model.nonlinearity", m.nonlinearity, NONLINEARITIES)
     _choice("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _positive(cfg, "model.embedding_dim", "model.hidden_size", "model.num_layers", "data.batch_size",

@@ -71,10 +71,13 @@ class ExampleDataModule(L.LightningDataModule):
     """Batches padded to their longest sequence; with `bucketing`, batches of similar lengths."""
 
     def __init__(self, prepared_dir: str, batch_size: int = 64, eval_batch_size: int = 128, bucketing: bool = True,
-                 num_workers: int = 0, seed: int = 0, bucket_factor: int = 200, collate: Callable | None = None):
+                 num_workers: int = 0, seed: int = 0, bucket_factor: int = 200, collate: Callable | None = None,
+                 train_collate: Callable | None = None):
         super().__init__()
-        # pads a batch: inputs and their targets (labels, tags) by default; a task may bring its own
+        # pads a batch: inputs and their targets (labels, tags) by default; a task may bring its own, and one for
+        # the train split only (augmentation)
         self.collate = collate or partial(pad_collate, pad_id=PAD_ID, ignore_index=IGNORE)
+        self.train_collate = train_collate or self.collate
         self.dir = Path(prepared_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.bucketing, self.num_workers, self.seed, self.bucket_factor = bucketing, num_workers, seed, bucket_factor
@@ -110,7 +113,7 @@ class ExampleDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         return DataLoader(self.splits[split], batch_sampler=self._batches(split, train), num_workers=self.num_workers,
-                          collate_fn=self.collate)
+                          collate_fn=self.train_collate if train else self.collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -32,9 +32,10 @@ def run(cfg: DictConfig) -> dict:
         with open(out / DOCUMENTS, "w", encoding="utf-8") as f:
             for doc in docs:
                 f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-    # characters of text, or frames (steps) of frame sequences
-    unit = "frames" if "frames" in docs[0] else "characters"
-    stats = {"documents": len(docs), unit: sum(len(d.get("frames" if unit == "frames" else "text", "")) for d in docs)}
+    # characters of text, or frames (steps) of frame sequences and piano rolls
+    field = next((f for f in ("frames", "notes") if f in docs[0]), "text")
+    unit = "characters" if field == "text" else "frames"
+    stats = {"documents": len(docs), unit: sum(len(d.get(field, "")) for d in docs)}  # type: ignore[arg-type]
     print(f"fetch: {stats['documents']} documents, {stats[unit]:,} {unit} -> {cfg.paths.raw}", file=sys.stderr)
     return stats
 

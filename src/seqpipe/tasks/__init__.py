@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from seqpipe.recipes import Document
 
-NAMES = ("lm", "classify", "tag", "regress", "seq2seq")
+NAMES = ("lm", "classify", "tag", "regress", "seq2seq", "pianoroll")
 META = "meta.json"  # prepared/meta.json: task, inputs, target; also inside every registered model
 
 
@@ -151,6 +151,9 @@ def get_task(name: str) -> Task:
         case "seq2seq":
             from seqpipe.tasks.seq2seq import Seq2SeqTask
             return Seq2SeqTask()
+        case "pianoroll":
+            from seqpipe.tasks.pianoroll import PianoRoll
+            return PianoRoll()
     raise SeqpipeError(f"task={name!r} is not allowed; choose one of: {', '.join(NAMES)}")
 
 
