@@ -107,7 +107,8 @@ def run(cfg: DictConfig) -> dict:
     task = get_task(cfg.task)
     docs = read_documents(cfg.paths.raw)
     raw_file = Path(cfg.paths.raw) / "documents.jsonl"
-    if all("frames" not in d and "notes" not in d for d in docs) and sum(len(d.get("text", "").strip()) for d in docs) == 0:
+    if all("frames" not in d and "notes" not in d for d in docs) \
+            and sum(len(d.get("text", "").strip()) for d in docs) == 0:
         raise SeqpipeError(f"the corpus is empty: {raw_file} holds no text (recipe {cfg.recipe.name!r})")
     stats = task.prepare(cfg, docs, raw_file)
     write_json(Path(cfg.paths.reports) / "data.json", stats)
