@@ -14,10 +14,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seqpipe.cells import GRURef, LSTMRef
 from seqpipe.vocab import PAD_ID
 
 State = Tensor | tuple[Tensor, Tensor] | None
-CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+# torch's fused cells, and the reference cells written out gate by gate (seqpipe.cells: teaching, diagnostics)
+CELLS: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM, "lstm_ref": LSTMRef,
+                                     "gru_ref": GRURef}
 POOLINGS = ("last", "mean", "max")
 
 
@@ -47,7 +50,7 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     return x.gather(1, idx)
 
 
-def run_rnn(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None, state: State, packed: bool) -> tuple[Tensor, State]:
+def run_rnn(rnn: nn.Module, x: Tensor, lengths: Tensor | None, state: State, packed: bool) -> tuple[Tensor, State]:
     """One RNN call; with `packed` the padded steps are skipped (pack_padded_sequence)."""
     if not packed or lengths is None:
         return rnn(x, state)
@@ -91,6 +94,9 @@ class Encoder(nn.Module):
         if cell not in CELLS:
             raise ValueError(f"model.cell={cell!r} is not one of {', '.join(CELLS)}")
         rnn_cls = CELLS[cell]
+        if packed and rnn_cls in (LSTMRef, GRURef):
+            raise ValueError(f"model.packed=true needs one of torch's fused cells (rnn, gru, lstm): model.cell={cell} "
+                             "steps through the padded batch and cannot read a packed sequence; set model.packed=false")
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.embedding = input_layer(inputs, embedding_dim)
         self.drop = nn.Dropout(dropout)
