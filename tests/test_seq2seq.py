@@ -69,7 +69,7 @@ def start(net: Seq2Seq, xs: list[torch.Tensor]) -> tuple[torch.Tensor, object]:
     return net.step(net.bos(len(xs)), net.start(x, lengths))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "lstm_ref"])
 def test_beam_width_one_is_greedy(cell):
     torch.manual_seed(1)
     net = Seq2Seq(V, V, cell, 8, 16, bidirectional=True).eval()

@@ -85,7 +85,7 @@ class Seq2Seq(nn.Module):
                                bidirectional, packed)
         D, H = self.encoder.output_size, hidden_size
         self.cell, self.num_layers, self.hidden_size, self.input_feeding = cell, num_layers, H, input_feeding
-        self.bridge = nn.Linear(D, num_layers * H * (2 if cell == "lstm" else 1))
+        self.bridge = nn.Linear(D, num_layers * H * (2 if cell.startswith("lstm") else 1))  # (h, c) for lstm, lstm_ref
         self.embedding = nn.Embedding(target_size, embedding_dim, padding_idx=PAD_ID)
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.rnn = CELLS[cell](embedding_dim + (H if input_feeding else 0), H, num_layers, batch_first=True,
@@ -106,7 +106,8 @@ class Seq2Seq(nn.Module):
         if self.encoder.bidirectional:
             last = torch.cat([last[:, : D // 2], memory[:, 0, D // 2:]], dim=-1)  # backward direction ends at 0
         init = torch.tanh(self.bridge(last)).view(B, -1, self.num_layers, self.hidden_size).permute(1, 2, 0, 3)
-        rnn = (init[0].contiguous(), init[1].contiguous()) if self.cell == "lstm" else init[0].contiguous()
+        rnn = (init[0].contiguous(), init[1].contiguous()) if self.cell.startswith("lstm") \
+            else init[0].contiguous()
         mask = _mask(lengths.to(x.device), x.size(1))                    # (B, S)
         zeros = memory.new_zeros((B, self.hidden_size))
         return DecoderState(memory, self.attention.keys(memory), mask, rnn, zeros, mask.float() / lengths.view(-1, 1))
