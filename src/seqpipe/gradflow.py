@@ -57,7 +57,8 @@ def profile(task: object, net: nn.Module, batch: dict[str, Tensor]) -> np.ndarra
     """||dL/dh_t|| of the top layer at k = 0, 1, ... steps back from each row's last valid step (batch["lengths"];
     all T when there are none), averaged over the rows that have step k. L counts each row's last step only and is
     scaled by the step's weight, so a row's figure is the gradient of its own loss. The network is left as it was:
-    eval mode during the measurement (no dropout), and the parameters' .grad untouched (torch.autograd.grad)."""
+    eval mode during the measurement (no dropout), and the parameters' .grad untouched (torch.autograd.grad). On a GPU
+    it runs on torch's own kernels: cuDNN's RNN backward refuses eval mode."""
     encoder = check_net(net)
     batch = task.final_step_only(batch)
     was_training = net.training
@@ -65,7 +66,7 @@ def profile(task: object, net: nn.Module, batch: dict[str, Tensor]) -> np.ndarra
     encoder.trace = []
     net.eval()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
             step = task.step(net, batch, None)
             trace = encoder.trace  # T tensors (layers, B, H)
             grads = torch.autograd.grad(step.loss, trace, allow_unused=True)
