@@ -84,3 +84,16 @@ def test_bad_studies_are_refused_before_any_work(tmp_path):
     cli = subprocess.run([str(Path(sys.executable).parent / "seqpipe"), "study", "gating", "+study.extra=1"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert cli.returncode == 2 and "'+study.extra=1' adds a key that seqpipe does not read" in cli.stderr
+
+
+@pytest.mark.slow
+def test_runs_in_parallel_worker_processes_give_the_same_table(tmp_path):
+    overrides = tiny(tmp_path, "study.lengths=[6]", "study.parallel=2")
+    with working_dir(tmp_path):
+        result = study.run(compose(overrides, config_dir=CONF), "gating", overrides)
+    rows = list(csv.DictReader(open(tmp_path / "studies" / "gating-adding" / "results.csv")))
+    assert [(r["cell"], r["hidden_size"]) for r in rows] == [("rnn", "34"), ("gru", "19"), ("lstm", "16")]
+    assert [r["run_id"] for r in rows] == [r["run_id"] for r in result["rows"]]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert all(client.get_run(r["run_id"]).data.tags["mlflow.parentRunId"] == result["parent_run"] for r in rows)
+    assert all(client.get_run(r["run_id"]).info.status == "FINISHED" for r in rows)

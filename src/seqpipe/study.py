@@ -175,7 +175,7 @@ def run(cfg: DictConfig, name: str, overrides: list[str] | tuple[str, ...] = ())
                           "tags": tags, "label": label, "threads": threads, "index": len(specs) + 1,
                           "length": length, "cell": cell, "hidden_size": hidden, "params": params})
     for spec in specs:
-        spec["total"] = len(specs)
+        spec |= {"total": len(specs), "study_pid": os.getpid()}
     t0, status = time.perf_counter(), "FAILED"
     try:
         rows = train_all(specs, cfg.study.parallel)
@@ -224,12 +224,15 @@ def train_all(specs: list[dict], parallel: int) -> list[dict]:
 
 
 class Progress(L.Callback):
-    """One line per epoch: which run, its epoch and the monitored value."""
+    """One line per epoch: which run, its epoch and the monitored value. A worker whose study process has gone
+    (killed) stops at the end of the epoch instead of training on for nobody."""
 
-    def __init__(self, label: str, monitor: str):
-        self.label, self.monitor = label, monitor
+    def __init__(self, label: str, monitor: str, study_pid: int):
+        self.label, self.monitor, self.study_pid = label, monitor, study_pid
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if os.getpid() != self.study_pid and os.getppid() != self.study_pid:
+            trainer.should_stop = True
         if not trainer.sanity_checking:
             value = float(trainer.callback_metrics.get(self.monitor, float("nan")))
             print(f"study: {self.label}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}, step "
@@ -255,7 +258,7 @@ def train_one(spec: dict) -> dict:
            f"{spec['params']:,} parameters)"
     print(f"{head} started", file=sys.stderr, flush=True)
     flow = GradientFlow(cfg.train.gradient_flow_every)
-    result = train.run(cfg, [flow, Progress(spec["label"], cfg.monitor)], spec["tags"])
+    result = train.run(cfg, [flow, Progress(spec["label"], cfg.monitor, spec["study_pid"])], spec["tags"])
     meta = prepared_meta(cfg)
     out_dir = Path(cfg.paths.reports) / "evaluate"
     out_dir.mkdir(parents=True, exist_ok=True)
