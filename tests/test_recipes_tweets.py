@@ -148,16 +148,20 @@ def test_generation_stops_at_eos_and_never_prints_it(models):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bos", [True, False])
-def test_a_prompt_is_read_after_bos_only_when_asked(models, bos):
-    """--bos reads the prompt as the start of a tweet: the first new token's log-probability is the network's after
-    <bos> + prompt (without it, after the prompt alone, as a Shakespeare prompt is read)."""
+@pytest.mark.parametrize(("prompt", "bos"), [("1★ ", True), ("1★ ", False), ("", False)])
+def test_a_prompt_is_read_after_bos_only_when_asked(models, prompt, bos):
+    """--bos reads the prompt as the start of a tweet, as an empty prompt is: the first new token's log-probability
+    is the network's after <eos> <bos> + prompt (without it, after the prompt alone, as a Shakespeare prompt is
+    read)."""
     model = _served(models, "conditioned")
-    ids = model.vocab.encode(list("1★ "))
+    ids = model.vocab.encode(list(prompt))
     logprobs: list = []
-    list(stream(model.net, model.vocab, model.tokenizer, "1★ ", 1, temperature=0, logprobs=logprobs, bos=bos))
+    list(stream(model.net, model.vocab, model.tokenizer, prompt, 1, temperature=0, logprobs=logprobs, bos=bos))
+    starts = bos or not prompt
     with torch.no_grad():
-        for fed, expected in (([BOS_ID, *ids], bos), (ids, not bos)):
+        for fed, expected in (([EOS_ID, BOS_ID, *ids], starts), ([BOS_ID, *ids], False), (ids, not starts)):
+            if not fed:
+                continue
             logits, _ = model.net(torch.tensor([fed]))
             logits[0, -1, list(SUPPRESS)] = float("-inf")  # never drawn, as in sampling
             best = torch.log_softmax(logits[0, -1], -1).max().item()  # the greedy token's
