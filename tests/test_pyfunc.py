@@ -38,7 +38,8 @@ def test_bad_generation_params_are_refused_with_the_reason(params, message):
 
 def test_good_generation_params_get_defaults():
     assert generation_params({"temperature": 0, "max_new_tokens": 50}, LIMITS) == {
-        "max_new_tokens": 50, "temperature": 0.0, "top_k": 0, "seed": -1, "beam_width": 1, "logprobs": False}
+        "max_new_tokens": 50, "temperature": 0.0, "top_k": 0, "seed": -1, "beam_width": 1, "logprobs": False,
+        "bos": False}
 
 
 def _model() -> SeqpipeModel:

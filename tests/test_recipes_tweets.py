@@ -174,3 +174,18 @@ def test_a_rating_prompt_for_a_model_without_ratings_warns_and_generates(models,
         assert cli.main(["generate", "--model", models["plain"], "--tracking-uri", models["uri"], "--bos",
                          "--prompt", "1★ ", "--max-new-tokens", "20", "--seed", "1"]) == 0
     assert capsys.readouterr().out.startswith("1★ ")
+
+
+@pytest.mark.slow
+def test_the_served_model_takes_bos_as_a_param(models):
+    """`mlflow models serve` asks for a rated tweet with params {"bos": true}: the same text as `generate --bos`."""
+    import pandas as pd
+
+    model = _served(models, "conditioned")
+    p = {"max_new_tokens": 30, "temperature": 0.0}
+    served = model.predict(None, pd.DataFrame({"prompt": ["5★ "]}), params={**p, "bos": True})["text"][0]
+    assert served == "5★ " + "".join(model.stream("5★ ", p, bos=True))
+    plain = model.predict(None, pd.DataFrame({"prompt": ["5★ "]}), params=p)["text"][0]
+    assert plain == "5★ " + "".join(model.stream("5★ ", p))
+    with pytest.raises(Exception, match="bos='yes' must be true or false"):
+        model.predict(None, pd.DataFrame({"prompt": ["5★ "]}), params={"bos": "yes"})

@@ -20,7 +20,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 # Generation params (language models); seed -1: a fresh seed per call; beam_width > 1: beam search (deterministic,
 # temperature/top_k/seed unused); logprobs: add each new token's log-probability (column token_logprobs, JSON).
-PARAMS = {"max_new_tokens": 200, "temperature": 1.0, "top_k": 0, "seed": -1, "beam_width": 1, "logprobs": False}
+PARAMS = {"max_new_tokens": 200, "temperature": 1.0, "top_k": 0, "seed": -1, "beam_width": 1, "logprobs": False,
+          "bos": False}  # bos: the prompt starts a document (a rating prefix of the tweets model)
 WHO = {"model": ["seqpipe-x/1"], "run_id": ["0" * 32]}  # the columns naming the model, in every answer
 # The limits of models registered before limits were stored in the model (seqpipe 0.1). Newer models carry the
 # `serve` section of the config they were registered with.
@@ -79,11 +80,12 @@ def generation_params(params: dict | None, limits: dict) -> dict:
     if not 1 <= p["beam_width"] <= limits.get("max_beam_width", 16):
         raise InputError(f"beam_width={p['beam_width']} must be between 1 and {limits.get('max_beam_width', 16)} "
                          "(serve.max_beam_width when the model was registered)")
-    if not isinstance(p["logprobs"], bool | np.bool_):
-        raise InputError(f"logprobs={p['logprobs']!r} must be true or false")
+    for key in ("logprobs", "bos"):
+        if not isinstance(p[key], bool | np.bool_):
+            raise InputError(f"{key}={p[key]!r} must be true or false")
     return {"max_new_tokens": int(p["max_new_tokens"]), "temperature": float(p["temperature"]),
             "top_k": int(p["top_k"]), "seed": int(p["seed"]), "beam_width": int(p["beam_width"]),
-            "logprobs": bool(p["logprobs"])}
+            "logprobs": bool(p["logprobs"]), "bos": bool(p["bos"])}
 
 
 def upgrade_state_dict(state: dict) -> dict:
@@ -192,7 +194,7 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
         the prompt starts a document (read after <bos>, as an empty prompt is)."""
         p = generation_params(params, self.limits)
         self.check_size(self.tokenize([prompt]), p["max_new_tokens"] * p["beam_width"])
-        return self.generate(prompt, p, logprobs, bos)
+        return self.generate(prompt, p, logprobs, bos or p["bos"])
 
     def generate(self, prompt: str, p: dict, logprobs: list | None = None, bos: bool = False) -> Iterator[str]:
         """The continuation in pieces: sampled (or greedy) as it comes, or with beam_width > 1 the beam's best in

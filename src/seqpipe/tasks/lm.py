@@ -125,7 +125,7 @@ class LanguageModelling(Task):
         rows = []
         for t in texts:
             logprobs: list[tuple[str, float]] = []
-            rows.append({"text": t + "".join(model.generate(t, p, logprobs))})
+            rows.append({"text": t + "".join(model.generate(t, p, logprobs, p["bos"]))})
             if p["logprobs"]:  # [[token, log-probability], ...] and their sum
                 rows[-1] |= {"logprob": sum(lp for _, lp in logprobs), "token_logprobs": json.dumps(
                     [[piece, round(lp, 5)] for piece, lp in logprobs], ensure_ascii=False)}
