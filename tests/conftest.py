@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
 import random
 import shutil
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -110,6 +112,17 @@ def write_reviews(path: Path, n: int = 600, seed: int = 0) -> None:
             words = [rng.choice(FILL) for _ in range(rng.randint(3, 25))]
             words.insert(rng.randrange(len(words) + 1), rng.choice(POS if label == "pos" else NEG))
             w.writerow([" ".join(words) + "!", label, rng.choice(["siteA", "siteB"])])
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    """A .tar.gz archive of {member name: bytes} (fake sdists of the recipes' sources)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def run_pipeline(root: Path, overrides: list[str], store: Path | None = None) -> dict:

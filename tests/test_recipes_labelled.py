@@ -2,7 +2,6 @@ import gzip
 import hashlib
 import io
 import json
-import tarfile
 import zipfile
 
 import pytest
@@ -10,20 +9,11 @@ from Bio import SeqIO
 from Bio.Seq import Seq
 from Bio.SeqFeature import CompoundLocation, SeqFeature, SimpleLocation
 from Bio.SeqRecord import SeqRecord
+from conftest import tar_gz
 
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import dna, imdb, sentiment, text_csv
 from seqpipe.recipes.pypi import fetch_dist, fetch_sdist, fetch_wheel
-
-
-def _tar_gz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _sha(path) -> str:
@@ -68,11 +58,11 @@ def test_parse_ground_truth_names_file_and_line(line, problem):
 
 
 def test_sentiment_fetch_reads_the_inner_tarball(tmp_path):
-    inner = _tar_gz({f"hutto_ICWSM_2014/{name}": f"{name[:3]}\t-1.0\tMeh.\n".encode() for name in sentiment.SOURCES}
+    inner = tar_gz({f"hutto_ICWSM_2014/{name}": f"{name[:3]}\t-1.0\tMeh.\n".encode() for name in sentiment.SOURCES}
                     | {"hutto_ICWSM_2014/tweets_anonDataRatings.txt": b"ignored"})
     member = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
     archive = tmp_path / "vaderSentiment-3.3.2.tar.gz"
-    archive.write_bytes(_tar_gz({member: inner}))  # already in the cache: no download
+    archive.write_bytes(tar_gz({member: inner}))  # already in the cache: no download
     docs = sentiment.fetch("vaderSentiment", "3.3.2", _sha(archive), member, str(tmp_path))
     assert [(d["source"], d["label"]) for d in docs] == [(s, "2") for s in sentiment.SOURCES.values()]
     with pytest.raises(SeqpipeError, match="has no member 'nope.tar.gz'"):

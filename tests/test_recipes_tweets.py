@@ -4,15 +4,13 @@ vaderSentiment sdist in tmp_path, and whole-tweet generation: from <bos> to <eos
 from __future__ import annotations
 
 import hashlib
-import io
 import random
-import tarfile
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
-from conftest import CONF, run_pipeline, working_dir
+from conftest import CONF, run_pipeline, tar_gz, working_dir
 
 from seqpipe import cli
 from seqpipe.config import compose, validate
@@ -26,16 +24,6 @@ RATINGS = {"1": -3.2, "2": -1.5, "3": 0.1, "4": 1.6, "5": 3.3}  # a mean rating 
 WORDS = "so happy today love this sad day awful traffic great game lol work tired fun 1st".split()
 
 
-def _tar_gz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def fake_sdist(cache: Path, tweet_lines: str) -> str:
     """vaderSentiment-3.3.2.tar.gz in `cache` (so fetch downloads nothing) with VADER's inner tarball: the given
     tweets file and one row in each other source; returns its sha256."""
@@ -44,7 +32,7 @@ def fake_sdist(cache: Path, tweet_lines: str) -> str:
     files["hutto_ICWSM_2014/tweets_GroundTruth.txt"] = tweet_lines.encode()
     cache.mkdir(parents=True, exist_ok=True)
     archive = cache / f"vaderSentiment-{VERSION}.tar.gz"
-    archive.write_bytes(_tar_gz({MEMBER: _tar_gz(files)}))
+    archive.write_bytes(tar_gz({MEMBER: tar_gz(files)}))
     return hashlib.sha256(archive.read_bytes()).hexdigest()
 
 
