@@ -180,7 +180,8 @@ def run(cfg: DictConfig, name: str, overrides: list[str] | tuple[str, ...] = ())
     try:
         rows = train_all(specs, cfg.study.parallel)
         about = {"study": study, "overrides": list(overrides), "reference": REFERENCE, "reference_hidden":
-                 cfg.model.hidden_size, "reference_params": target, "budget": dict(cfg.study.trainer),
+                 cfg.model.hidden_size, "reference_params": target,
+                 "budget": {k: specs[0]["config"]["trainer"][k] for k in cfg.study.trainer},  # as the runs had it
                  "parallel": cfg.study.parallel, "threads": threads, "parent_run": parent,
                  "wall_seconds": round(time.perf_counter() - t0), "experiment": cfg.mlflow.experiment,
                  "monitor": cfg.monitor}

@@ -52,6 +52,10 @@ def _g(v: object) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _times(x: float) -> str:
+    return f"{x:,.0f}x" if x >= 100 else f"{x:.3g}x"
+
+
 def comparison(rows: list[dict]) -> str:
     """What one group of runs says: the order by test loss, against Chung et al. (2014), against the baseline."""
     ranked = sorted(rows, key=lambda r: r["metrics"]["test/loss"])
@@ -65,7 +69,7 @@ def comparison(rows: list[dict]) -> str:
         who = "every gated cell is" if ahead == len(gated) else "only one gated cell is" if ahead else \
             "no gated cell is"
         text = (f"Chung et al. (2014) found the gated units (GRU, LSTM) ahead of the tanh RNN, and close to each "
-                f"other. Here {who} ahead of the tanh RNN (its test loss is {loss['rnn'] / loss[best]:.3g}x the "
+                f"other. Here {who} ahead of the tanh RNN (its test loss is {_times(loss['rnn'] / loss[best])} the "
                 f"{best}'s)")
         if len(gated) == 2:
             text += f"; GRU / LSTM test loss = {loss['gru'] / loss['lstm']:.3g}"
@@ -98,7 +102,7 @@ def results_md(rows: list[dict], about: dict) -> str:
         k, ratio = grad_ratio(r)
         cells = [*([str(r["length"])] if lengths else []), r["cell"], str(r["hidden_size"]), f"{r['params']:,}",
                  *(_g(r["metrics"].get(m, "")) for m in keys), _g(r["best_val_loss"]), str(r["epochs"]),
-                 str(r["steps"]), f"{r['fit_seconds']:.0f}", "" if ratio is None else f"{ratio:.2g} (K={k})"]
+                 f"{r['steps']:,}", f"{r['fit_seconds']:.0f}", "" if ratio is None else f"{ratio:.2g} (K={k})"]
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     for length, group in groups(rows).items():
