@@ -80,6 +80,8 @@ def test_bad_studies_are_refused_before_any_work(tmp_path):
         study.run(compose(tiny(tmp_path, "study.cells=[rnn,transformer]"), config_dir=CONF), "gating")
     with pytest.raises(SeqpipeError, match="study.parallel=0 must be a positive integer"):
         study.run(compose(tiny(tmp_path, "study.parallel=0"), config_dir=CONF), "gating")
+    with pytest.raises(SeqpipeError, match="a bidirectional encoder does not have: add model.bidirectional=false"):
+        study.run(compose(tiny(tmp_path, "model.bidirectional=true"), config_dir=CONF), "gating")
     assert not (tmp_path / "work").exists() and not (tmp_path / "mlflow.db").exists()
     cli = subprocess.run([str(Path(sys.executable).parent / "seqpipe"), "study", "gating", "+study.extra=1"],
                          capture_output=True, text=True, cwd=tmp_path)

@@ -41,6 +41,10 @@ def check(cfg: DictConfig, name: str) -> None:
     for key in ("parallel", *(["threads"] if s.threads is not None else [])):
         if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < 1:
             raise SeqpipeError(f"study.{key}={s[key]!r} must be a positive integer")
+    if cfg.model.bidirectional:
+        raise SeqpipeError("a study measures the gradient that travels back through time from a sequence's last step "
+                           "(train.gradient_flow), which a bidirectional encoder does not have: add "
+                           "model.bidirectional=false (with model.pooling=last the loss reads the last step alone)")
     if cfg.model.tie_weights:
         raise SeqpipeError("the study varies model.hidden_size, which model.tie_weights=true ties to "
                            "model.embedding_dim: set model.tie_weights=false")
