@@ -25,7 +25,7 @@ MODEL_KEYS = ("cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layer
 # Sections whose keys code reads by name: `+section.key=...` adds a key nothing reads (a typo, or an option that
 # does not exist), so it is refused. recipe.fetch is open: its keys are the arguments of the recipe's function.
 CLOSED_SECTIONS = ("prepare", "data", "model", "optim", "train", "evaluate", "mlflow", "register", "serve", "paths",
-                   "seq2seq", "pianoroll", "study")
+                   "seq2seq", "pianoroll", "ctc", "study")
 PARAMS_FILE = "params.yaml"
 SAVED = Path("local") / "overrides.yaml"  # under conf/: the overrides of the last `seqpipe compose`
 

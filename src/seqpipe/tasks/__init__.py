@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from seqpipe.recipes import Document
 
-NAMES = ("lm", "classify", "tag", "regress", "seq2seq", "pianoroll")
+NAMES = ("lm", "classify", "tag", "regress", "seq2seq", "pianoroll", "ctc")
 META = "meta.json"  # prepared/meta.json: task, inputs, target; also inside every registered model
 
 
@@ -154,6 +154,9 @@ def get_task(name: str) -> Task:
         case "pianoroll":
             from seqpipe.tasks.pianoroll import PianoRoll
             return PianoRoll()
+        case "ctc":
+            from seqpipe.tasks.ctc import CTC
+            return CTC()
     raise SeqpipeError(f"task={name!r} is not allowed; choose one of: {', '.join(NAMES)}")
 
 

@@ -1,0 +1,232 @@
+"""CTC: frames -> text without an alignment (speech: log-mel frames -> the transcript). A (bidirectional) encoder
+over the frames, optionally stacked and subsampled (`ctc.stack`), gives log-probabilities over blank and the
+alphabet at every step; the loss sums over all alignments (connectionist temporal classification, Graves et al.
+2006). The alphabet (characters, or words with ctc.unit=word) is fitted on the train split; blank is index 0. At
+test the outputs are decoded greedily and by prefix beam search (seqpipe.ctc_decode) and scored with the character
+and word error rates; the served model transcribes a `frames` column into `text` with a `score`."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
+
+from seqpipe.errors import SeqpipeError
+from seqpipe.recipes import Document
+from seqpipe.tasks import Step, Task
+
+BLANK = "<blank>"  # index 0 of meta["target"]["tokens"]
+UNITS = ("char", "word")
+PARAMS = {"beam_width": 0}  # the served model's option; 0: what evaluate scored it with
+
+
+def collate(batch: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    """Frames padded with 0 (B, T, F) and their lengths; targets padded with blank (B, U) and their lengths."""
+    xs, ys = [x.float() for x, _ in batch], [y.long() for _, y in batch]
+    return {"x": pad_sequence(xs, batch_first=True), "lengths": torch.tensor([len(x) for x in xs]),
+            "y": pad_sequence(ys, batch_first=True, padding_value=0), "y_lengths": torch.tensor([len(y) for y in ys])}
+
+
+def frames_needed(target: list[int]) -> int:
+    """The fewest steps a CTC alignment of `target` takes: one per label, plus a blank between repeated labels."""
+    return len(target) + sum(a == b for a, b in zip(target, target[1:]))
+
+
+class CTCNet(nn.Module):
+    """Frames (B, T, F) -> stacked (B, ceil(T / k), k F) -> Encoder -> logits over blank and the alphabet per step."""
+
+    def __init__(self, inputs: dict, num_classes: int, stack: int = 1, **encoder: object):
+        super().__init__()
+        from seqpipe.nets import SequenceTagger
+
+        self.stack = stack
+        # the stacked frame is k frames side by side: their standardisation is the frame's, k times over
+        stacked = {**inputs, "features": inputs["features"] * stack,
+                   **{k: list(inputs[k]) * stack for k in ("mean", "std") if inputs.get(k) is not None}}
+        self.tagger = SequenceTagger(stacked, num_classes, **encoder)
+
+    def out_lengths(self, lengths: Tensor) -> Tensor:
+        return torch.div(lengths + self.stack - 1, self.stack, rounding_mode="floor")
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, state: object = None) -> tuple[Tensor, None]:
+        B, T, Fe = x.shape
+        if lengths is None:
+            lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
+        if self.stack > 1:  # each row's tail is filled with its own last frame, so padding changes nothing
+            steps = (T + self.stack - 1) // self.stack
+            idx = torch.arange(steps * self.stack, device=x.device).unsqueeze(0)          # (1, T' k)
+            idx = torch.minimum(idx, (lengths.to(x.device) - 1).unsqueeze(1))             # (B, T' k)
+            x = x.gather(1, idx.unsqueeze(-1).expand(B, -1, Fe)).reshape(B, steps, self.stack * Fe)
+        logits, _ = self.tagger(x, self.out_lengths(lengths))                              # (B, T', C)
+        return logits, None
+
+    @torch.no_grad()
+    def log_probs(self, xs: list[Tensor], batch_size: int = 64) -> list[np.ndarray]:
+        """Each input's per-step log-probabilities (T'_i, C)."""
+        out = []
+        for start in range(0, len(xs), batch_size):
+            chunk = xs[start:start + batch_size]
+            batch = collate([(x, torch.zeros(0)) for x in chunk])
+            lp = torch.log_softmax(self(batch["x"], batch["lengths"])[0].float(), -1)
+            out += [lp[i, :n].numpy() for i, n in enumerate(self.out_lengths(batch["lengths"]).tolist())]
+        return out
+
+
+class CTC(Task):
+    name = "ctc"
+    inputs = ("frames",)
+    column = "frames"
+    key = "output"
+    stratify = False
+    reads_prefix = False
+    refuses_long = True  # the first max_len frames do not hold the whole transcript
+    decodes = True
+
+    def check(self, cfg: DictConfig) -> None:
+        super().check(cfg)
+        c, width = cfg.ctc, cfg.evaluate.beam_width
+        if isinstance(c.stack, bool) or not isinstance(c.stack, int) or c.stack < 1:
+            raise SeqpipeError(f"ctc.stack={c.stack!r} must be a positive integer (1: every frame)")
+        if c.unit not in UNITS:
+            raise SeqpipeError(f"ctc.unit={c.unit!r} is not allowed; choose one of: {', '.join(UNITS)}")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise SeqpipeError(f"evaluate.beam_width={width!r} must be a positive integer (1 = greedy)")
+
+    # --- prepare: the alphabet from the train split -----------------------------------------------------------------
+    def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
+        return {"unit": cfg.ctc.unit, "stack": cfg.ctc.stack}
+
+    def encode_target(self, doc: Document, target: dict) -> list[str]:
+        output = doc.get("output")
+        if not isinstance(output, str):
+            raise SeqpipeError(f"example {doc['id']!r}: output {output!r} is not a string; fix the data")
+        return output.split() if target["unit"] == "word" else list(output)
+
+    def fit_targets(self, cfg: DictConfig, splits: dict[str, list[dict]], target: dict) -> dict:
+        """The alphabet from the train split (blank first), every row's output as ids; symbols the train split does
+        not have are removed from val/test outputs (counted), and examples with too few frames for their output
+        are dropped (counted): CTC needs a step per label plus one between repeats."""
+        symbols = sorted({s for r in splits["train"] for s in r["target"]})
+        index = {s: i for i, s in enumerate([BLANK, *symbols])}
+        target["tokens"] = [BLANK, *symbols]
+        stats = {"target_vocab_size": len(index), "dropped_short": 0}
+        for name, rows in splits.items():
+            unseen = sum(s not in index for r in rows for s in r["target"])
+            kept = []
+            for r in rows:
+                r["target"] = [index[s] for s in r["target"] if s in index]
+                if math.ceil(len(r["x"]) / target["stack"]) < frames_needed(r["target"]):
+                    stats["dropped_short"] += 1
+                    continue
+                kept.append(r)
+            if not kept:
+                raise SeqpipeError(f"every {name} example has fewer frames than its output needs (after ctc.stack="
+                                   f"{target['stack']}): lower ctc.stack or check the data")
+            rows[:] = kept
+            stats[f"{name}_target_unseen"] = unseen
+        print(f"prepare: alphabet of {len(symbols)} {target['unit']}s + blank", file=sys.stderr)
+        if stats["dropped_short"]:
+            print(f"prepare: dropped {stats['dropped_short']} examples with fewer frames than their output needs "
+                  f"(one per {target['unit']}, one more between repeats, after ctc.stack={target['stack']})",
+                  file=sys.stderr)
+        return stats
+
+    # --- training -----------------------------------------------------------------------------------------------------
+    def net_config(self, cfg: DictConfig) -> dict:
+        model = {k: v for k, v in cfg.model.items() if k not in ("pooling", "tie_weights")}
+        return {**model, "stack": int(cfg.ctc.stack)}
+
+    def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
+        from seqpipe.examples import ExampleDataModule
+
+        d = cfg.data
+        return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
+                                 cfg.seed, d.bucket_factor, collate=collate)
+
+    def build_net(self, meta: dict, model: dict) -> CTCNet:
+        return CTCNet(meta["inputs"], len(meta["target"]["tokens"]), **model)
+
+    def step(self, net, batch, state) -> Step:  # noqa: ANN001
+        logits, _ = net(batch["x"], batch["lengths"])                    # (B, T', C)
+        logp = torch.log_softmax(logits.float(), -1).transpose(0, 1)     # (T', B, C), as ctc_loss wants
+        tokens = int(batch["y_lengths"].sum())
+        # summed over the batch, then per target label: a long transcript weighs as much as its labels
+        loss = F.ctc_loss(logp, batch["y"], net.out_lengths(batch["lengths"]), batch["y_lengths"], blank=0,
+                          reduction="sum", zero_infinity=True) / max(tokens, 1)
+        return Step(loss, tokens)
+
+    # --- test and serving ---------------------------------------------------------------------------------------------
+    def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
+        import json
+
+        import lightning.pytorch as L
+
+        from seqpipe.atomic import write_text
+        from seqpipe.ctc_decode import decode
+        from seqpipe.seq2seq_eval import error_rates
+
+        trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
+                            enable_model_summary=False, enable_progress_bar=cfg.trainer.enable_progress_bar)
+        (scores,) = trainer.test(module, datamodule=dm, verbose=False)
+        ds, net = dm.splits["test"], module.net.cpu().eval()
+        xs, refs = zip(*(ds[i] for i in range(len(ds))))
+        text = self.text(dm.meta)
+        references = [text(y.tolist()) for y in refs]
+        logps = net.log_probs(list(xs))
+        metrics = {"test/loss": float(scores["test/loss"])}
+        width = int(cfg.evaluate.beam_width)
+        found = {}
+        for w in sorted({width, 1}, reverse=True):  # the configured width first, greedy for comparison
+            print(f"evaluate: decoding {len(xs):,} test inputs, beam width {w}", file=sys.stderr)
+            found[w] = [decode(lp, w) for lp in logps]
+            hyps = [text(labels) for labels, _ in found[w]]
+            suffix = "" if w == width else "_greedy"
+            chars = error_rates([list(h) for h in hyps], [[list(r)] for r in references])
+            words = error_rates([h.split() for h in hyps], [[r.split()] for r in references])
+            metrics |= {f"test/cer{suffix}": chars["token_error_rate"], f"test/wer{suffix}": words["token_error_rate"],
+                        f"test/exact_match{suffix}": chars["exact_match"]}
+        ids_file = Path(cfg.paths.prepared) / "splits.json"
+        ids = json.loads(ids_file.read_text())["test"] if ids_file.is_file() else list(range(len(xs)))
+        lines = ["id\treference\tprediction\tscore"]
+        for i, ref, (labels, score) in zip(ids, references, found[width]):
+            lines.append(f"{i}\t{ref}\t{text(labels)}\t{score:.4f}".replace("\n", " "))
+        write_text(out_dir / "predictions.tsv", "\n".join(lines) + "\n")
+        return metrics
+
+    @staticmethod
+    def text(meta: dict):  # noqa: ANN205
+        """ids -> the output string (characters joined, or words joined with spaces)."""
+        tokens, sep = meta["target"]["tokens"], " " if meta["target"]["unit"] == "word" else ""
+        return lambda ids: sep.join(tokens[i] for i in ids)
+
+    def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
+        from seqpipe.pyfunc import WHO, example_input, infer
+
+        example = example_input(cfg, meta, self)
+        return infer(example, pd.DataFrame({"text": ["x"], "score": [-0.5], **WHO}), params=PARAMS), example
+
+    def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
+        from seqpipe.ctc_decode import decode
+        from seqpipe.pyfunc import InputError
+
+        p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
+        if unknown := sorted(set(p) - set(PARAMS)):
+            raise InputError(f"unknown params {unknown}; this model takes: {', '.join(PARAMS)}")
+        if isinstance(p["beam_width"], bool) or not isinstance(p["beam_width"], int | np.integer):
+            raise InputError(f"beam_width={p['beam_width']!r} must be an integer")
+        width = int(p["beam_width"] or model.decode.get("beam_width") or 1)
+        if not 1 <= width <= (top := model.limits.get("max_beam_width", 16)):
+            raise InputError(f"beam_width={width} must be between 1 and {top} (serve.max_beam_width when the model "
+                             "was registered)")
+        xs, _ = model.encode(model_input, "transcribe")
+        text = self.text(model.meta)
+        found = [decode(lp, width) for lp in model.net.log_probs(xs)]
+        return pd.DataFrame({"text": [text(labels) for labels, _ in found], "score": [s for _, s in found]})
