@@ -120,7 +120,7 @@ def ctc_model(tmp_path_factory):
     cfg = compose(["recipe=adding", "recipe.name=ctc-synthetic", "task=ctc", "evaluate.beam_width=4",
                    "model.cell=gru", "model.bidirectional=true", "model.num_layers=1", "model.embedding_dim=24",
                    "model.hidden_size=32", "data.batch_size=16", "data.eval_batch_size=64", "optim.lr=0.01",
-                   "optim.warmup_steps=0", "trainer.max_epochs=8", "train.patience=20", "ctc.stack=1",
+                   "optim.warmup_steps=0", "trainer.max_epochs=8", "train.patience=20", "ctc.stack=2",
                    "prepare.val_fraction=0.15", "prepare.test_fraction=0.15",
                    f"paths.raw={root}/data/raw", f"paths.prepared={root}/data/prepared",
                    f"paths.models={root}/models", f"paths.reports={root}/reports",
@@ -159,6 +159,7 @@ def test_ctc_end_to_end(ctc_model, capsys):
     assert right >= 3, (beam["text"].tolist(), [r["output"] for r in request])
     assert (beam["score"] <= 0).all() and (greedy_answer["score"] <= 0).all()
     net = model.unwrap_python_model().net  # beam width 1 is the best path
+    assert net.stack == 2
     xs = [torch.tensor(r["frames"], dtype=torch.float32) for r in request]
     tokens = model.unwrap_python_model().meta["target"]["tokens"]
     assert greedy_answer["text"].tolist() == ["".join(tokens[i] for i in greedy(lp)[0]) for lp in net.log_probs(xs)]
@@ -166,4 +167,16 @@ def test_ctc_end_to_end(ctc_model, capsys):
         model.predict(frames, params={"beam_width": 99})
     with pytest.raises(Exception, match="row 0"):
         model.predict(pd.DataFrame({"frames": [[[0.0] * (F + 1)] * 4]}))
+
+
+def test_train_refuses_data_prepared_with_another_stack(ctc_model):
+    from omegaconf import OmegaConf
+
+    from seqpipe.errors import SeqpipeError
+    from seqpipe.tasks import get_task, prepared_meta
+
+    root, out = ctc_model
+    cfg = OmegaConf.merge(out["cfg"], {"ctc": {"stack": 3}})
+    with pytest.raises(SeqpipeError, match="prepared with ctc.stack=2, but the config says ctc.stack=3"):
+        get_task("ctc").datamodule(cfg, prepared_meta(cfg))
 

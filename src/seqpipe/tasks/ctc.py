@@ -147,6 +147,10 @@ class CTC(Task):
     def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
         from seqpipe.examples import ExampleDataModule
 
+        if meta["target"]["stack"] != cfg.ctc.stack:  # prepare kept the examples with frames enough for its stack
+            raise SeqpipeError(f"{cfg.paths.prepared} was prepared with ctc.stack={meta['target']['stack']}, but the "
+                               f"config says ctc.stack={cfg.ctc.stack}: run the prepare stage again (`dvc repro "
+                               "prepare`)")
         d = cfg.data
         return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
                                  cfg.seed, d.bucket_factor, collate=collate)
