@@ -39,6 +39,16 @@ class Hypothesis:
         return float(sum(self.logprobs))
 
 
+def generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """The random numbers of one generation: seeded when `seed` >= 0, else freshly seeded (each call differs)."""
+    gen = torch.Generator(device=device)
+    if seed is not None and seed >= 0:
+        gen.manual_seed(seed)
+    else:
+        gen.seed()
+    return gen
+
+
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT's length penalty ((5 + length) / 6) ** alpha (Wu et al. 2016): alpha 0 ranks by summed log-probability,
     which favours short outputs; larger alpha favours longer ones."""

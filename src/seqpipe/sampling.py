@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
-from seqpipe.decoding import beam_search, sample
+from seqpipe.decoding import beam_search, generator, sample
 from seqpipe.nets import RecurrentLM, State, select_state
 from seqpipe.tokenize import CharTokenizer
 from seqpipe.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab
@@ -40,18 +40,13 @@ def stream(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str
     """The continuation of `prompt`, one token's text at a time, up to `max_new_tokens` tokens or <eos>. Given a
     list, `logprobs` receives each new token with its log-probability under the model. `bos`: the prompt starts a
     document (see `_start`)."""
-    device = next(net.parameters()).device
-    generator = torch.Generator(device=device)
-    if seed is not None and seed >= 0:
-        generator.manual_seed(seed)
-    else:
-        generator.seed()
+    gen = generator(seed, next(net.parameters()).device)
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
             logits, state, separator = _start(net, vocab, tokenizer, prompt, bos)
-            for nxt, lp in sample(net.step, logits, state, max_new_tokens, temperature, top_k, generator,
+            for nxt, lp in sample(net.step, logits, state, max_new_tokens, temperature, top_k, gen,
                                   stop_id=EOS_ID, suppress=SUPPRESS):
                 token = int(nxt[0])
                 if token == EOS_ID:

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 
-from seqpipe.decoding import Hypothesis, beam_search, greedy, sample
+from seqpipe.decoding import Hypothesis, beam_search, generator, greedy, sample
 from seqpipe.vocab import EOS_ID, PAD_ID, Vocab
 
 # The served model's options; beam_width, length_penalty and max_output_len default to what the model was evaluated
@@ -43,8 +43,7 @@ def decode(net: torch.nn.Module, xs: Sequence[torch.Tensor], width: int = 1, max
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed) if seed is not None and seed >= 0 else generator.seed()
+    gen = generator(seed, device)
 
     def weights(state: DecoderState) -> torch.Tensor:
         return state.weights  # (N, S): the attention of the step that gave the current logits
@@ -58,7 +57,7 @@ def decode(net: torch.nn.Module, xs: Sequence[torch.Tensor], width: int = 1, max
             lengths = torch.tensor([len(xs[i]) for i in rows], device=device)
             logits, state = net.step(net.bos(len(rows), device), net.start(x, lengths))
             if temperature > 0:
-                found = _sampled(net, logits, state, max_len, temperature, top_k, generator)
+                found = _sampled(net, logits, state, max_len, temperature, top_k, gen)
             elif width == 1 and n_best == 1:
                 found = [[h] for h in greedy(net.step, logits, state, max_len, EOS_ID, SUPPRESS,
                                              weights if attention else None)]

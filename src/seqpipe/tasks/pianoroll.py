@@ -263,8 +263,10 @@ def generate(net: torch.nn.Module, target: dict, primer: Notes, steps: int, temp
              seed: int = -1) -> Notes:
     """The primer (frames of MIDI pitches, may be empty) followed by `steps` sampled frames: each pitch on with
     probability sigmoid(logit / temperature); temperature 0 turns on every pitch with p > 0.5."""
+    from seqpipe.decoding import generator
+
     low, high = target["low"], target["high"]
-    gen = torch.Generator().manual_seed(seed) if seed >= 0 else None
+    gen = generator(seed, next(net.parameters()).device)
     roll = torch.from_numpy(to_roll(primer, low, high)).float()                     # (P, F)
     x = torch.cat([torch.zeros(1, roll.size(1)), roll]).unsqueeze(0)                # (1, 1 + P, F)
     logits, state = net(x)
