@@ -141,14 +141,12 @@ def test_sources(dm: object) -> tuple[list[torch.Tensor], list[list[list[int]]]]
 def evaluate_seq2seq(cfg: DictConfig, module: object, dm: object, out_dir: Path) -> dict:
     """Teacher-forced test loss; then the test sources decoded (evaluate.beam_width, and greedy for comparison)
     and scored; predictions.tsv and attention.png in out_dir."""
-    import lightning.pytorch as L
 
     from seqpipe.atomic import write_text
+    from seqpipe.tasks import test_scores
     from seqpipe.tokenize import load_tokenizer
 
-    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, enable_progress_bar=cfg.trainer.enable_progress_bar)
-    (scores,) = trainer.test(module, datamodule=dm, verbose=False)
+    scores = test_scores(cfg, module, dm)
     meta, e = dm.meta, cfg.evaluate  # type: ignore[attr-defined]
     net = module.net.cpu()  # type: ignore[attr-defined]
     src_vocab, tgt_vocab = dm.vocab, Vocab(meta["target"]["tokens"], meta["target"]["tokenizer"])  # type: ignore

@@ -133,6 +133,16 @@ class Task:
         raise NotImplementedError
 
 
+def test_scores(cfg: DictConfig, module: object, dm: LightningDataModule) -> dict:
+    """The module's test-split figures (test/loss and the task's metrics), from a bare one-device Trainer."""
+    import lightning.pytorch as L
+
+    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, enable_progress_bar=cfg.trainer.enable_progress_bar)
+    (scores,) = trainer.test(module, datamodule=dm, verbose=False)
+    return scores
+
+
 def get_task(name: str) -> Task:
     """The task called `name`, imported on demand (so `seqpipe --help` stays fast)."""
     match name:

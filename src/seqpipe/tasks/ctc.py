@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
-from seqpipe.tasks import Step, Task
+from seqpipe.tasks import Step, Task, test_scores
 
 BLANK = "<blank>"  # index 0 of meta["target"]["tokens"]
 UNITS = ("char", "word")
@@ -171,15 +171,11 @@ class CTC(Task):
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
         import json
 
-        import lightning.pytorch as L
-
         from seqpipe.atomic import write_text
         from seqpipe.ctc_decode import decode
         from seqpipe.seq2seq_eval import error_rates
 
-        trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
-                            enable_model_summary=False, enable_progress_bar=cfg.trainer.enable_progress_bar)
-        (scores,) = trainer.test(module, datamodule=dm, verbose=False)
+        scores = test_scores(cfg, module, dm)
         ds, net = dm.splits["test"], module.net.cpu().eval()
         xs, refs = zip(*(ds[i] for i in range(len(ds))))
         text = self.text(dm.meta)

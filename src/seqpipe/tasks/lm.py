@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from seqpipe.atomic import atomic_path, write_json, write_text
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
-from seqpipe.tasks import META, Step, Task
+from seqpipe.tasks import META, Step, Task, test_scores
 from seqpipe.vocab import IGNORE_INDEX, UNK_ID
 
 
@@ -94,14 +94,11 @@ class LanguageModelling(Task):
 
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
         """Test loss in nats, bits and perplexity per token (per character at character level), and a sample."""
-        import lightning.pytorch as L
 
         from seqpipe.sampling import complete
         from seqpipe.tokenize import load_tokenizer
 
-        trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
-                            enable_model_summary=False, enable_progress_bar=cfg.trainer.enable_progress_bar)
-        (scores,) = trainer.test(module, datamodule=dm, verbose=False)
+        scores = test_scores(cfg, module, dm)
         loss = float(scores["test/loss"])
         e, vocab = cfg.evaluate, dm.vocab
         sample = complete(module.net.cpu(), vocab, load_tokenizer(vocab.tokenizer), e.prompt, e.sample_tokens,

@@ -27,7 +27,7 @@ from torchmetrics import Metric
 from seqpipe.errors import SeqpipeError
 from seqpipe.music import Notes, check_steps, fit_range, from_roll, midi_bytes, pitches_of, plot_roll, to_roll
 from seqpipe.recipes import Document
-from seqpipe.tasks import META, Step, Task
+from seqpipe.tasks import META, Step, Task, test_scores
 
 PARAMS = {"steps": 64, "temperature": 1.0, "seed": -1, "out_of_range": "error"}  # the served model's params
 
@@ -179,13 +179,10 @@ class PianoRoll(Task):
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
         """Test NLL per frame and frame accuracy; a piece generated from nothing and one continuing the opening
         of a held-out chorale, as MIDI, notes (JSON) and piano-roll pictures."""
-        import lightning.pytorch as L
 
         from seqpipe.atomic import write_json, write_text
 
-        trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
-                            enable_model_summary=False, enable_progress_bar=cfg.trainer.enable_progress_bar)
-        (scores,) = trainer.test(module, datamodule=dm, verbose=False)
+        scores = test_scores(cfg, module, dm)
         r, target, net = cfg.pianoroll, dm.meta["target"], module.net.cpu().eval()
         dm.setup("test")
         opening = from_roll(dm.splits["test"][0][0][: r.primer_frames].numpy(), target["low"])
