@@ -215,15 +215,27 @@ def _predict(args: argparse.Namespace) -> None:
     from seqpipe.predict import load_model, predict_file
     from seqpipe.store import tracking_uri
 
-    if (args.text is None) == (args.input is None):
-        raise SeqpipeError("give either --text TEXT or --input FILE (with --output FILE)")
+    if sum(x is not None for x in (args.text, args.input, args.audio)) != 1:
+        raise SeqpipeError("give one of --text TEXT, --audio CLIP or --input FILE (with --output FILE)")
     model = load_model(args.model, args.tracking_uri or tracking_uri(), generates=False)
     served = model.unwrap_python_model()
     decoding = {k: v for k, v in (("beam_width", args.beam_width), ("n_best", args.n_best)) if v is not None}
-    if decoding and served.task.name != "seq2seq":
-        raise SeqpipeError(f"--beam-width and --n-best are for sequence-to-sequence models; {args.model} is a "
-                           f"{served.task.name!r} model")
+    if decoding and not served.task.decodes:
+        raise SeqpipeError(f"--beam-width and --n-best are for models that decode sequences (seq2seq, ctc); "
+                           f"{args.model} is a {served.task.name!r} model")
     decoding = decoding or None
+    if args.audio is not None:
+        import pandas as pd
+
+        if not served.audio:
+            raise SeqpipeError(f"{args.model} does not read audio (a {served.task.name!r} model on "
+                               f"{served.meta['inputs']['kind']}): give --text or --input")
+        from seqpipe.predict import audio_table
+
+        row = model.predict(audio_table(Path(args.audio)), params=decoding).iloc[0]
+        print(row["text"])
+        print(f"predict: score {row['score']:.3f} ({row['model']})", file=sys.stderr)
+        return
     if args.text is not None:
         import pandas as pd
 
@@ -302,7 +314,10 @@ def parser() -> argparse.ArgumentParser:
                         "score them (regression) with a registered model")
     pr.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or a model path")
     pr.add_argument("--text", help="one text to label")
-    pr.add_argument("--input", help="a CSV/TSV/JSONL file with a text column, or JSONL with a frames column")
+    pr.add_argument("--audio", help="speech models: one clip to transcribe (WAV, FLAC, OGG; any rate, mono or "
+                    "stereo); prints the words")
+    pr.add_argument("--input", help="a CSV/TSV/JSONL file with a text column, or JSONL with a frames column; speech "
+                    "models: also a folder of clips or a .txt list of them (one path a line), written to a CSV")
     pr.add_argument("--output", help="where to write the input plus predictions (default: INPUT.predictions.csv)")
     pr.add_argument("--column", default=None, help="the input column of --input (default: text, or frames)")
     pr.add_argument("--batch-size", type=_at_least(1), default=256)

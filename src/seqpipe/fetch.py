@@ -1,4 +1,6 @@
-"""DVC stage `fetch`: run the recipe's fetcher and write its documents to raw/documents.jsonl."""
+"""DVC stage `fetch`: run the recipe's fetcher and write its documents to raw/documents.jsonl. Frames that a recipe
+gives as numpy arrays (audio features: millions of numbers) go to raw/frames.npz instead, one flat array plus
+offsets, and the row says where: {"frames": {"npz": FRAMES, "row": i}}; read_documents puts them back."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -15,6 +18,7 @@ from seqpipe.errors import SeqpipeError, unreadable
 from seqpipe.recipes import Document
 
 DOCUMENTS = "documents.jsonl"
+FRAMES = "frames.npz"
 
 
 def run(cfg: DictConfig) -> dict:
@@ -29,9 +33,7 @@ def run(cfg: DictConfig) -> dict:
     if not docs:
         raise SeqpipeError(f"recipe {cfg.recipe.name!r} produced no documents; check recipe.fetch in conf/")
     with atomic_path(Path(cfg.paths.raw), is_dir=True) as out:
-        with open(out / DOCUMENTS, "w", encoding="utf-8") as f:
-            for doc in docs:
-                f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        write_documents(out, docs)
     # characters of text, or frames (steps) of frame sequences and piano rolls
     field = next((f for f in ("frames", "notes") if f in docs[0]), "text")
     unit = "characters" if field == "text" else "frames"
@@ -40,9 +42,35 @@ def run(cfg: DictConfig) -> dict:
     return stats
 
 
+def write_documents(out: Path, docs: list[Document]) -> None:
+    """documents.jsonl, and frames.npz for the rows whose frames are arrays (float32, one flat (sum T, F) array)."""
+    arrays: list[np.ndarray] = []
+    with open(out / DOCUMENTS, "w", encoding="utf-8") as f:
+        for doc in docs:
+            if isinstance(doc.get("frames"), np.ndarray):
+                arrays.append(np.asarray(doc["frames"], np.float32).reshape(len(doc["frames"]), -1))
+                doc = {**doc, "frames": {"npz": FRAMES, "row": len(arrays) - 1}}  # type: ignore[typeddict-item]
+            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    if arrays:
+        offsets = np.cumsum([0, *(len(a) for a in arrays)])
+        np.savez(out / FRAMES, frames=np.concatenate(arrays), offsets=offsets)
+
+
 def read_documents(raw_dir: str | Path) -> list[Document]:
     path = Path(raw_dir) / DOCUMENTS
     if not path.is_file():
         raise SeqpipeError(f"{path} not found: run the fetch stage first (`dvc repro fetch`)")
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        docs = [json.loads(line) for line in f if line.strip()]
+    stored = [d for d in docs if isinstance(d.get("frames"), dict)]
+    if stored:
+        npz = Path(raw_dir) / FRAMES
+        if not npz.is_file():
+            raise SeqpipeError(f"{path} refers to {npz}, which is missing: run the fetch stage again (`dvc repro "
+                               "fetch`)")
+        with np.load(npz) as z:
+            frames, offsets = z["frames"], z["offsets"]
+        for d in stored:
+            row = d["frames"]["row"]  # type: ignore[index]
+            d["frames"] = frames[offsets[row]:offsets[row + 1]]
+    return docs

@@ -142,6 +142,32 @@ def read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+AUDIO = (".wav", ".flac", ".ogg", ".mp3", ".raw", ".pcm")  # what a folder's clips are
+
+
+def audio_table(path: Path) -> pd.DataFrame:
+    """The clips to transcribe: the audio files of a folder (sorted), the files a .txt/.lst lists (one per line;
+    relative to the list's folder when not found as given), a CSV/TSV/JSONL with an `audio` column, or one clip."""
+    import pandas as pd
+
+    if path.is_dir():
+        clips = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in AUDIO)
+        if not clips:
+            raise SeqpipeError(f"{path} holds no audio files ({', '.join(AUDIO)})")
+        return pd.DataFrame({"audio": clips})
+    if path.suffix.lower() in AUDIO:
+        return pd.DataFrame({"audio": [str(path)]})
+    if path.suffix in (".txt", ".lst"):
+        if not path.is_file():
+            raise SeqpipeError(f"input file not found: {path}")
+        listed = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        clips = [c if Path(c).exists() or Path(c).is_absolute() else str(path.parent / c) for c in listed]
+        if missing := [c for c in clips if not Path(c).is_file()]:
+            raise SeqpipeError(f"{path} lists {len(missing)} audio files that do not exist (first: {missing[0]})")
+        return pd.DataFrame({"audio": clips})
+    return read_table(path, "audio")
+
+
 def batches(texts: list, limits: dict, batch_size: int) -> list[tuple[int, int]]:
     """Row ranges [start, end) of at most `batch_size` rows whose characters (at least their tokens), or frames, fit
     in one request of a model with these limits."""
@@ -166,8 +192,11 @@ def predict_file(model: object, input_path: Path, output_path: Path, column: str
     from seqpipe.pyfunc import InputError
 
     served = model.unwrap_python_model()  # type: ignore[attr-defined]
-    frame = read_table(input_path, column)
-    if served.frames and input_path.suffix not in (".jsonl", ".json", ".ndjson"):
+    if served.audio and column == "audio":
+        frame, batch_size = audio_table(input_path), min(batch_size, 16)  # clips of up to a minute each
+    else:
+        frame = read_table(input_path, column)
+    if served.frames and not served.audio and input_path.suffix not in (".jsonl", ".json", ".ndjson"):
         raise SeqpipeError(f"{input_path}: this model reads frames (a T x F list of lists per row), which a CSV "
                            "cannot hold; give a JSONL file with one {\"frames\": [[...], ...]} object per line")
     texts = frame[column].tolist() if served.frames else frame[column].astype(str).tolist()

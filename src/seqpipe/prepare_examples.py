@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from seqpipe.atomic import atomic_path, write_json
@@ -143,6 +143,8 @@ def prepare_examples(cfg: DictConfig, task: Task, docs: list[Document], raw_file
         stats["vocab_size"] = len(vocab)
     else:
         inputs, dtype = fit_frames([r["x"] for r in splits["train"]]), np.dtype(np.float32)
+        if cfg.recipe.get("audio"):  # frames computed from audio: the served model computes them the same way
+            inputs["audio"] = OmegaConf.to_container(cfg.recipe.audio)
         stats["features"] = inputs["features"]
     if "labels" in target_meta:
         stats["num_classes"] = len(target_meta["labels"])

@@ -125,6 +125,31 @@ def frames_from(model_input: object, column: str, features: int) -> list[np.ndar
     return rows
 
 
+def audio_from(model_input: object, spec: dict, max_seconds: float | None) -> list[np.ndarray]:
+    """Log-mel frames (T, n_mels) of every clip of a request: column `audio` holds a file path, base64 audio bytes
+    or an array of samples (then column `sample_rate` gives its rate); each is mixed down, resampled and refused
+    naming the row when unreadable or too long. A silent or empty clip gives no frames."""
+    from seqpipe.audio import AudioError, clip_frames
+
+    clips = column_values(model_input, "audio")
+    rates = column_values(model_input, "sample_rate") if _has(model_input, "sample_rate") else [None] * len(clips)
+    rows = []
+    for i, (clip, rate) in enumerate(zip(clips, rates)):
+        rate = None if rate is None or (isinstance(rate, float) and math.isnan(rate)) else rate
+        if isinstance(rate, float) and rate.is_integer():
+            rate = int(rate)  # a DataFrame column of rates with a gap in it is float
+        try:
+            rows.append(clip_frames(clip, spec, rate, max_seconds, name=f"row {i}"))
+        except AudioError as e:
+            raise InputError(str(e), row=i) from None
+    return rows
+
+
+def _has(model_input: object, column: str) -> bool:
+    return column in model_input.columns if isinstance(model_input, pd.DataFrame) else \
+        isinstance(model_input, dict) and column in model_input
+
+
 def legacy_meta(saved: dict) -> dict:
     """prepared/meta.json's content for a weights file saved before models carried it (before tasks were modules)."""
     return {"task": saved.get("task", "lm"), "inputs": {"kind": "tokens", "vocab_size": saved["vocab_size"]},
@@ -145,6 +170,9 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
         self.labels = self.meta["target"].get("labels", [])
         self.frames = self.meta["inputs"]["kind"] == "frames"
         self.column, self.unit = ("frames", "steps") if self.frames else (self.task.column, "tokens")
+        self.audio = self.meta["inputs"].get("audio")  # frames computed from audio: requests may send the audio
+        if self.audio:
+            self.column = "audio"
         self.max_len = saved.get("max_len")  # inputs are cut as the training data was
         self.limits = {**LEGACY_LIMITS, **saved.get("limits", {})}
         self.decode = saved.get("decode", {})  # sequence to sequence: default beam width, length penalty, limit
@@ -213,8 +241,11 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
         of each row's tokens that the vocabulary does not know."""
         from seqpipe.vocab import UNK_ID
 
-        if self.frames:
-            rows = self.check_size(frames_from(model_input, self.column, self.meta["inputs"]["features"]), 0)
+        if self.audio and not _has(model_input, "frames"):
+            rows = self.check_size(audio_from(model_input, self.audio, self.limits.get("max_audio_seconds")), 0)
+            xs, unk = [torch.from_numpy(r) for r in rows], None
+        elif self.frames:
+            rows = self.check_size(frames_from(model_input, "frames", self.meta["inputs"]["features"]), 0)
             xs, unk = [torch.from_numpy(r) for r in rows], None
         else:
             rows = self.check_size(self.tokenize(texts_from(model_input, self.column)), 0)
@@ -254,7 +285,14 @@ LanguageModel = SeqpipeModel
 
 
 def example_input(cfg: object, meta: dict, task: object) -> pd.DataFrame:
-    """The input example logged with a model: the config's prompt for text, a short series of zeros for frames."""
+    """The input example logged with a model: the config's prompt for text, a short series of zeros for frames, a
+    tenth of a second of a 440 Hz tone for audio (base64 WAV)."""
+    if meta["inputs"].get("audio"):
+        from seqpipe.audio import wav_base64
+
+        rate = meta["inputs"]["audio"]["sample_rate"]
+        tone = 0.1 * np.sin(2 * np.pi * 440 * np.arange(rate // 10) / rate)
+        return pd.DataFrame({"audio": [wav_base64(tone, rate)]})
     if meta["inputs"]["kind"] == "frames":
         return pd.DataFrame({"frames": [[[0.0] * meta["inputs"]["features"]] * 4]})
     return pd.DataFrame({task.column: [cfg.evaluate.prompt]})  # type: ignore[attr-defined]
@@ -267,6 +305,10 @@ def infer(example: pd.DataFrame, output: pd.DataFrame, params: dict | None = Non
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     signature = infer_signature(example, output, params=params)
-    if "frames" in example.columns:
+    if "audio" in example.columns:  # a path, base64 bytes or samples (with sample_rate); or frames, as computed
+        columns = [ColSpec(AnyType(), "audio", required=False), ColSpec("long", "sample_rate", required=False),
+                   ColSpec(AnyType(), "frames", required=False)]
+        signature = ModelSignature(Schema(columns), signature.outputs, signature.params)
+    elif "frames" in example.columns:
         signature = ModelSignature(Schema([ColSpec(AnyType(), "frames")]), signature.outputs, signature.params)
     return signature

@@ -7,6 +7,7 @@ and word error rates; the served model transcribes a `frames` column into `text`
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ from seqpipe.tasks import Step, Task, test_scores
 
 BLANK = "<blank>"  # index 0 of meta["target"]["tokens"]
 UNITS = ("char", "word")
-PARAMS = {"beam_width": 0}  # the served model's option; 0: what evaluate scored it with
+PARAMS = {"beam_width": 0, "n_best": 1}  # beam_width 0: what evaluate scored it with; n_best > 1: the beam's best
+                                        # labellings with their scores (column n_best, JSON)
 
 
 def collate(batch: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
@@ -33,6 +35,15 @@ def collate(batch: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
     xs, ys = [x.float() for x, _ in batch], [y.long() for _, y in batch]
     return {"x": pad_sequence(xs, batch_first=True), "lengths": torch.tensor([len(x) for x in xs]),
             "y": pad_sequence(ys, batch_first=True, padding_value=0), "y_lengths": torch.tensor([len(y) for y in ys])}
+
+
+def error_rates_of(hyps: list[str], refs: list[str]) -> dict[str, float]:
+    """CER, WER and exact match of transcripts against one reference each."""
+    from seqpipe.seq2seq_eval import error_rates
+
+    chars = error_rates([list(h) for h in hyps], [[list(r)] for r in refs])
+    words = error_rates([h.split() for h in hyps], [[r.split()] for r in refs])
+    return {"cer": chars["token_error_rate"], "wer": words["token_error_rate"], "exact_match": chars["exact_match"]}
 
 
 def frames_needed(target: list[int]) -> int:
@@ -169,11 +180,8 @@ class CTC(Task):
 
     # --- test and serving ---------------------------------------------------------------------------------------------
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
-        import json
-
         from seqpipe.atomic import write_text
         from seqpipe.ctc_decode import decode
-        from seqpipe.seq2seq_eval import error_rates
 
         scores = test_scores(cfg, module, dm)
         ds, net = dm.splits["test"], module.net.cpu().eval()
@@ -184,21 +192,57 @@ class CTC(Task):
         metrics = {"test/loss": float(scores["test/loss"])}
         width = int(cfg.evaluate.beam_width)
         found = {}
+        sources, names = ds.sources, dm.source_names
         for w in sorted({width, 1}, reverse=True):  # the configured width first, greedy for comparison
             print(f"evaluate: decoding {len(xs):,} test inputs, beam width {w}", file=sys.stderr)
             found[w] = [decode(lp, w) for lp in logps]
             hyps = [text(labels) for labels, _ in found[w]]
             suffix = "" if w == width else "_greedy"
-            chars = error_rates([list(h) for h in hyps], [[list(r)] for r in references])
-            words = error_rates([h.split() for h in hyps], [[r.split()] for r in references])
-            metrics |= {f"test/cer{suffix}": chars["token_error_rate"], f"test/wer{suffix}": words["token_error_rate"],
-                        f"test/exact_match{suffix}": chars["exact_match"]}
+            metrics |= {f"test/{k}{suffix}": v for k, v in error_rates_of(hyps, references).items()}
+            for s, name in enumerate(names if len(names) > 1 else []):  # per condition (speech: clean, snr20, ...)
+                picked = [k for k in range(len(hyps)) if sources[k] == s]
+                rates = error_rates_of([hyps[k] for k in picked], [references[k] for k in picked])
+                metrics.setdefault("test/per_source", {}).setdefault(name, {}).update(
+                    {f"{k}{suffix}": v for k, v in rates.items()})
+        if cfg.evaluate.get("real_speech"):
+            metrics |= self.real_speech(cfg, dm.meta, net, width, out_dir)
         ids_file = Path(cfg.paths.prepared) / "splits.json"
         ids = json.loads(ids_file.read_text())["test"] if ids_file.is_file() else list(range(len(xs)))
         lines = ["id\treference\tprediction\tscore"]
         for i, ref, (labels, score) in zip(ids, references, found[width]):
             lines.append(f"{i}\t{ref}\t{text(labels)}\t{score:.4f}".replace("\n", " "))
         write_text(out_dir / "predictions.tsv", "\n".join(lines) + "\n")
+        return metrics
+
+    def real_speech(self, cfg: DictConfig, meta: dict, net: CTCNet, width: int, out_dir: Path) -> dict:
+        """Real recordings (evaluate.real_speech: CMU Sphinx's test data) transcribed through the served model's
+        audio front end and scored apart as real/*, never trained on; real_predictions.tsv lists them."""
+        from seqpipe.atomic import write_text
+        from seqpipe.audio import clip_frames
+        from seqpipe.ctc_decode import decode
+        from seqpipe.recipes.speech import real_speech
+
+        spec = meta["inputs"].get("audio")
+        if not spec:
+            raise SeqpipeError(f"evaluate.real_speech={cfg.evaluate.real_speech} scores recordings, but this model "
+                               "reads frames that were not computed from audio (no recipe.audio): set "
+                               "evaluate.real_speech=null")
+        clips = real_speech(cfg.evaluate.real_speech)
+        if not clips:
+            return {}
+        xs = [torch.from_numpy(clip_frames(c["audio"], spec, name=c["id"])) for c in clips]
+        text, logps = self.text(meta), net.log_probs(xs)
+        metrics, lines = {}, ["id\treference\tprediction\tprediction_greedy"]
+        hyps = {w: [text(decode(lp, w)[0]) for lp in logps] for w in sorted({width, 1})}
+        for w, found in hyps.items():
+            suffix = "" if w == width else "_greedy"
+            metrics |= {f"real/{k}{suffix}": v for k, v in
+                        error_rates_of(found, [c["output"] for c in clips]).items()}
+        for c, beam, best in zip(clips, hyps[width], hyps[1]):
+            lines.append(f"{c['id']}\t{c['output']}\t{beam}\t{best}")
+        write_text(out_dir / "real_predictions.tsv", "\n".join(lines) + "\n")
+        print(f"evaluate: {len(clips)} real recordings: WER {metrics['real/wer']:.3f} (greedy "
+              f"{metrics['real/wer_greedy']:.3f})", file=sys.stderr)
         return metrics
 
     @staticmethod
@@ -214,19 +258,29 @@ class CTC(Task):
         return infer(example, pd.DataFrame({"text": ["x"], "score": [-0.5], **WHO}), params=PARAMS), example
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.ctc_decode import decode
+        from seqpipe.ctc_decode import greedy, prefix_beam_search
         from seqpipe.pyfunc import InputError
 
         p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
         if unknown := sorted(set(p) - set(PARAMS)):
             raise InputError(f"unknown params {unknown}; this model takes: {', '.join(PARAMS)}")
-        if isinstance(p["beam_width"], bool) or not isinstance(p["beam_width"], int | np.integer):
-            raise InputError(f"beam_width={p['beam_width']!r} must be an integer")
-        width = int(p["beam_width"] or model.decode.get("beam_width") or 1)
+        for key in PARAMS:
+            if isinstance(p[key], bool) or not isinstance(p[key], int | np.integer):
+                raise InputError(f"{key}={p[key]!r} must be an integer")
+        width, n_best = int(p["beam_width"] or model.decode.get("beam_width") or 1), int(p["n_best"])
         if not 1 <= width <= (top := model.limits.get("max_beam_width", 16)):
             raise InputError(f"beam_width={width} must be between 1 and {top} (serve.max_beam_width when the model "
                              "was registered)")
+        if not 1 <= n_best <= width:
+            raise InputError(f"n_best={n_best} must be between 1 and beam_width={width}")
         xs, _ = model.encode(model_input, "transcribe")
         text = self.text(model.meta)
-        found = [decode(lp, width) for lp in model.net.log_probs(xs)]
-        return pd.DataFrame({"text": [text(labels) for labels, _ in found], "score": [s for _, s in found]})
+        heard = [i for i, x in enumerate(xs) if len(x)]  # a silent or empty clip has no frames: nothing was said
+        found: list[list[tuple[list[int], float]]] = [[([], 0.0)]] * len(xs)
+        for i, answer in zip(heard, model.net.log_probs([xs[i] for i in heard])):
+            found[i] = [greedy(answer)] if width == 1 else prefix_beam_search(answer, width)[:n_best]
+        out = pd.DataFrame({"text": [text(f[0][0]) for f in found], "score": [f[0][1] for f in found]})
+        if n_best > 1:
+            out["n_best"] = [json.dumps([{"text": text(labels), "score": round(score, 4)} for labels, score in f])
+                             for f in found]
+        return out
