@@ -180,3 +180,19 @@ def test_train_refuses_data_prepared_with_another_stack(ctc_model):
     with pytest.raises(SeqpipeError, match="prepared with ctc.stack=2, but the config says ctc.stack=3"):
         get_task("ctc").datamodule(cfg, prepared_meta(cfg))
 
+
+
+def test_spec_augment_masks_bands_and_spans_of_train_clips_only():
+    from seqpipe.tasks.ctc import spec_augment
+
+    x = torch.arange(200 * 40, dtype=torch.float32).reshape(200, 40)
+    masked = spec_augment(x, np.random.default_rng(0), freq_masks=2, freq_width=8, time_masks=2, time_width=10)
+    assert masked.shape == x.shape and not torch.equal(masked, x) and torch.equal(x[0, :3], torch.arange(3.0))
+    changed_cols = (masked != x).all(0).sum()  # a masked band changes every frame of its features
+    changed_rows = (masked != x).all(1).sum()  # a masked span changes every feature of its frames
+    assert 1 <= changed_cols <= 16 and 1 <= changed_rows <= 20
+    again = spec_augment(x, np.random.default_rng(0), freq_masks=2, freq_width=8, time_masks=2, time_width=10)
+    assert torch.equal(masked, again)
+    assert torch.equal(spec_augment(x, np.random.default_rng(0)), x)  # no masks: the clip as it was
+    short = torch.ones(4, 40)  # a span is at most a fifth of the clip: nothing to mask in 4 frames
+    assert torch.equal(spec_augment(short * 2, np.random.default_rng(1), time_masks=3, time_width=10), short * 2)

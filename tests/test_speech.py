@@ -28,13 +28,14 @@ from seqpipe.fetch import read_documents, write_documents
 from seqpipe.recipes import speech
 
 REAL = Path("/usr/share/pocketsphinx/test/data")
+SAID = "four two seven"
 
 
 @pytest.fixture(scope="module")
 def said() -> tuple[np.ndarray, int]:
-    """'seven of clubs' in one voice, as float samples at eSpeak's 22,050 Hz."""
-    synth = Synth()
-    return synth.say("seven of clubs", "en-us+m3").astype(np.float32) / 32768, synth.rate
+    """'four two seven' in a voice the speech recipe holds out, as float samples at eSpeak's 22,050 Hz."""
+    (samples,), rate = speak([(SAID, "en-us+m3", 160, 50)])
+    return samples.astype(np.float32) / 32768, rate
 
 
 def test_espeak_speaks_reproducibly_in_fresh_processes_and_voices_differ():
@@ -118,6 +119,8 @@ def test_a_ten_minute_file_is_refused_from_its_header(tmp_path):
         clip_frames(long, SPEC, max_seconds=60)
     with pytest.raises(AudioError, match="an array of samples needs its sample rate"):
         clip_frames([0.1, 0.2], SPEC)
+    with pytest.raises(AudioError, match="audio samples must be finite numbers"):
+        clip_frames([0.1, float("nan")], SPEC, sample_rate=16000)
 
 
 # --- the recipe ---------------------------------------------------------------------------------------------------
@@ -164,6 +167,16 @@ def test_mixing_reaches_the_asked_snr():
             assert measured == pytest.approx(snr, abs=0.01)
 
 
+def test_another_espeak_release_is_refused():
+    from seqpipe.errors import SeqpipeError
+    from seqpipe.espeak import check_version
+
+    check_version("0.2.4")
+    with pytest.raises(SeqpipeError, match=r"espeakng-loader 0\.2\.4 is installed but the recipe pins 9\.9\.9 .*"
+                                           r"pip install espeakng-loader==9\.9\.9"):
+        check_version("9.9.9")
+
+
 def test_voices_in_both_splits_are_refused(tmp_path):
     from seqpipe import fetch
     from seqpipe.errors import SeqpipeError
@@ -185,10 +198,11 @@ def test_real_recordings_are_listed_with_their_transcripts():
 
 
 # --- end to end -------------------------------------------------------------------------------------------------
-TRAIN = [*SMALL[:1], "recipe.fetch.train_size=700", "recipe.fetch.test_size=20", "recipe.fetch.snrs=[null,10]",
-         "model.num_layers=1", "model.hidden_size=96", "model.embedding_dim=64", "model.dropout=0.0",
-         "optim.lr=0.006", "optim.warmup_steps=20", "trainer.max_epochs=12", "train.patience=20",
-         "evaluate.beam_width=4"]
+# digit strings only, clean and at 20 dB: about 20 s on 2 cores to a test CER near 0.07 (WER 0.24)
+TRAIN = [*SMALL[:1], "recipe.fetch.train_size=600", "recipe.fetch.test_size=20", "recipe.fetch.kinds=[digits]",
+         "recipe.fetch.snrs=[null,20]", "model.num_layers=1", "model.hidden_size=96", "model.embedding_dim=64",
+         "model.dropout=0.0", "optim.lr=0.01", "optim.warmup_steps=20", "data.batch_size=16", "trainer.max_epochs=12",
+         "train.patience=20", "evaluate.beam_width=4"]
 
 
 @pytest.fixture(scope="module")
@@ -203,11 +217,11 @@ def test_speech_model_learns_and_transcribes_audio(speech_model, said, tmp_path)
     m = out["metrics"]
     history = pd.read_csv(root / "reports/history.csv")
     losses = history["val/loss"].dropna().tolist()
-    print(f"\nspeech (700 clips, BiGRU 1x96): val loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+    print(f"\nspeech (600 digit strings, BiGRU 1x96): val loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
           + ", ".join(f"{k} {v:.4f}" for k, v in sorted(m.items()) if "per_source" not in k))
     assert losses[-1] < 0.3 * losses[0], losses
-    assert m["test/cer"] < 0.5 and m["test/wer"] < 0.9  # the empty transcript's CER and WER are 1.0
-    assert {"test/per_source/clean/wer", "test/per_source/snr10/wer", "test/per_source/clean/wer_greedy"} <= set(m)
+    assert m["test/cer"] < 0.25 and m["test/wer"] < 0.6  # the empty transcript's CER and WER are 1.0
+    assert {"test/per_source/clean/wer", "test/per_source/snr20/wer", "test/per_source/clean/wer_greedy"} <= set(m)
     meta = json.loads((root / "data/prepared/meta.json").read_text())
     assert meta["inputs"]["audio"] == dict(compose(TRAIN, config_dir=CONF).recipe.audio)
     if REAL.is_dir():
@@ -222,6 +236,9 @@ def test_speech_model_learns_and_transcribes_audio(speech_model, said, tmp_path)
     request = pd.DataFrame({"audio": [str(path), base64.b64encode(stereo.read_bytes()).decode(), str(silent)]})
     answer = model.predict(request, params={"n_best": 3})
     assert answer["text"].iloc[0] == answer["text"].iloc[1]  # the same words at 16 kHz mono and 48 kHz stereo
+    from seqpipe.seq2seq_eval import edit_distance
+
+    assert edit_distance(list(answer["text"].iloc[0]), list(SAID)) <= 4, answer["text"].iloc[0]  # of 14 characters
     assert answer["text"].iloc[2] == "" and answer["score"].iloc[2] == 0.0
     assert len(json.loads(answer["n_best"].iloc[0])) == 3
     arrays = model.predict(pd.DataFrame({"audio": [samples.tolist()], "sample_rate": [rate]}))

@@ -230,9 +230,12 @@ def _predict(args: argparse.Namespace) -> None:
         if not served.audio:
             raise SeqpipeError(f"{args.model} does not read audio (a {served.task.name!r} model on "
                                f"{served.meta['inputs']['kind']}): give --text or --input")
-        from seqpipe.predict import audio_table
+        from seqpipe.pyfunc import InputError
 
-        row = model.predict(audio_table(Path(args.audio)), params=decoding).iloc[0]
+        try:  # whatever its name, the file is read as a clip
+            row = model.predict(pd.DataFrame({"audio": [args.audio]}), params=decoding).iloc[0]
+        except InputError as e:  # the reason names the clip; "row 0" would say nothing more
+            raise SeqpipeError(e.reason) from None
         print(row["text"])
         print(f"predict: score {row['score']:.3f} ({row['model']})", file=sys.stderr)
         return

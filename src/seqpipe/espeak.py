@@ -79,23 +79,40 @@ class Synth:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
 
 
-def _speak_chunk(requests: list[tuple[str, str, int, int]]) -> list[np.ndarray]:
-    synth = Synth()
-    return [synth.say(*r) for r in requests]
-
-
 def speak(requests: list[tuple[str, str, int, int]], chunk: int = 500, workers: int = 2,
           progress: object = None) -> tuple[list[np.ndarray], int]:
-    """Each (text, voice, rate, pitch) spoken, and the sample rate. Every `chunk` requests run in a fresh process
-    (espeak's state carries over between utterances and survives re-initialisation), so the same requests give
-    the same samples on every run; `progress` (a tqdm bar) is advanced per utterance."""
-    import multiprocessing as mp
+    """Each (text, voice, rate, pitch) spoken, and the sample rate. Every `chunk` requests run in a fresh Python
+    process (`python -m seqpipe.espeak`: espeak's state carries over between utterances and survives
+    re-initialisation), `workers` at a time, so the same requests give the same samples on every run; `progress`
+    (a tqdm bar) is advanced per chunk."""
+    import pickle
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(part: list) -> tuple[list[np.ndarray], int]:
+        done = subprocess.run([sys.executable, "-m", "seqpipe.espeak"], input=pickle.dumps(part),
+                              capture_output=True, check=False)
+        if done.returncode != 0:
+            message = done.stderr.decode(errors="replace").strip().splitlines()
+            raise SeqpipeError(message[-1] if message else f"eSpeak NG stopped with exit status {done.returncode}")
+        result = pickle.loads(done.stdout)
+        if progress is not None:
+            progress.update(len(part))  # type: ignore[attr-defined]
+        return result
 
     chunks = [requests[i:i + chunk] for i in range(0, len(requests), chunk)]
-    out: list[np.ndarray] = []
-    with mp.get_context("spawn").Pool(max(1, min(workers, len(chunks))), maxtasksperchild=1) as pool:
-        for part in pool.imap(_speak_chunk, chunks):
-            out += part
-            if progress is not None:
-                progress.update(len(part))  # type: ignore[attr-defined]
-    return out, Synth().rate
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(pool.map(run, chunks))
+    return [wave for part, _ in results for wave in part], results[0][1] if results else 0
+
+
+if __name__ == "__main__":  # one chunk of `speak`: pickled requests in, pickled (samples, rate) out
+    import pickle
+    import sys
+
+    try:
+        synth = Synth()
+        sys.stdout.buffer.write(pickle.dumps(([synth.say(*r) for r in pickle.load(sys.stdin.buffer)], synth.rate)))
+    except SeqpipeError as e:
+        sys.exit(str(e))

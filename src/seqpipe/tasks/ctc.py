@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,29 @@ def collate(batch: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
     xs, ys = [x.float() for x, _ in batch], [y.long() for _, y in batch]
     return {"x": pad_sequence(xs, batch_first=True), "lengths": torch.tensor([len(x) for x in xs]),
             "y": pad_sequence(ys, batch_first=True, padding_value=0), "y_lengths": torch.tensor([len(y) for y in ys])}
+
+
+def spec_augment(x: Tensor, rng: np.random.Generator, freq_masks: int = 0, freq_width: int = 0,
+                 time_masks: int = 0, time_width: int = 0) -> Tensor:
+    """SpecAugment's masks (Park et al. 2019) on one clip's frames (T, F): `freq_masks` bands of up to freq_width
+    features and `time_masks` spans of up to time_width frames (each at most a fifth of the clip) set to the clip's
+    mean, so the network learns not to rely on any one band or moment."""
+    x = x.clone()
+    T, F = x.shape
+    for _ in range(freq_masks):
+        w = int(rng.integers(0, min(freq_width, F) + 1))
+        f0 = int(rng.integers(0, F - w + 1))
+        x[:, f0:f0 + w] = x[:, f0:f0 + w].mean()
+    for _ in range(time_masks):
+        w = int(rng.integers(0, min(time_width, T // 5) + 1))
+        t0 = int(rng.integers(0, T - w + 1))
+        x[t0:t0 + w] = x.mean(0)
+    return x
+
+
+def augmented_collate(batch: list[tuple[Tensor, Tensor]], rng: np.random.Generator, **masks: int) -> dict:
+    """`collate` after SpecAugment's masks on each clip (the train split only)."""
+    return collate([(spec_augment(x.float(), rng, **masks), y) for x, y in batch])
 
 
 def error_rates_of(hyps: list[str], refs: list[str]) -> dict[str, float]:
@@ -106,6 +130,9 @@ class CTC(Task):
         c, width = cfg.ctc, cfg.evaluate.beam_width
         if isinstance(c.stack, bool) or not isinstance(c.stack, int) or c.stack < 1:
             raise SeqpipeError(f"ctc.stack={c.stack!r} must be a positive integer (1: every frame)")
+        for key, value in c.spec_augment.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SeqpipeError(f"ctc.spec_augment.{key}={value!r} must be a whole number >= 0 (0: off)")
         if c.unit not in UNITS:
             raise SeqpipeError(f"ctc.unit={c.unit!r} is not allowed; choose one of: {', '.join(UNITS)}")
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
@@ -162,9 +189,11 @@ class CTC(Task):
             raise SeqpipeError(f"{cfg.paths.prepared} was prepared with ctc.stack={meta['target']['stack']}, but the "
                                f"config says ctc.stack={cfg.ctc.stack}: run the prepare stage again (`dvc repro "
                                "prepare`)")
-        d = cfg.data
+        d, masks = cfg.data, dict(cfg.ctc.spec_augment)
+        train_collate = partial(augmented_collate, rng=np.random.default_rng(cfg.seed), **masks) \
+            if masks["freq_masks"] or masks["time_masks"] else None
         return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
-                                 cfg.seed, d.bucket_factor, collate=collate)
+                                 cfg.seed, d.bucket_factor, collate=collate, train_collate=train_collate)
 
     def build_net(self, meta: dict, model: dict) -> CTCNet:
         return CTCNet(meta["inputs"], len(meta["target"]["tokens"]), **model)
