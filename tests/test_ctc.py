@@ -196,3 +196,12 @@ def test_spec_augment_masks_bands_and_spans_of_train_clips_only():
     assert torch.equal(spec_augment(x, np.random.default_rng(0)), x)  # no masks: the clip as it was
     short = torch.ones(4, 40)  # a span is at most a fifth of the clip: nothing to mask in 4 frames
     assert torch.equal(spec_augment(short * 2, np.random.default_rng(1), time_masks=3, time_width=10), short * 2)
+
+
+def test_snap_puts_each_word_onto_the_nearest_lexicon_word():
+    from seqpipe.ctc_decode import snap
+
+    lexicon = ["of", "ten", "hearts", "spades", "nine", "clubs"]  # most frequent first: it wins a tie
+    assert snap("tin f siarts", lexicon) == "ten of hearts"
+    assert snap("nine of clubs", lexicon) == "nine of clubs" and snap("", lexicon) == ""
+    assert snap("xx", ["ab", "cd"]) == "ab"  # a tie: the more frequent word

@@ -224,8 +224,11 @@ def test_speech_model_learns_and_transcribes_audio(speech_model, said, tmp_path)
     assert {"test/per_source/clean/wer", "test/per_source/snr20/wer", "test/per_source/clean/wer_greedy"} <= set(m)
     meta = json.loads((root / "data/prepared/meta.json").read_text())
     assert meta["inputs"]["audio"] == dict(compose(TRAIN, config_dir=CONF).recipe.audio)
+    assert 0 <= m["test/wer_lexicon"] <= m["test/wer"]  # a word of the lexicon is never changed
     if REAL.is_dir():
-        assert 0 <= m["real/wer"] and (root / "reports/evaluate/real_predictions.tsv").is_file()
+        assert 0 <= m["real/wer"] and 0 <= m["real/wer_lexicon"]
+        lines = (root / "reports/evaluate/real_predictions.tsv").read_text().splitlines()
+        assert len(lines) == 8 and lines[1].startswith("cards/001\tten of clubs\t")
 
     mlflow.set_tracking_uri(out["cfg"].mlflow.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/seqpipe-speech@champion")
@@ -241,6 +244,10 @@ def test_speech_model_learns_and_transcribes_audio(speech_model, said, tmp_path)
     assert edit_distance(list(answer["text"].iloc[0]), list(SAID)) <= 4, answer["text"].iloc[0]  # of 14 characters
     assert answer["text"].iloc[2] == "" and answer["score"].iloc[2] == 0.0
     assert len(json.loads(answer["n_best"].iloc[0])) == 3
+    lexicon = model.unwrap_python_model().meta["target"]["lexicon"]
+    assert set(lexicon) == set(speech.DIGITS)  # the words of the train transcripts: digit strings only here
+    snapped = model.predict(request, params={"lexicon": True})["text"]
+    assert all(set(t.split()) <= set(lexicon) for t in snapped) and snapped.iloc[2] == ""
     arrays = model.predict(pd.DataFrame({"audio": [samples.tolist()], "sample_rate": [rate]}))
     assert arrays["text"].iloc[0] == answer["text"].iloc[0]
     with pytest.raises(Exception, match="row 1: .*is not a readable audio file"):
@@ -274,3 +281,25 @@ def test_wav_base64_round_trip():
     tone = (0.5 * np.sin(np.arange(800) / 3)).astype(np.float32)
     data, rate = sf.read(io.BytesIO(base64.b64decode(audio.wav_base64(tone, 8000))), dtype="float32")
     assert rate == 8000 and np.abs(data - tone).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_transcribes_base64_wav_and_samples_and_refuses_bad_audio(speech_model, said, tmp_path):
+    from conftest import models_serve, post_json
+
+    root, out = speech_model
+    samples, rate = said
+    clip = audio.wav_base64(samples, rate)
+    with models_serve("models:/seqpipe-speech@champion", out["cfg"].mlflow.tracking_uri, root) as url:
+        body = {"dataframe_split": {"columns": ["audio"], "data": [[clip]]}, "params": {"n_best": 2}}
+        status, answer = post_json(f"{url}/invocations", json.dumps(body).encode())
+        assert status == 200, answer
+        (row,) = answer["predictions"]
+        assert row["text"] and len(json.loads(row["n_best"])) == 2 and row["model"] == "seqpipe-speech/1"
+        records = [{"audio": samples[::2].tolist(), "sample_rate": rate // 2}]  # 11,025 Hz: a warning, an answer
+        status, answer = post_json(f"{url}/invocations", json.dumps({"dataframe_records": records}).encode())
+        assert status == 200 and answer["predictions"][0]["text"], answer
+        bad = base64.b64encode(b"RIFF not really a wav file").decode()
+        status, answer = post_json(f"{url}/invocations", json.dumps(
+            {"dataframe_split": {"columns": ["audio"], "data": [[clip], [bad]]}}).encode())
+        assert status == 400 and "row 1: the base64 audio is not a readable audio file" in answer["message"], answer

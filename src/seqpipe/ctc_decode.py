@@ -1,6 +1,7 @@
 """Decoding CTC outputs: per-frame log-probabilities (T, C) over blank (index 0) and the alphabet -> a labelling.
 Greedy (the best path: argmax per frame, repeats collapsed, blanks dropped) and prefix beam search (the labellings
-whose summed probability over all their alignments is highest, no language model; Hannun et al. 2014)."""
+whose summed probability over all their alignments is highest, no language model; Hannun et al. 2014). `snap`
+puts a character model's words onto a closed vocabulary (the lexicon of the train transcripts)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,11 @@ def prefix_beam_search(logp: np.ndarray, width: int) -> list[tuple[list[int], fl
 def decode(logp: np.ndarray, width: int) -> tuple[list[int], float]:
     """The best labelling: greedy for width 1, prefix beam search otherwise."""
     return greedy(logp) if width == 1 else prefix_beam_search(logp, width)[0]
+
+
+def snap(text: str, lexicon: list[str]) -> str:
+    """Each word of `text` replaced by the lexicon word nearest to it in edit distance (the earlier word of the
+    lexicon, which is sorted by train frequency, on a tie): 'tin f siarts' -> 'ten of hearts'."""
+    from seqpipe.seq2seq_eval import edit_distance
+
+    return " ".join(w if w in lexicon else min(lexicon, key=lambda v: edit_distance(w, v)) for w in text.split())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -23,12 +24,13 @@ from torch.nn.utils.rnn import pad_sequence
 
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
-from seqpipe.tasks import Step, Task, test_scores
+from seqpipe.tasks import Step, Task
 
 BLANK = "<blank>"  # index 0 of meta["target"]["tokens"]
 UNITS = ("char", "word")
-PARAMS = {"beam_width": 0, "n_best": 1}  # beam_width 0: what evaluate scored it with; n_best > 1: the beam's best
-                                        # labellings with their scores (column n_best, JSON)
+# beam_width 0: what evaluate scored it with; n_best > 1: the beam's best labellings with their scores (column
+# n_best, JSON); lexicon: each word put onto the nearest word of the train transcripts (char models)
+PARAMS = {"beam_width": 0, "n_best": 1, "lexicon": False}
 
 
 def collate(batch: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
@@ -59,15 +61,6 @@ def spec_augment(x: Tensor, rng: np.random.Generator, freq_masks: int = 0, freq_
 def augmented_collate(batch: list[tuple[Tensor, Tensor]], rng: np.random.Generator, **masks: int) -> dict:
     """`collate` after SpecAugment's masks on each clip (the train split only)."""
     return collate([(spec_augment(x.float(), rng, **masks), y) for x, y in batch])
-
-
-def error_rates_of(hyps: list[str], refs: list[str]) -> dict[str, float]:
-    """CER, WER and exact match of transcripts against one reference each."""
-    from seqpipe.seq2seq_eval import error_rates
-
-    chars = error_rates([list(h) for h in hyps], [[list(r)] for r in refs])
-    words = error_rates([h.split() for h in hyps], [[r.split()] for r in refs])
-    return {"cer": chars["token_error_rate"], "wer": words["token_error_rate"], "exact_match": chars["exact_match"]}
 
 
 def frames_needed(target: list[int]) -> int:
@@ -153,6 +146,9 @@ class CTC(Task):
         not have are removed from val/test outputs (counted), and examples with too few frames for their output
         are dropped (counted): CTC needs a step per label plus one between repeats."""
         symbols = sorted({s for r in splits["train"] for s in r["target"]})
+        if target["unit"] == "char":  # the train transcripts' words, most frequent first: evaluate's lexicon
+            words = Counter(w for r in splits["train"] for w in "".join(r["target"]).split())
+            target["lexicon"] = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))]
         index = {s: i for i, s in enumerate([BLANK, *symbols])}
         target["tokens"] = [BLANK, *symbols]
         stats = {"target_vocab_size": len(index), "dropped_short": 0}
@@ -209,70 +205,9 @@ class CTC(Task):
 
     # --- test and serving ---------------------------------------------------------------------------------------------
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
-        from seqpipe.atomic import write_text
-        from seqpipe.ctc_decode import decode
+        from seqpipe.ctc_eval import evaluate
 
-        scores = test_scores(cfg, module, dm)
-        ds, net = dm.splits["test"], module.net.cpu().eval()
-        xs, refs = zip(*(ds[i] for i in range(len(ds))))
-        text = self.text(dm.meta)
-        references = [text(y.tolist()) for y in refs]
-        logps = net.log_probs(list(xs))
-        metrics = {"test/loss": float(scores["test/loss"])}
-        width = int(cfg.evaluate.beam_width)
-        found = {}
-        sources, names = ds.sources, dm.source_names
-        for w in sorted({width, 1}, reverse=True):  # the configured width first, greedy for comparison
-            print(f"evaluate: decoding {len(xs):,} test inputs, beam width {w}", file=sys.stderr)
-            found[w] = [decode(lp, w) for lp in logps]
-            hyps = [text(labels) for labels, _ in found[w]]
-            suffix = "" if w == width else "_greedy"
-            metrics |= {f"test/{k}{suffix}": v for k, v in error_rates_of(hyps, references).items()}
-            for s, name in enumerate(names if len(names) > 1 else []):  # per condition (speech: clean, snr20, ...)
-                picked = [k for k in range(len(hyps)) if sources[k] == s]
-                rates = error_rates_of([hyps[k] for k in picked], [references[k] for k in picked])
-                metrics.setdefault("test/per_source", {}).setdefault(name, {}).update(
-                    {f"{k}{suffix}": v for k, v in rates.items()})
-        if cfg.evaluate.get("real_speech"):
-            metrics |= self.real_speech(cfg, dm.meta, net, width, out_dir)
-        ids_file = Path(cfg.paths.prepared) / "splits.json"
-        ids = json.loads(ids_file.read_text())["test"] if ids_file.is_file() else list(range(len(xs)))
-        lines = ["id\treference\tprediction\tscore"]
-        for i, ref, (labels, score) in zip(ids, references, found[width]):
-            lines.append(f"{i}\t{ref}\t{text(labels)}\t{score:.4f}".replace("\n", " "))
-        write_text(out_dir / "predictions.tsv", "\n".join(lines) + "\n")
-        return metrics
-
-    def real_speech(self, cfg: DictConfig, meta: dict, net: CTCNet, width: int, out_dir: Path) -> dict:
-        """Real recordings (evaluate.real_speech: CMU Sphinx's test data) transcribed through the served model's
-        audio front end and scored apart as real/*, never trained on; real_predictions.tsv lists them."""
-        from seqpipe.atomic import write_text
-        from seqpipe.audio import clip_frames
-        from seqpipe.ctc_decode import decode
-        from seqpipe.recipes.speech import real_speech
-
-        spec = meta["inputs"].get("audio")
-        if not spec:
-            raise SeqpipeError(f"evaluate.real_speech={cfg.evaluate.real_speech} scores recordings, but this model "
-                               "reads frames that were not computed from audio (no recipe.audio): set "
-                               "evaluate.real_speech=null")
-        clips = real_speech(cfg.evaluate.real_speech)
-        if not clips:
-            return {}
-        xs = [torch.from_numpy(clip_frames(c["audio"], spec, name=c["id"])) for c in clips]
-        text, logps = self.text(meta), net.log_probs(xs)
-        metrics, lines = {}, ["id\treference\tprediction\tprediction_greedy"]
-        hyps = {w: [text(decode(lp, w)[0]) for lp in logps] for w in sorted({width, 1})}
-        for w, found in hyps.items():
-            suffix = "" if w == width else "_greedy"
-            metrics |= {f"real/{k}{suffix}": v for k, v in
-                        error_rates_of(found, [c["output"] for c in clips]).items()}
-        for c, beam, best in zip(clips, hyps[width], hyps[1]):
-            lines.append(f"{c['id']}\t{c['output']}\t{beam}\t{best}")
-        write_text(out_dir / "real_predictions.tsv", "\n".join(lines) + "\n")
-        print(f"evaluate: {len(clips)} real recordings: WER {metrics['real/wer']:.3f} (greedy "
-              f"{metrics['real/wer_greedy']:.3f})", file=sys.stderr)
-        return metrics
+        return evaluate(cfg, module, dm, out_dir, self.text(dm.meta))
 
     @staticmethod
     def text(meta: dict):  # noqa: ANN205
@@ -287,15 +222,21 @@ class CTC(Task):
         return infer(example, pd.DataFrame({"text": ["x"], "score": [-0.5], **WHO}), params=PARAMS), example
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.ctc_decode import greedy, prefix_beam_search
+        from seqpipe.ctc_decode import greedy, prefix_beam_search, snap
         from seqpipe.pyfunc import InputError
 
         p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
         if unknown := sorted(set(p) - set(PARAMS)):
             raise InputError(f"unknown params {unknown}; this model takes: {', '.join(PARAMS)}")
-        for key in PARAMS:
+        for key in ("beam_width", "n_best"):
             if isinstance(p[key], bool) or not isinstance(p[key], int | np.integer):
                 raise InputError(f"{key}={p[key]!r} must be an integer")
+        if not isinstance(p["lexicon"], bool | np.bool_):
+            raise InputError(f"lexicon={p['lexicon']!r} must be true or false")
+        lexicon = model.meta["target"].get("lexicon") if p["lexicon"] else None
+        if p["lexicon"] and not lexicon:
+            raise InputError("lexicon=true needs a model of characters trained with a seqpipe that keeps its "
+                             "lexicon (ctc.unit=char); this one has none")
         width, n_best = int(p["beam_width"] or model.decode.get("beam_width") or 1), int(p["n_best"])
         if not 1 <= width <= (top := model.limits.get("max_beam_width", 16)):
             raise InputError(f"beam_width={width} must be between 1 and {top} (serve.max_beam_width when the model "
@@ -303,7 +244,8 @@ class CTC(Task):
         if not 1 <= n_best <= width:
             raise InputError(f"n_best={n_best} must be between 1 and beam_width={width}")
         xs, _ = model.encode(model_input, "transcribe")
-        text = self.text(model.meta)
+        spelt = self.text(model.meta)
+        text = (lambda ids: snap(spelt(ids), lexicon)) if lexicon else spelt  # noqa: E731
         heard = [i for i, x in enumerate(xs) if len(x)]  # a silent or empty clip has no frames: nothing was said
         found: list[list[tuple[list[int], float]]] = [[([], 0.0)]] * len(xs)
         for i, answer in zip(heard, model.net.log_probs([xs[i] for i in heard])):
