@@ -59,7 +59,7 @@ def _open(source: object) -> tuple[str, Path | bytes]:
     if isinstance(source, bytes | bytearray):
         return "the audio bytes", bytes(source)
     if isinstance(source, Path) or (isinstance(source, str) and len(source) < 4096 and "\n" not in source
-                                    and Path(source).suffix):
+                                    and (Path(source).suffix or Path(source).exists())):
         path = Path(source)
         if not path.is_file():
             raise AudioError(f"audio file not found: {path}")
