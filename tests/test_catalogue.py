@@ -458,7 +458,7 @@ REGISTRY_CASES = [
     ("no-such-version", ["generate", "--model", "models:/seqpipe-text_file/9"], "has no version 9; versions: 1"),
     ("predict-with-lm", ["predict", "--model", LM, "--text", "x"], "is a 'lm' model"),
     ("generate-with-classifier", ["generate", "--model", CLF], "is a 'classify' model"),
-    ("predict-no-input", ["predict", "--model", CLF], "give either --text TEXT or --input FILE"),
+    ("predict-no-input", ["predict", "--model", CLF], "give one of --text TEXT, --audio CLIP or --input FILE"),
     ("predict-missing-file", ["predict", "--model", CLF, "--input", lambda d: str(d / "none.csv")],
      "input file not found"),
     ("predict-latin1-file", ["predict", "--model", CLF, "--input", _latin1], "not valid UTF-8 at byte offset"),
