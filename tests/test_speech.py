@@ -21,13 +21,14 @@ import soundfile as sf
 from conftest import CONF, run_pipeline
 
 from seqpipe import audio
-from seqpipe.audio import SPEC, AudioError, clip_frames
+from seqpipe.audio import AudioError, clip_frames
 from seqpipe.config import compose
 from seqpipe.espeak import Synth, speak
 from seqpipe.fetch import read_documents, write_documents
 from seqpipe.recipes import speech
 
 REAL = Path("/usr/share/pocketsphinx/test/data")
+SPEC = dict(compose(["recipe=speech"], config_dir=CONF).recipe.audio)  # the recipe's front end, from conf/
 SAID = "four two seven"
 
 

@@ -13,14 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-# The recipe's default front end (conf/recipe/speech.yaml repeats it as recipe.audio, the one place it is set).
-SPEC = {"sample_rate": 16000, "n_mels": 40, "win_ms": 25, "hop_ms": 10, "fmin": 20, "fmax": 7600, "top_db": 80}
 SILENT = 1e-4          # a clip whose peak is below this (-80 dBFS) is silence: an empty transcript
 RAW = (".raw", ".pcm")  # headerless 16-bit mono PCM at the model's rate (as CMU Sphinx's test data ships)
 
 
 class AudioError(ValueError):
     """A clip that cannot be read or is over a limit; the message says what is wrong and what to do."""
+
+
+def _too_long(name: str, seconds: float, limit: float) -> AudioError:
+    return AudioError(f"{name} lasts {seconds:.1f} s; this model transcribes at most {limit:g} s per clip "
+                      "(serve.max_audio_seconds when it was registered): split it into shorter clips")
 
 
 def read(source: object, sample_rate: int | None = None, max_seconds: float | None = None,
@@ -36,21 +39,18 @@ def read(source: object, sample_rate: int | None = None, max_seconds: float | No
     kwargs = {}
     if isinstance(handle, Path) and handle.suffix.lower() in RAW:
         kwargs = {"samplerate": raw_rate, "channels": 1, "subtype": "PCM_16", "format": "RAW", "endian": "LITTLE"}
+    opened = lambda: handle if isinstance(handle, Path) else io.BytesIO(handle)  # noqa: E731 (read twice)
     try:
-        info = sf.info(handle if isinstance(handle, Path) else io.BytesIO(handle), **kwargs) if not kwargs else None
-        if info is not None and max_seconds and info.duration > max_seconds:
-            raise AudioError(f"{name} lasts {info.duration:.1f} s; this model transcribes at most {max_seconds:g} s "
-                             "per clip (serve.max_audio_seconds when it was registered): split it into shorter clips")
-        data, rate = sf.read(handle if isinstance(handle, Path) else io.BytesIO(handle), dtype="float32",
-                             always_2d=True, **kwargs)
+        if not kwargs and max_seconds and (seconds := sf.info(opened()).duration) > max_seconds:  # the header only
+            raise _too_long(name, seconds, max_seconds)
+        data, rate = sf.read(opened(), dtype="float32", always_2d=True, **kwargs)
     except sf.LibsndfileError as e:
         raise AudioError(f"{name} is not a readable audio file ({e.error_string}); give a WAV, FLAC or OGG file "
                          f"(or 16-bit {raw_rate} Hz PCM as {'/'.join(RAW)})") from None
     except (RuntimeError, TypeError) as e:
         raise AudioError(f"{name} is not a readable audio file ({e}); give a WAV, FLAC or OGG file") from None
-    if max_seconds and len(data) > max_seconds * rate:
-        raise AudioError(f"{name} lasts {len(data) / rate:.1f} s; this model transcribes at most {max_seconds:g} s "
-                         "per clip (serve.max_audio_seconds when it was registered): split it into shorter clips")
+    if max_seconds and len(data) > max_seconds * rate:  # headerless PCM: known once read
+        raise _too_long(name, len(data) / rate, max_seconds)
     return data.mean(axis=1), int(rate)  # mixed down to mono
 
 
@@ -88,8 +88,7 @@ def _samples(values: object, sample_rate: int | None, max_seconds: float | None)
     if not np.isfinite(data).all():
         raise AudioError("audio samples must be finite numbers (the array holds NaN or inf)")
     if max_seconds and len(data) > max_seconds * sample_rate:
-        raise AudioError(f"the samples last {len(data) / sample_rate:.1f} s; this model transcribes at most "
-                         f"{max_seconds:g} s per clip (serve.max_audio_seconds): split them into shorter clips")
+        raise _too_long("the array of samples", len(data) / sample_rate, max_seconds)
     return data, int(sample_rate)
 
 

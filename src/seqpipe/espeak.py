@@ -14,7 +14,7 @@ from seqpipe.errors import SeqpipeError
 
 PACKAGE, VERSION = "espeakng-loader", "0.2.4"
 AUDIO_OUTPUT_SYNCHRONOUS = 2    # espeak_AUDIO_OUTPUT: samples to the callback, espeak_Synth returns when done
-CHARS_AUTO, SSML = 0, 0x10      # espeak_Synth flags: text encoding guessed (UTF-8), no markup
+CHARS_AUTO = 0                  # espeak_Synth flags: text encoding guessed (UTF-8), no markup
 RATE, PITCH = 1, 3              # espeak_PARAMETER: words per minute (80-450), base pitch (0-100)
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 

@@ -82,8 +82,7 @@ def condition(snr: float | None) -> str:
 
 
 def fetch(audio: dict, train_voices: dict, test_voices: dict, kinds: list[str], train_size: int, test_size: int,
-          snrs: list, colours: list[str], augment: dict, seed: int = 0, version: str = "0.2.4",
-          workers: int = 2) -> list[Document]:
+          snrs: list, colours: list[str], augment: dict, seed: int, version: str, workers: int = 2) -> list[Document]:
     """`train_size` utterances in the train voices (a random noise condition each) and `test_size` sentences in the
     held-out voices, each in every condition of `snrs` (null: clean); rows carry frames (T, n_mels), the
     transcript, the split, the voice (`group`: val takes whole voices) and the condition (`source`). Each
@@ -126,8 +125,8 @@ def real_speech(root: str, package: str = "pocketsphinx-testdata") -> list[dict]
     clips = []
     for line in (base / "cards" / "cards.transcription").read_text().splitlines():
         words, _, name = line.replace("<s>", "").replace("</s>", "").rpartition("(")
-        if name.strip(") "):
-            clips.append({"id": f"cards/{name.strip(') ')}", "audio": str(base / "cards" / f"{name.strip(') ')}.wav"),
+        if name := name.strip(") "):
+            clips.append({"id": f"cards/{name}", "audio": str(base / "cards" / f"{name}.wav"),
                           "output": " ".join(words.split())})
     clips.append({"id": "tidigits/dhd.2934z", "audio": str(base / "tidigits" / "dhd.2934z.raw"),
                   "output": "two nine three four zero"})
