@@ -98,10 +98,21 @@ def test_step_counts_must_be_positive_integers(steps: object) -> None:
 
 def test_request_primers_are_checked() -> None:
     assert pitches_of([[64, 60, 60], []]) == [[60, 64], []]
+    assert pitches_of([[60] * 128]) == [[60]]  # a pitch may repeat, up to 128 entries a frame
     for bad, message in (([[60.5]], "not a MIDI pitch"), ([[200]], "not a MIDI pitch"), ([60], "not a list"),
-                         ("x", "must be a list")):
+                         ("x", "must be a list"), ([[], [60] * 129], "primer frame 1 lists 129 pitches; a frame holds "
+                                                                     "at most 128")):
         with pytest.raises(ValueError, match=message):
             pitches_of(bad)  # type: ignore[arg-type]
+
+
+def test_request_primers_are_counted_before_they_are_parsed() -> None:
+    from seqpipe.music import frame_count
+
+    for primer in ([[60, 64], [], [62]], [], [[]]):
+        assert frame_count(json.dumps(primer)) == len(primer) == frame_count(primer)
+    assert frame_count("") == frame_count("junk") == frame_count(None) == 0
+    assert frame_count("[[[60]]]") == 2  # more than the frames of anything that is not a list of lists
 
 
 def test_collate_feeds_the_previous_frame_from_a_silent_start() -> None:

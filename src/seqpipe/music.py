@@ -89,14 +89,20 @@ def midi_bytes(notes: Notes, frame: float = 1.0, bpm: float = 90.0, velocity: in
     return b"MThd" + struct.pack(">IHHH", 6, 0, 1, TICKS) + b"MTrk" + struct.pack(">I", len(track)) + bytes(track)
 
 
-def read_midi(path: str | Path, frame: float = 1.0) -> Notes:
+def read_midi(path: str | Path, frame: float = 1.0, limit: int | None = None) -> Notes:
     """A MIDI file's notes sampled every `frame` quarter notes (a pitch sounds in frame t when it sounds at time
-    t * frame); a clear error for a file that is missing, not MIDI, or has no notes."""
+    t * frame); a clear error for a file that is missing, not MIDI, has no notes, or (given the model's `limit`)
+    lasts more frames than the model takes, refused from its note times before any frame is made."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise SeqpipeError(f"primer MIDI file not found: {path}")
-    try:
-        spans = midi_spans(path.read_bytes())
+    try:  # one huge delta time in a tiny file would otherwise ask for billions of frames
+        spans = midi_spans(path.read_bytes(), None if limit is None else (limit + 1e-9) * frame)
+    except TooLong as e:
+        end = f"{e.end:.3f}".rstrip("0").rstrip(".")
+        raise SeqpipeError(f"{path} lasts at least {span_frames([(0.0, e.end, 0)], frame)} frames (a note ends after "
+                           f"{end} quarter notes, {frame:g} a frame); this model takes a primer of at most {limit} "
+                           "frames (serve.max_input_tokens when it was registered): give a shorter primer") from None
     except ValueError as e:
         raise SeqpipeError(f"{path} is not a readable MIDI file ({e}); give a standard MIDI file (.mid)") from None
     notes = sample_spans(spans, frame)
@@ -116,9 +122,18 @@ def _read_vlq(data: bytes, i: int) -> tuple[int, int]:
     raise ValueError(f"a variable-length number longer than 4 bytes at byte {i}")
 
 
-def midi_spans(data: bytes) -> list[tuple[float, float, int]]:
+class TooLong(ValueError):
+    """A MIDI file with a note that ends after the time asked for (`end`, in quarter notes)."""
+
+    def __init__(self, end: float):
+        super().__init__(f"a note ends after {end:g} quarter notes")
+        self.end = end
+
+
+def midi_spans(data: bytes, until: float | None = None) -> list[tuple[float, float, int]]:
     """(start, end, pitch) in quarter notes of every note of a standard MIDI file (format 0 or 1; drums on
-    channel 10 left out); ValueError saying what is malformed."""
+    channel 10 left out); ValueError saying what is malformed. With `until`, the first note that ends later raises
+    TooLong as soon as it is read: a long file costs no more than its first `until` quarter notes."""
     if data[:4] != b"MThd" or len(data) < 14:
         raise ValueError(f"no MIDI header (the file starts with {data[:4]!r})")
     size, _, tracks, division = struct.unpack(">IHHH", data[4:14])
@@ -153,6 +168,8 @@ def midi_spans(data: bytes) -> list[tuple[float, float, int]]:
                 if kind == 0x90 and velocity:
                     sounding.setdefault((channel, pitch), []).append(tick)
                 elif kind in (0x80, 0x90) and sounding.get((channel, pitch)):
+                    if until is not None and tick / division > until:
+                        raise TooLong(tick / division)
                     spans.append((sounding[(channel, pitch)].pop(0) / division, tick / division, pitch))
             pos = end
     except IndexError:
@@ -167,11 +184,16 @@ def sample_notes(score: object, frame: float) -> Notes:
                          for n in score.flatten().notes for p in n.pitches], frame)  # type: ignore[attr-defined]
 
 
+def span_frames(spans: list[tuple[float, float, int]], frame: float) -> int:
+    """How many frames sample_spans makes of the spans: up to the last note's end."""
+    return int(np.ceil(max(end for _, end, _ in spans) / frame - 1e-9)) if spans else 0
+
+
 def sample_spans(spans: list[tuple[float, float, int]], frame: float) -> Notes:
     """(start, end, pitch) spans in quarter notes -> frames: frame t holds the pitches sounding at t * frame."""
     if not spans:
         return []
-    frames = int(np.ceil(max(end for _, end, _ in spans) / frame - 1e-9))
+    frames = span_frames(spans, frame)
     notes: list[set[int]] = [set() for _ in range(frames)]
     for start, end, pitch in spans:
         for t in range(int(np.ceil(start / frame - 1e-9)), frames):
@@ -191,7 +213,8 @@ def plot_roll(notes: Notes, out_png: Path, title: str = "", primer: int = 0) -> 
     from seqpipe.atomic import atomic_path
 
     points = [(t, p) for t, frame in enumerate(notes) for p in frame]
-    fig, ax = plt.subplots(figsize=(max(6.0, len(notes) / 10), 3.5))
+    # a tenth of an inch a frame, up to 600 inches (60,000 pixels): Agg refuses images over 2**23 pixels wide
+    fig, ax = plt.subplots(figsize=(min(max(6.0, len(notes) / 10), 600.0), 3.5))
     if points:
         t, p = zip(*points)
         ax.scatter(np.asarray(t) + 0.5, p, marker="s", s=12, color="black", linewidths=0)
@@ -218,14 +241,26 @@ def check_steps(steps: int, limit: int | None = None) -> int:
     return int(steps)
 
 
+def frame_count(value: object) -> int:
+    """The frames of a request's primer, counted before it is parsed: a JSON string's opening brackets less the
+    outer one (exact for a list of lists of pitches, more for anything else), a list's length."""
+    if isinstance(value, str):
+        return max(value.count("[") - 1, 0)
+    return len(value) if isinstance(value, list | tuple) else 0
+
+
 def pitches_of(frames: Sequence[Sequence[object]]) -> Notes:
-    """A request's primer (a list of frames, each a list of MIDI pitch integers) checked and sorted."""
+    """A request's primer (a list of frames, each a list of MIDI pitch integers) checked and sorted; a frame may
+    repeat a pitch, but lists at most 128 (the MIDI pitches), counted before its pitches are read."""
     if not isinstance(frames, list | tuple):
         raise ValueError("a primer must be a list of frames, each a list of MIDI pitches (integers 0..127)")
     out = []
     for t, frame in enumerate(frames):
         if not isinstance(frame, list | tuple):
             raise ValueError(f"primer frame {t} is {type(frame).__name__}, not a list of MIDI pitches")
+        if len(frame) > 128:
+            raise ValueError(f"primer frame {t} lists {len(frame)} pitches; a frame holds at most 128 (each MIDI "
+                             "pitch 0..127 once)")
         for p in frame:
             if isinstance(p, bool) or not isinstance(p, int | np.integer) or not 0 <= p <= 127:
                 raise ValueError(f"primer frame {t}: {p!r} is not a MIDI pitch (an integer 0..127)")
