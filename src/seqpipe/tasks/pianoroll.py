@@ -209,18 +209,21 @@ class PianoRoll(Task):
                      params=PARAMS), example
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
+        from seqpipe.music import frame_count
         from seqpipe.pyfunc import InputError, column_values
 
         p = music_params(params, model.limits)
+        values = column_values(model_input, self.column)
+        # the limits first, on frames counted without parsing: a JSON list of 10**7 frames is never built
+        model.check_size([range(frame_count(v)) for v in values], p["steps"])
         primers = []
-        for i, value in enumerate(column_values(model_input, self.column)):
+        for i, value in enumerate(values):
             try:
                 primers.append(pitches_of(json.loads(value) if isinstance(value, str) and value.strip() else
                                           value if isinstance(value, list | tuple) else []))
             except (ValueError, json.JSONDecodeError) as e:
                 raise InputError(f"{e}; send a JSON list of frames such as [[60, 64, 67], [62, 65]], or \"\" to "
                                  "start from nothing", row=i) from None
-        model.check_size(primers, p["steps"])
         target, rows = model.meta["target"], []
         for primer in primers:
             try:
@@ -234,25 +237,23 @@ class PianoRoll(Task):
 
 
 def music_params(params: dict | None, limits: dict) -> dict:
-    """The served model's params with defaults, checked (steps within the model's limit)."""
+    """The served model's params with defaults, checked (steps within the model's limit; temperature and seed
+    within the ranges sampling is defined on)."""
     from seqpipe.pyfunc import InputError
+    from seqpipe.sampling_bounds import check_seed, check_temperature
 
     p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
     if unknown := sorted(set(p) - set(PARAMS)):
         raise InputError(f"unknown params {unknown}; this model takes: {', '.join(PARAMS)}")
     try:
         check_steps(p["steps"], limits["max_new_tokens"])
-    except SeqpipeError as e:
+        temperature = check_temperature(p["temperature"], zero="every pitch with p > 0.5")
+        seed = check_seed(p["seed"])
+    except (SeqpipeError, ValueError) as e:
         raise InputError(str(e)) from None
-    if isinstance(p["temperature"], bool) or not isinstance(p["temperature"], int | float) \
-            or not np.isfinite(p["temperature"]) or p["temperature"] < 0:
-        raise InputError(f"temperature={p['temperature']!r} must be a number >= 0 (0 = every pitch with p > 0.5)")
-    if isinstance(p["seed"], bool) or not isinstance(p["seed"], int | np.integer) or p["seed"] < -1:
-        raise InputError(f"seed={p['seed']!r} must be an integer >= 0, or -1 for a fresh seed")
     if p["out_of_range"] not in ("error", "clamp"):
         raise InputError(f"out_of_range={p['out_of_range']!r} must be 'error' or 'clamp'")
-    return {"steps": int(p["steps"]), "temperature": float(p["temperature"]), "seed": int(p["seed"]),
-            "out_of_range": p["out_of_range"]}
+    return {"steps": int(p["steps"]), "temperature": temperature, "seed": seed, "out_of_range": p["out_of_range"]}
 
 
 @torch.no_grad()
