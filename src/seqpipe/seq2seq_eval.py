@@ -144,7 +144,7 @@ def evaluate_seq2seq(cfg: DictConfig, module: object, dm: object, out_dir: Path)
 
     from seqpipe.atomic import write_text
     from seqpipe.tasks import test_scores
-    from seqpipe.tokenize import load_tokenizer
+    from seqpipe.text_tokens import load_tokenizer
 
     scores = test_scores(cfg, module, dm)
     meta, e = dm.meta, cfg.evaluate  # type: ignore[attr-defined]
@@ -254,7 +254,7 @@ def serve(model: object, model_input: object, params: dict | None) -> pd.DataFra
     """Every input string's best output (with its log-probability, whether it ended with <eos>, the share of its
     tokens the source vocabulary does not know) and its n-best list as JSON [[output, score], ...]."""
     from seqpipe.pyfunc import texts_from
-    from seqpipe.tokenize import load_tokenizer
+    from seqpipe.text_tokens import load_tokenizer
 
     p = decode_params(params, model)
     if not hasattr(model, "target_vocab"):

@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 GENERATED = ("params.yaml", "dvc.lock", ".gitignore")
 
 
-
 def flatten(cfg: DictConfig) -> dict[str, str]:
     """Dotted keys to string values, as MLflow params. Where the run is tracked is not a param of the run, and the
     sweep settings (tune.*) are not either: a sweep logs them in its parent run."""
@@ -32,15 +31,21 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
+# Vocabularies name their tokenizer by module path, and seqpipe.text_tokens was seqpipe.tokenize: the digest reads
+# the new name as the old one, so data prepared before and after the rename (the same data) keeps one digest.
+_RENAMED = (b'"seqpipe.text_tokens.', b'"seqpipe.tokenize.')
+
+
 def data_digest(prepared_dir: str | Path) -> str:
     """sha256 over the prepared arrays, vocabulary and split: the exact data a model saw. meta.json is left out: it
-    restates them (sizes, labels, train statistics), so data prepared before it existed keeps its digest and a model
-    retrained on it is still compared with the champion trained on it."""
+    restates them (sizes, labels, train statistics) and names what they were made from, so data prepared before it
+    existed keeps its digest and a model retrained on it is still compared with the champion trained on it."""
     digest = hashlib.sha256()
     for path in sorted(Path(prepared_dir).iterdir()):
         if path.is_file() and path.name != "meta.json":
+            data = path.read_bytes()
             digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+            digest.update(data.replace(*_RENAMED) if path.suffix == ".json" else data)
     return digest.hexdigest()
 
 

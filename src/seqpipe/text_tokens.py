@@ -1,10 +1,16 @@
-"""Tokenizers: text <-> list of tokens. Chosen in config by `_target_`, stored in the vocabulary file."""
+"""Tokenizers: text <-> list of tokens. Chosen in config by `_target_`, stored in the vocabulary file.
+
+The module was called seqpipe.tokenize until its file shadowed the standard library's `tokenize` (for any script
+run from inside the package folder); seqpipe/__init__.py keeps that name importable, for the vocabularies and
+registered models that name `seqpipe.tokenize.CharTokenizer`."""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class CharTokenizer:
@@ -20,6 +26,8 @@ class CharTokenizer:
 
     def codepoints(self, text: str) -> np.ndarray:
         """The tokens as Unicode code points (uint32): `tokenize` in array form, for encoding at numpy speed."""
+        import numpy as np  # here, so that importing seqpipe (which aliases this module) never loads numpy
+
         return np.frombuffer(self.normalize(text).encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
     def detokenize(self, tokens: list[str]) -> str:
