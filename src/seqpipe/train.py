@@ -62,12 +62,26 @@ def _portable(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+# What the train stage reads from params.yaml: dvc.yaml's train `params:` (tests/test_dag.py keeps them equal). A
+# checkpoint resumes only under the same values of all of them but these, which cannot change what is learnt: the
+# tracking store (a run tracked elsewhere resumes as a new run) and what the progress bar and summary show.
+PARAMS = ("seed", "task", "monitor", "data", "model", "optim", "train", "trainer", "seq2seq", "ctc.stack",
+          "ctc.spec_augment", "pianoroll.transpose", "mlflow")
+NOT_FINGERPRINTED = ("mlflow", "trainer.enable_progress_bar", "trainer.enable_model_summary")
+
+
 def fingerprint(cfg: DictConfig, digest: str) -> str:
-    """What a checkpoint must match to be resumed: the training config (not paths or display) and the data."""
-    keep = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
-            if k in ("seed", "task", "monitor", "data", "model", "optim", "train", "trainer", "seq2seq")}
-    keep["trainer"] = {k: v for k, v in keep["trainer"].items() if k not in ("enable_progress_bar",
-                                                                           "enable_model_summary")}
+    """What a checkpoint must match to be resumed: the training config (PARAMS) and the data."""
+    keep = {}
+    for key in PARAMS:
+        value = OmegaConf.select(cfg, key)
+        keep[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    for key in NOT_FINGERPRINTED:
+        section, _, leaf = key.partition(".")
+        if leaf:
+            keep[section].pop(leaf, None)
+        else:
+            keep.pop(section, None)
     return hashlib.sha256((json.dumps(keep, sort_keys=True) + digest).encode()).hexdigest()
 
 
