@@ -101,3 +101,16 @@ def test_a_tracking_server_that_is_down_stops_train_within_seconds_and_loses_not
     assert out.returncode != 0 and f"the MLflow tracking server {dead} does not answer (connection refused" in text
     assert elapsed < 30, elapsed  # dvc's own start and the config stage included; the store check is ~2 s
     assert {name: (repo / name).read_bytes() for name in kept} == before  # every earlier output intact
+
+
+def test_a_refused_dvc_exp_run_names_the_fix_and_the_next_repro_does_too(repo):
+    """`dvc exp run -S model.cell=transformer` composes params.yaml itself and leaves it when a stage refuses it:
+    the refusal, and every `dvc repro` after it, says where params.yaml differs from conf/ and how to rewrite it."""
+    fix = "params.yaml differs from conf/ at model.cell: written by `dvc exp run -S` or by hand; `seqpipe compose`"
+    refused = sh("dvc", "exp", "run", "-S", "model.cell=transformer", cwd=repo, check=False)
+    assert refused.returncode != 0 and "model.cell='transformer' is not allowed" in refused.stderr + refused.stdout
+    assert fix in refused.stderr + refused.stdout
+    again = sh("dvc", "repro", cwd=repo, check=False)
+    assert again.returncode != 0 and fix in again.stderr + again.stdout
+    sh("seqpipe", "compose", cwd=repo)
+    assert OmegaConf.load(repo / "params.yaml").model.cell == "lstm"

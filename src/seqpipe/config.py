@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from seqpipe.errors import SeqpipeError
 
@@ -26,6 +27,12 @@ MODEL_KEYS = ("cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layer
 # does not exist), so it is refused. recipe.fetch is open: its keys are the arguments of the recipe's function.
 CLOSED_SECTIONS = ("prepare", "data", "model", "optim", "train", "evaluate", "mlflow", "register", "serve", "paths",
                    "seq2seq", "pianoroll", "ctc", "study")
+# Lightning's precision and accelerator names (lightning.fabric.connector, the accelerator registry plus its
+# aliases), repeated so that checking a config never loads Lightning (tests/test_inputs_guard.py keeps them equal).
+# The strategy (and any other Trainer argument) is checked by building the Trainer before a run is tracked.
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", "32", "16", "bf16", "64")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 PARAMS_FILE = "params.yaml"
 SAVED = Path("local") / "overrides.yaml"  # under conf/: the overrides of the last `seqpipe compose`
 
@@ -176,8 +183,23 @@ def load_params(path: str | Path = PARAMS_FILE, check_fresh: bool = True) -> Dic
     if check_fresh:
         check_params_fresh(path)
     cfg = OmegaConf.load(path)
-    validate(cfg)
+    try:
+        validate(cfg)
+    except SeqpipeError as e:
+        raise SeqpipeError(f"{e}{_not_from_conf(path)}") from None
     return cfg
+
+
+def _not_from_conf(path: str | Path) -> str:
+    """For a refused params.yaml: where it differs from conf/ (what `dvc exp run -S key=value` wrote, which DVC
+    leaves in place when the run fails) and how to write it from conf/ again; "" where it does not differ."""
+    params = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    keys = [change.split(": params.yaml has", 1)[0] for change in _diff(OmegaConf.to_container(compose()), params)]
+    if not keys:
+        return ""
+    shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+    return (f" ({path} differs from conf/ at {shown}: written by `dvc exp run -S` or by hand; `seqpipe compose` "
+            "writes it from conf/ again, then `dvc repro`)")
 
 
 def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -212,6 +234,24 @@ def check_devices(cfg: DictConfig) -> None:
                            f"none: train with {instead} here; trainer=gpu and trainer=ddp are for machines with GPUs")
 
 
+def check_trainer(t: DictConfig) -> None:
+    """trainer.precision, .accelerator and .devices as Lightning takes them, named in the message."""
+    if t.get("precision") is not None:
+        _choice("trainer.precision", str(t.precision), PRECISIONS)
+    if t.get("accelerator") is not None:
+        _choice("trainer.accelerator", t.accelerator, ACCELERATORS)
+    devices = t.get("devices", "auto")
+    if isinstance(devices, ListConfig):
+        ok = len(devices) > 0 and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+    elif isinstance(devices, str):
+        ok = re.fullmatch(r"auto|-1|\d+(,\d+)*,?", devices.strip()) is not None and devices.strip() != "0"
+    else:
+        ok = isinstance(devices, int) and not isinstance(devices, bool) and (devices > 0 or devices == -1)
+    if not ok:
+        raise SeqpipeError(f"trainer.devices={devices!r} is not a device count: give a positive number of devices, "
+                           "-1 (all of them), auto, or a list of device indices such as [0,1]")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on, with messages that name the key and the allowed values."""
     m = cfg.model
@@ -240,6 +280,7 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(cfg.train.gradient_flow, bool):
         raise SeqpipeError(f"train.gradient_flow={cfg.train.gradient_flow!r} must be true or false")
     _positive(cfg, "train.gradient_flow_every")
+    check_trainer(cfg.trainer)
     if cfg.train.gradient_flow and m.bidirectional:  # the rest is checked when training starts (seqpipe.gradflow)
         raise SeqpipeError("train.gradient_flow=true measures the gradient that travels back through time from a "
                            "sequence's last step, and a bidirectional encoder's backward direction reads from that "

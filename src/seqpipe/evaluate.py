@@ -14,6 +14,7 @@ import mlflow
 from mlflow.entities import Metric
 from omegaconf import DictConfig
 
+from seqpipe import provenance
 from seqpipe.atomic import atomic_path, write_json
 from seqpipe.errors import SeqpipeError
 from seqpipe.module import SeqModule
@@ -98,6 +99,7 @@ def run(cfg: DictConfig) -> dict:
     info = read_train_result(cfg)
     reports = Path(cfg.paths.reports)
     meta = prepared_meta(cfg)
+    provenance.check(cfg, meta)
     dm = build_datamodule(cfg, meta)
     module = load_checkpoint(info["best_checkpoint"], meta)
     connect(cfg, must_exist=True)  # before any output is replaced

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from pathlib import Path
+from types import UnionType
 
 import numpy as np
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from seqpipe.atomic import atomic_path
 from seqpipe.errors import SeqpipeError, unreadable
@@ -21,9 +23,29 @@ DOCUMENTS = "documents.jsonl"
 FRAMES = "frames.npz"
 
 
+def _takes_list(annotation: object) -> bool:
+    return typing.get_origin(annotation) is list or any(_takes_list(a) for a in typing.get_args(annotation)
+                                                        if typing.get_origin(annotation) in (typing.Union, UnionType))
+
+
+def fetch_args(cfg: DictConfig) -> dict:
+    """recipe.fetch, where one value given for an argument that takes a list is read as a list of one:
+    `recipe.fetch.paths=corpus` (no brackets) means [corpus], not the characters of 'corpus'."""
+    args = OmegaConf.to_container(cfg.recipe.fetch, resolve=True)
+    try:
+        hints = typing.get_type_hints(get_method(args["_target_"]))
+    except Exception:  # a target that does not resolve: instantiate names it
+        return args
+    for key, value in args.items():
+        if isinstance(value, str | int | float) and _takes_list(hints.get(key)):
+            print(f"fetch: recipe.fetch.{key}={value!r} read as a list of one: [{value}]", file=sys.stderr)
+            args[key] = [value]
+    return args
+
+
 def run(cfg: DictConfig) -> dict:
     try:
-        docs: list[Document] = instantiate(cfg.recipe.fetch)
+        docs: list[Document] = instantiate(fetch_args(cfg))
     except InstantiationException as e:  # Hydra wraps the recipe's own error: show that one
         if isinstance(e.__cause__, SeqpipeError):
             raise e.__cause__ from None

@@ -1,5 +1,5 @@
 """DVC stage `prepare`: documents -> the task's arrays (token streams split by document for a language model,
-examples otherwise) and prepared/meta.json."""
+examples otherwise) and prepared/meta.json, which names the recipe and settings the data was made from."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from seqpipe import provenance
 from seqpipe.atomic import write_json
 from seqpipe.errors import SeqpipeError
 from seqpipe.fetch import read_documents
 from seqpipe.recipes import Document
-from seqpipe.tasks import get_task
+from seqpipe.tasks import META, get_task
 from seqpipe.vocab import BOS, BOS_ID, EOS, EOS_ID, SPECIALS, UNK_ID, Vocab
 
 SPLITS = ("train", "val", "test")
@@ -111,6 +112,7 @@ def run(cfg: DictConfig) -> dict:
             and sum(len(d.get("text", "").strip()) for d in docs) == 0:
         raise SeqpipeError(f"the corpus is empty: {raw_file} holds no text (recipe {cfg.recipe.name!r})")
     stats = task.prepare(cfg, docs, raw_file)
+    provenance.record(cfg, Path(cfg.paths.prepared) / META)  # what train and evaluate check the data against
     write_json(Path(cfg.paths.reports) / "data.json", stats)
     return stats
 

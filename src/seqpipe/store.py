@@ -140,6 +140,28 @@ def require_run(run_id: str, what: str) -> None:
                            "that store, or retrain here with `dvc repro -f train`")
 
 
+def check_model_files(model_uri: str) -> None:
+    """Refuse a registered model (models:/NAME@ALIAS or models:/NAME/VERSION) whose files are not where the store
+    says, naming the folder that is missing: a file store's artifacts (mlruns/) moved or deleted. Call it once the
+    model is known to be registered; remote artifact stores are left to MLflow."""
+    import mlflow
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    if not model_uri.startswith("models:/"):
+        return
+    client = mlflow.MlflowClient()
+    location = client.get_model_version_download_uri(*get_model_name_and_version(client, model_uri))
+    parts = urlsplit(location)
+    if parts.scheme not in ("", "file") or Path(parts.path).exists():
+        return
+    missing = Path(parts.path)
+    while not missing.parent.exists() and missing.parent != missing:
+        missing = missing.parent
+    raise SeqpipeError(f"the files of {model_uri} are missing: {missing} does not exist (the store expects them in "
+                       f"{parts.path}); put the folder back where it was, or register the model again "
+                       "(`dvc repro -f register`)")
+
+
 @contextlib.contextmanager
 def restored_env(*keys: str) -> Iterator[None]:
     """Put these environment variables back as they were (set or unset) when the block ends."""

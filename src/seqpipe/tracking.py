@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -111,3 +113,20 @@ def experiment_id_for(client: object, name: str) -> str:
         return client.create_experiment(name)
     except MlflowException:  # created by a concurrent run in the meantime
         return client.get_experiment_by_name(name).experiment_id
+
+
+@contextlib.contextmanager
+def ended_if_failed(run_id: str | None) -> Iterator[None]:
+    """End the run `run_id` as FAILED (KILLED on Ctrl-C) when the block raises and the run is still RUNNING, so that
+    training that fails to start never leaves a run RUNNING (Lightning ends it itself once fitting has begun)."""
+    try:
+        yield
+    except BaseException as e:
+        if run_id is not None:
+            import mlflow
+
+            client = mlflow.MlflowClient()
+            with contextlib.suppress(Exception):  # the store may be what failed: the error that matters is `e`
+                if client.get_run(run_id).info.status == "RUNNING":
+                    client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise

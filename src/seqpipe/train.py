@@ -16,19 +16,22 @@ import warnings
 from pathlib import Path
 
 import lightning.pytorch as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from seqpipe import provenance
 from seqpipe.atomic import write_json, write_text
 from seqpipe.config import check_devices, validate
+from seqpipe.errors import SeqpipeError
 from seqpipe.gradflow import GradientFlow
 from seqpipe.module import SeqModule
 from seqpipe.store import connect, env_unchanged, run_exists, shown_uri
 from seqpipe.tasks import get_task, prepared_meta
-from seqpipe.tracking import create_run, data_digest, flatten
+from seqpipe.tracking import create_run, data_digest, ended_if_failed, flatten
 
 
 def build_datamodule(cfg: DictConfig, meta: dict) -> L.LightningDataModule:
@@ -103,8 +106,58 @@ def resumable(cfg: DictConfig, digest: str) -> dict | None:
     return None
 
 
+def available_memory(accelerator: str) -> int:
+    """Bytes a new network can take: the GPU's free memory, else the RAM Linux says is available."""
+    import torch
+
+    if accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(cfg: DictConfig, meta: dict) -> None:
+    """Refuse a network whose weights, gradients and AdamW's two moments (float32) would not fit in memory, counted
+    on a network built without storage (torch's meta device), before any of it is allocated."""
+    import torch
+
+    task, m = get_task(cfg.task), cfg.model
+    sizes = f"model.hidden_size={m.hidden_size}, num_layers={m.num_layers}, embedding_dim={m.embedding_dim}"
+    fix = "lower model.hidden_size (or model.num_layers, model.embedding_dim)"
+    try:
+        with torch.device("meta"):
+            net = task.build_net(meta, task.net_config(cfg))
+    except RuntimeError as e:  # a tensor too large for torch to size at all
+        if "overflow" not in str(e):
+            raise
+        raise SeqpipeError(f"the network is too large for torch to size ({sizes}): {fix}") from None
+    n = sum(p.numel() for p in net.parameters())
+    copies = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) and cfg.trainer.devices > 1 and \
+        cfg.trainer.accelerator == "cpu" else 1  # DDP over CPU processes: one copy per process
+    need, have = n * 4 * 4 * copies, available_memory(cfg.trainer.accelerator)
+    if need > have:
+        where = "the GPU" if cfg.trainer.accelerator in ("gpu", "cuda") else "this machine"
+        raise SeqpipeError(f"the network has {n:,} parameters ({sizes}): {need / 2**30:,.1f} GiB for its weights, "
+                           f"gradients and optimizer state, and {have / 2**30:,.1f} GiB is free on {where}; {fix}")
+
+
 def _no_advert(record: logging.LogRecord) -> bool:
     return "litlogger" not in record.getMessage()  # Lightning advertises its cloud logger at every fit
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
+    """The Trainer of cfg.trainer, built before a run is tracked: a setting Lightning refuses (a strategy it does not
+    know, an argument the Trainer does not take) stops training with its message and leaves nothing behind. The
+    MLflow logger is attached once the run exists."""
+    try:
+        return instantiate(cfg.trainer, logger=False, callbacks=callbacks,
+                           log_every_n_steps=cfg.train.log_every_n_steps, default_root_dir=cfg.paths.models)
+    except InstantiationException as e:
+        reason = str(e.__cause__ or e).splitlines()[0]
+        raise SeqpipeError(f"the trainer settings (trainer.*) are refused by Lightning: {reason}") from None
 
 
 def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[str, str] | None = None) -> dict:
@@ -118,12 +171,26 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
     warnings.filterwarnings("ignore", message=r".*sync_dist=True.* when logging on epoch level in distributed")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     meta = prepared_meta(cfg)
+    provenance.check(cfg, meta)
+    check_memory(cfg, meta)
     dm = build_datamodule(cfg, meta)
     module = build_module(cfg, meta)
 
+    ckpt_dir = Path(cfg.paths.models) / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.monitor, mode="min",
+                                 save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
+    early = EarlyStopping(monitor=cfg.monitor, mode="min", patience=cfg.train.patience)
+    # tqdm rather than rich: rich draws nothing until the end when the output is a log, not a terminal.
+    bar = TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50)
+    # train.gradient_flow: the gradient reaching each step, plotted per epoch; a caller that passes its own
+    # GradientFlow (seqpipe study) reads the profiles from it afterwards
+    flow = [GradientFlow(cfg.train.gradient_flow_every)] if cfg.train.gradient_flow and not any(
+        isinstance(c, GradientFlow) for c in callbacks) else []
+    trainer = build_trainer(cfg, [checkpoint, early, *([bar] if cfg.trainer.enable_progress_bar else []),
+                                  *get_task(cfg.task).callbacks(cfg), *flow, *callbacks])
+
     digest = data_digest(cfg.paths.prepared)
     uri = connect(cfg)  # before anything is removed: a store that does not answer stops the run here
-    ckpt_dir = Path(cfg.paths.models) / "checkpoints"
     resume = resumable(cfg, digest)
     run_id = resume["run_id"] if resume else None
     if run_id and not run_exists(run_id) and rank_zero_only.rank == 0:  # the interrupted run was tracked elsewhere
@@ -134,28 +201,17 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
         if run_id is None and rank_zero_only.rank == 0:  # other DDP ranks log nothing
             run_id = create_run(cfg, digest, {**flatten(cfg), "data.digest": digest, **input_params(meta)},
                                 tags)
-        logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=uri, log_model=False, run_id=run_id)
-        if rank_zero_only.rank == 0:
-            write_json(Path(cfg.paths.models) / "run.json", {"fingerprint": fingerprint(cfg, digest), "run_id": run_id})
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.monitor, mode="min",
-                                 save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
-    early = EarlyStopping(monitor=cfg.monitor, mode="min", patience=cfg.train.patience)
-    # tqdm rather than rich: rich draws nothing until the end when the output is a log, not a terminal.
-    bar = TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50)
-    # train.gradient_flow: the gradient reaching each step, plotted per epoch; a caller that passes its own
-    # GradientFlow (seqpipe study) reads the profiles from it afterwards
-    flow = [GradientFlow(cfg.train.gradient_flow_every)] if cfg.train.gradient_flow and not any(
-        isinstance(c, GradientFlow) for c in callbacks) else []
-    callbacks = [checkpoint, early, *([bar] if cfg.trainer.enable_progress_bar else []),
-                 *get_task(cfg.task).callbacks(cfg), *flow, *callbacks]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
-                                     log_every_n_steps=cfg.train.log_every_n_steps,
-                                     default_root_dir=cfg.paths.models)
-    if resume and rank_zero_only.rank == 0:
-        print(f"train: resuming from {resume['checkpoint']} (MLflow run {run_id})", file=sys.stderr)
-    start = time.perf_counter()
-    with env_unchanged():
-        trainer.fit(module, datamodule=dm, ckpt_path=resume["checkpoint"] if resume else None)
+        with ended_if_failed(run_id if rank_zero_only.rank == 0 else None):  # never left RUNNING by a failed start
+            logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=uri, log_model=False,
+                                  run_id=run_id)
+            trainer.logger = logger
+            if rank_zero_only.rank == 0:
+                write_json(Path(cfg.paths.models) / "run.json", {"fingerprint": fingerprint(cfg, digest),
+                                                                 "run_id": run_id})
+                if resume:
+                    print(f"train: resuming from {resume['checkpoint']} (MLflow run {run_id})", file=sys.stderr)
+            start = time.perf_counter()
+            trainer.fit(module, datamodule=dm, ckpt_path=resume["checkpoint"] if resume else None)
     fit_seconds = time.perf_counter() - start
 
     result = {
