@@ -186,6 +186,13 @@ def mlflow_server(root: Path, timeout_s: float = 90) -> Iterator[str]:
 def models_serve(model_uri: str, tracking_uri: str, root: Path) -> Iterator[str]:
     """`mlflow models serve` of a registered model on a free 127.0.0.1 port; yields its URL once /ping answers and
     stops its process group after."""
+    with models_serve_process(model_uri, tracking_uri, root) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def models_serve_process(model_uri: str, tracking_uri: str, root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As `models_serve`, yielding the server's process too (its process group holds the workers)."""
     import urllib.request
 
     port, bin_dir = free_port(), str(Path(sys.executable).parent)  # the server runs uvicorn from the env's bin/
@@ -204,7 +211,7 @@ def models_serve(model_uri: str, tracking_uri: str, root: Path) -> Iterator[str]
             except OSError:
                 assert proc.poll() is None, f"mlflow models serve exited:\n{log.read_text()[-2000:]}"
                 time.sleep(0.5)
-        yield url
+        yield url, proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

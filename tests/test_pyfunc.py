@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from seqpipe.pyfunc import LEGACY_LIMITS, InputError, SeqpipeModel, generation_params
+from seqpipe.pyfunc import DEFAULT_LIMITS, LEGACY_LIMITS, InputError, SeqpipeModel, generation_params
 from seqpipe.tokenize import CharTokenizer
 
 LIMITS = {**LEGACY_LIMITS, "max_rows": 3, "max_input_tokens": 10, "max_total_tokens": 20, "max_new_tokens": 50,
@@ -94,7 +94,43 @@ def test_models_registered_by_seqpipe_0_1_load_and_predict_with_todays_code(kind
         out = model.predict(pd.DataFrame({"text": ["a good film", "an awful film"]}))
         assert set(out["label"]) <= {"neg", "pos"} and list(out["model"]) == ["seqpipe-text_csv/1"] * 2
         assert out[["prob_neg", "prob_pos"]].sum(axis=1).round(5).tolist() == [1.0, 1.0]
-    assert model.unwrap_python_model().limits == LEGACY_LIMITS
+    limits = model.unwrap_python_model().limits
+    assert limits == DEFAULT_LIMITS and LEGACY_LIMITS.items() <= limits.items()
+
+
+def test_an_internal_fault_is_answered_without_its_stack_trace():
+    """MLflow's own scoring `invocations`, guarded as `mlflow models serve` guards it when it loads a seqpipe model
+    (an old one here): a refusal is answered 400 with the reason alone (not the request echoed back), a fault inside
+    the model 500 with one line and no stack trace, a body over the limit 413 before it is parsed."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    from seqpipe import server_guard
+
+    model = mlflow.pyfunc.load_model(str(OLD / "lm"))
+    invocations = server_guard.guard(scoring_server.invocations, scoring_server.InvocationsResponse, 2_000)
+
+    def answer(body: dict) -> tuple[int, dict]:
+        try:
+            r = invocations(json.dumps(body).encode(), "application/json", model, model.metadata.get_input_schema())
+            return r.status, json.loads(r.response)
+        except MlflowException as e:  # what the server turns into its answer
+            return e.get_http_status_code(), json.loads(e.serialize_as_json())
+
+    request = {"dataframe_split": {"columns": ["prompt"], "data": [["KING:"]]}}
+    status, body = answer({**request, "params": {"max_new_tokens": 10_000_000}})
+    assert status == 400 and body["message"].startswith("seqpipe: max_new_tokens=10000000 must be between 0 and"), body
+    status, body = answer({"dataframe_split": {"columns": ["prompt"], "data": [[5]]}})  # MLflow's schema check
+    assert status == 400 and "\n" not in body["message"] and "Failed to predict data" not in body["message"], body
+    assert answer({**request, "params": {"max_new_tokens": 3}})[0] == 200
+    model.unwrap_python_model().net = None  # a fault inside the model
+    status, body = answer({**request, "params": {"max_new_tokens": 3}})
+    assert status == 500 and body["message"] == ("seqpipe: the model could not answer this request (an internal "
+                                                 "error, logged by the server)"), body
+    assert "stack_trace" not in body and "Traceback" not in json.dumps(body)
+    status, body = answer({"dataframe_split": {"columns": ["prompt"], "data": [["x" * 3000]]}})
+    assert status == 413 and "(serve.max_request_mb)" in body["message"], body
 
 
 def test_a_tagger_registered_before_tasks_were_modules_loads_and_tags_with_todays_code():

@@ -104,8 +104,14 @@ def test_silent_and_empty_clips_have_no_frames(tmp_path):
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_text("this is not audio\n") and p, r"not-audio\.wav is not a readable audio file"),
     (lambda p: p.parent / "nowhere.wav", r"audio file not found: .*nowhere\.wav"),
-    (lambda p: "bm90IGF1ZGlv", r"the base64 audio is not a readable audio file"),
-    (lambda p: "%%% not base64 %%%", "is neither an audio file's path nor base64 audio bytes"),
+    (lambda p: "UklGRiBub3QgYSB3YXY=", r"the base64 audio is not a readable audio file"),  # "RIFF not a wav"
+    (lambda p: "bm90IGF1ZGlv", "the audio is neither base64 audio bytes"),  # base64 of "not audio": not a file's
+    (lambda p: "%%% not base64 %%%", "the audio is neither base64 audio bytes nor an array of samples"),
+    # text is never a path: an existing file, a missing one and /etc/passwd get the same answer, nothing is opened
+    (lambda p: p.write_bytes(b"RIFF") and str(p), "the audio is neither base64 audio bytes nor an array of samples"),
+    (lambda p: str(p.parent / "nowhere.wav"), "the audio is neither base64 audio bytes nor an array of samples"),
+    (lambda p: "/etc/passwd", "the audio is neither base64 audio bytes nor an array of samples"),
+    (lambda p: 42, "audio must be base64 text of a WAV, FLAC or OGG file or an array of samples, not int"),
 ])
 def test_unreadable_clips_are_named(tmp_path, make, message):
     with pytest.raises(AudioError, match=message):
@@ -118,6 +124,11 @@ def test_a_ten_minute_file_is_refused_from_its_header(tmp_path):
     with pytest.raises(AudioError, match=r"long\.wav lasts 600\.0 s; this model transcribes at most 60 s per clip "
                                          r"\(serve\.max_audio_seconds"):
         clip_frames(long, SPEC, max_seconds=60)
+    raw = tmp_path / "huge.raw"  # 2 GB of headerless PCM (sparse: no disk used), refused from its size unread
+    with raw.open("wb") as f:
+        f.truncate(2_000_000_000)
+    with pytest.raises(AudioError, match=r"huge\.raw lasts 62500\.0 s; this model transcribes at most 60 s"):
+        clip_frames(raw, SPEC, max_seconds=60)
     with pytest.raises(AudioError, match="an array of samples needs its sample rate"):
         clip_frames([0.1, 0.2], SPEC)
     with pytest.raises(AudioError, match="audio samples must be finite numbers"):
@@ -194,7 +205,7 @@ def test_real_recordings_are_listed_with_their_transcripts():
     assert len(clips) == 7 and clips[0] == {"id": "cards/001", "audio": str(REAL / "cards/001.wav"),
                                             "output": "ten of clubs"}
     assert {c["id"]: c["output"] for c in clips}["cards/005"] == "eight of spades four of clubs seven of hearts"
-    assert all(len(clip_frames(c["audio"], SPEC)) > 50 for c in clips)  # real speech, 16 kHz, over half a second
+    assert all(len(clip_frames(Path(c["audio"]), SPEC)) > 50 for c in clips)  # real speech, 16 kHz, over half a second
     assert speech.real_speech(str(REAL / "nowhere")) == []
 
 
@@ -237,7 +248,8 @@ def test_speech_model_learns_and_transcribes_audio(speech_model, said, tmp_path)
     path = wav(tmp_path / "clip.wav", audio.resample(samples, rate, 16000), 16000)
     stereo = wav(tmp_path / "stereo48.wav", np.stack([audio.resample(samples, rate, 48000)] * 2, 1), 48000)
     silent = wav(tmp_path / "silent.wav", np.zeros(8000), 16000)
-    request = pd.DataFrame({"audio": [str(path), base64.b64encode(stereo.read_bytes()).decode(), str(silent)]})
+    request = pd.DataFrame({"audio": [path.read_bytes(), base64.b64encode(stereo.read_bytes()).decode(),
+                                      base64.b64encode(silent.read_bytes()).decode()]})
     answer = model.predict(request, params={"n_best": 3})
     assert answer["text"].iloc[0] == answer["text"].iloc[1]  # the same words at 16 kHz mono and 48 kHz stereo
     from seqpipe.seq2seq_eval import edit_distance
@@ -251,8 +263,8 @@ def test_speech_model_learns_and_transcribes_audio(speech_model, said, tmp_path)
     assert all(set(t.split()) <= set(lexicon) for t in snapped) and snapped.iloc[2] == ""
     arrays = model.predict(pd.DataFrame({"audio": [samples.tolist()], "sample_rate": [rate]}))
     assert arrays["text"].iloc[0] == answer["text"].iloc[0]
-    with pytest.raises(Exception, match="row 1: .*is not a readable audio file"):
-        model.predict(pd.DataFrame({"audio": [str(path), str(root / "reports/metrics.json")]}))
+    with pytest.raises(Exception, match="row 1: the audio is neither base64 audio bytes nor an array of samples"):
+        model.predict(pd.DataFrame({"audio": [path.read_bytes(), str(root / "reports/metrics.json")]}))
     with pytest.raises(Exception, match="n_best=9 must be between 1 and beam_width=4"):
         model.predict(request, params={"n_best": 9})
 

@@ -1,14 +1,18 @@
-"""Audio in: a clip (a file path, WAV/FLAC/OGG bytes, their base64, or samples with their sample rate) -> mono
-float samples at the model's rate -> log-mel frames (librosa). The speech recipe and the served model both go
+"""Audio in: a clip -> mono float samples at the model's rate -> log-mel frames (librosa). A clip is a local file
+(`open_file`: the user's or a recipe's path) or what a request holds (`open_request`: WAV/FLAC/OGG bytes, their
+base64, or samples with their sample rate; never a path). Either way its duration is known before its samples are
+read, so a clip over the limit costs nothing. The speech recipe and the served model both go
 through `clip_frames`, so training and serving compute features the same way; the feature settings (`spec`) travel
 in prepared/meta.json and so inside every registered model."""
 
 from __future__ import annotations
 
 import base64
-import binascii
 import io
+import re
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,70 +30,142 @@ def _too_long(name: str, seconds: float, limit: float) -> AudioError:
                       "(serve.max_audio_seconds when it was registered): split it into shorter clips")
 
 
-def read(source: object, sample_rate: int | None = None, max_seconds: float | None = None,
-         raw_rate: int = 16000) -> tuple[np.ndarray, int]:
-    """(samples (N,) float32 in [-1, 1] for PCM, mono, the file's rate) from a path, bytes, base64 text, or an
-    array of samples with `sample_rate`. A clip longer than `max_seconds` is refused from its header, before its
-    samples are read."""
+# The one answer for a request value that is not audio. It never depends on the file system: a served model does
+# not open a path a client names, so it cannot tell a client whether a path exists (docs/serving.md).
+NOT_AUDIO = ("the audio is neither base64 audio bytes nor an array of samples: send a WAV, FLAC or OGG file as "
+             "base64 text, or the samples as a list of numbers with a sample_rate column; a served model never "
+             "opens a file path (`seqpipe predict --audio FILE` reads a file for you)")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+# How audio files begin (WAV, RF64, FLAC, OGG, AIFF, CAF, AU, MP3 with a tag): base64 text whose bytes begin
+# otherwise is not audio, whatever else it is (a path such as /dev/urandom is valid base64).
+MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM", b"caff", b".snd", b"ID3")
+_DATA_URL = re.compile(r"data:audio/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+@dataclass
+class Clip:
+    """An opened clip whose duration is known (from its header, its size or its sample count) before any sample is
+    read: `load()` reads (samples (N,) float32, mono, rate)."""
+    name: str
+    seconds: float
+    load: Callable[[], tuple[np.ndarray, int]]
+
+    def check(self, max_seconds: float | None) -> Clip:
+        if max_seconds and self.seconds > max_seconds:
+            raise _too_long(self.name, self.seconds, max_seconds)
+        return self
+
+
+def open_file(path: Path, raw_rate: int = 16000) -> Clip:
+    """A local audio file named by the user or a recipe (never by a request): WAV, FLAC, OGG, or headerless 16-bit
+    mono PCM at `raw_rate` (.raw, .pcm), whose duration comes from its size."""
     import soundfile as sf
 
-    if isinstance(source, list | tuple | np.ndarray) and not isinstance(source, bytes):
-        return _samples(source, sample_rate, max_seconds)
-    name, handle = _open(source)
-    kwargs = {}
-    if isinstance(handle, Path) and handle.suffix.lower() in RAW:
-        kwargs = {"samplerate": raw_rate, "channels": 1, "subtype": "PCM_16", "format": "RAW", "endian": "LITTLE"}
-    opened = lambda: handle if isinstance(handle, Path) else io.BytesIO(handle)  # noqa: E731 (read twice)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    if path.suffix.lower() in RAW:
+        def load_raw() -> tuple[np.ndarray, int]:
+            return np.fromfile(path, dtype="<i2").astype(np.float32) / 32768, raw_rate
+
+        return Clip(str(path), path.stat().st_size / 2 / raw_rate, load_raw)
     try:
-        if not kwargs and max_seconds and (seconds := sf.info(opened()).duration) > max_seconds:  # the header only
-            raise _too_long(name, seconds, max_seconds)
-        data, rate = sf.read(opened(), dtype="float32", always_2d=True, **kwargs)
-    except sf.LibsndfileError as e:
-        raise AudioError(f"{name} is not a readable audio file ({e.error_string}); give a WAV, FLAC or OGG file "
-                         f"(or 16-bit {raw_rate} Hz PCM as {'/'.join(RAW)})") from None
-    except (RuntimeError, TypeError) as e:
-        raise AudioError(f"{name} is not a readable audio file ({e}); give a WAV, FLAC or OGG file") from None
-    if max_seconds and len(data) > max_seconds * rate:  # headerless PCM: known once read
-        raise _too_long(name, len(data) / rate, max_seconds)
+        seconds = sf.info(str(path)).duration  # the header only
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"{path} is not a readable audio file ({_reason(e)}); give a WAV, FLAC or OGG file (or "
+                         f"16-bit {raw_rate} Hz PCM as {'/'.join(RAW)})") from None
+    return Clip(str(path), seconds, lambda: _read(path, str(path)))
+
+
+def open_request(value: object, sample_rate: object = None, name: str = "the clip",
+                 max_bytes: int | None = None) -> Clip:
+    """A clip as a request holds it: audio file bytes, their base64 text (told from anything else by its content),
+    or an array of samples with its `sample_rate`. Sizes are checked before anything is decoded (`max_bytes`: the
+    file's bytes); a path is never opened."""
+    if isinstance(value, list | tuple | np.ndarray) and not isinstance(value, bytes):
+        return _samples(value, sample_rate, name)
+    if isinstance(value, str):
+        value = _base64(value, name, max_bytes)
+        what = "the base64 audio"
+    elif isinstance(value, bytes | bytearray):
+        what = "the audio bytes"
+    else:
+        raise AudioError(f"audio must be base64 text of a WAV, FLAC or OGG file or an array of samples, not "
+                         f"{type(value).__name__}")
+    data = bytes(value)
+    if max_bytes and len(data) > max_bytes:
+        raise _too_big(name, len(data), max_bytes)
+    import soundfile as sf
+
+    try:
+        seconds = sf.info(io.BytesIO(data)).duration  # the header only
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"{what} is not a readable audio file ({_reason(e)}); send a WAV, FLAC or OGG file") \
+            from None
+    return Clip(name, seconds, lambda: _read(io.BytesIO(data), what))
+
+
+def _base64(text: str, name: str, max_bytes: int | None) -> bytes:
+    """The bytes of base64 text (a data: URL's prefix and line breaks allowed), its decoded size bounded first."""
+    text = _DATA_URL.sub("", text.strip(), count=1)
+    if any(c.isspace() for c in text):
+        text = "".join(text.split())
+    if not text or len(text) % 4 or not _BASE64.fullmatch(text) or not _audio_magic(base64.b64decode(text[:8])):
+        raise AudioError(NOT_AUDIO)
+    if max_bytes and (size := len(text) // 4 * 3) > max_bytes:
+        raise _too_big(name, size, max_bytes)
+    return base64.b64decode(text)
+
+
+def _audio_magic(head: bytes) -> bool:
+    """Whether bytes begin as an audio file does (an MPEG audio frame without a tag: 11 sync bits)."""
+    return head.startswith(MAGIC) or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+
+
+def _too_big(name: str, size: int, limit: int) -> AudioError:
+    return AudioError(f"{name} is {size / 1e6:.1f} MB of audio; this model takes at most {limit / 1e6:g} MB per "
+                      "clip (serve.max_audio_mb when it was registered): send a shorter or compressed (FLAC, OGG) "
+                      "clip")
+
+
+def _reason(e: Exception) -> str:
+    return e.error_string if hasattr(e, "error_string") else str(e).splitlines()[0]
+
+
+def _read(source: Path | io.BytesIO, what: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"{what} is not a readable audio file ({_reason(e)}); give a WAV, FLAC or OGG file") \
+            from None
     return data.mean(axis=1), int(rate)  # mixed down to mono
 
 
-def _open(source: object) -> tuple[str, Path | bytes]:
-    """What to call the clip in messages, and a path or the file's bytes."""
-    if isinstance(source, bytes | bytearray):
-        return "the audio bytes", bytes(source)
-    if isinstance(source, Path) or (isinstance(source, str) and len(source) < 4096 and "\n" not in source
-                                    and (Path(source).suffix or Path(source).exists())):
-        path = Path(source)
-        if not path.is_file():
-            raise AudioError(f"audio file not found: {path}")
-        return str(path), path
-    if isinstance(source, str):
-        try:
-            return "the base64 audio", base64.b64decode(source, validate=True)
-        except (binascii.Error, ValueError):
-            raise AudioError(f"{source[:40]!r} is neither an audio file's path nor base64 audio bytes") from None
-    raise AudioError(f"audio must be a file path, base64 text, bytes or an array of samples, not "
-                     f"{type(source).__name__}")
-
-
-def _samples(values: object, sample_rate: int | None, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def _samples(values: object, sample_rate: object, name: str) -> Clip:
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
         raise AudioError(f"an array of samples needs its sample rate (sample_rate={sample_rate!r}): send a "
                          "positive integer in Hz, e.g. 16000")
-    try:
-        data = np.asarray(values, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise AudioError("audio samples must be numbers (a list, or one list per channel)") from None
-    if data.ndim == 2:  # (channels, N) or (N, channels): the shorter side is the channels
-        data = data.mean(axis=0 if data.shape[0] < data.shape[1] else 1)
-    if data.ndim != 1:
-        raise AudioError(f"audio samples must be one list (or one per channel), not {data.ndim}-dimensional")
-    if not np.isfinite(data).all():
-        raise AudioError("audio samples must be finite numbers (the array holds NaN or inf)")
-    if max_seconds and len(data) > max_seconds * sample_rate:
-        raise _too_long("the array of samples", len(data) / sample_rate, max_seconds)
-    return data, int(sample_rate)
+    # the shape from the outer lists alone, so that the duration is known before the numbers are converted
+    first = values[0] if len(values) else None  # type: ignore[arg-type,index]
+    nested = isinstance(first, list | tuple | np.ndarray)
+    n = max(len(values), len(first)) if nested else len(values)  # type: ignore[arg-type]
+
+    def load() -> tuple[np.ndarray, int]:
+        try:
+            data = np.asarray(values, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise AudioError("audio samples must be numbers (a list, or one list per channel)") from None
+        if data.ndim == 2:  # (channels, N) or (N, channels): the shorter side is the channels
+            data = data.mean(axis=0 if data.shape[0] < data.shape[1] else 1)
+        if data.ndim != 1:
+            raise AudioError(f"audio samples must be one list (or one per channel), not {data.ndim}-dimensional")
+        if not np.isfinite(data).all():
+            raise AudioError("audio samples must be finite numbers (the array holds NaN or inf)")
+        return data, int(sample_rate)  # type: ignore[arg-type]
+
+    return Clip("the array of samples" if name == "the clip" else name, n / int(sample_rate), load)
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
@@ -119,11 +195,22 @@ def log_mel(samples: np.ndarray, spec: dict) -> np.ndarray:
 
 def clip_frames(source: object, spec: dict, sample_rate: int | None = None, max_seconds: float | None = None,
                 name: str = "the clip") -> np.ndarray:
-    """A clip -> its log-mel frames (T, n_mels) at spec's rate: mixed down, resampled, with a warning for what may
-    cost accuracy (a rate below the model's, clipping). A silent or empty clip gives no frames (an empty
-    transcript)."""
-    samples, rate = read(source, sample_rate, max_seconds, raw_rate=spec["sample_rate"])
-    target = spec["sample_rate"]
+    """A clip -> its log-mel frames (T, n_mels) at spec's rate. `source`: a `Path` (a local file), a `Clip`, or what
+    a request holds (bytes, base64 text, samples with `sample_rate`); text is never read as a path."""
+    if isinstance(source, Path):
+        clip = open_file(source, raw_rate=spec["sample_rate"])
+    elif isinstance(source, Clip):
+        clip = source
+    else:
+        clip = open_request(source, sample_rate, name)
+    return features(clip.check(max_seconds), spec)
+
+
+def features(clip: Clip, spec: dict) -> np.ndarray:
+    """An opened clip's log-mel frames: mixed down, resampled, with a warning for what may cost accuracy (a rate
+    below the model's, clipping). A silent or empty clip gives no frames (an empty transcript)."""
+    samples, rate = clip.load()
+    name, target = clip.name, spec["sample_rate"]
     if rate < target:
         warnings.warn(f"{name}: {rate} Hz audio holds nothing above {rate // 2} Hz; the model was trained on "
                       f"{target} Hz (it is upsampled): expect more errors", stacklevel=2)

@@ -19,12 +19,13 @@ def _precheck_train(overrides: list[str]) -> None:
     flags = {o for o in overrides if o.startswith("-")}
     sweep = any("," in o.split("=", 1)[-1] or "(" in o.split("=", 1)[-1] for o in overrides if "=" in o)
     if not sweep and flags <= {"--multirun", "-m"}:
+        from seqpipe import provenance
         from seqpipe.tasks import prepared_meta
 
         cfg = compose([o for o in overrides if not o.startswith("-")])
         validate(cfg)
         check_devices(cfg)
-        prepared_meta(cfg)
+        provenance.check(cfg, prepared_meta(cfg))
 
 
 def _train(overrides: list[str]) -> None:
@@ -186,17 +187,25 @@ def _generate_music(args: argparse.Namespace, model: object) -> None:
 
     from seqpipe.atomic import atomic_path, write_text
     from seqpipe.errors import SeqpipeError
-    from seqpipe.music import check_steps, fit_range, midi_bytes, plot_roll, read_midi
-    from seqpipe.tasks.pianoroll import generate
+    from seqpipe.music import fit_range, midi_bytes, plot_roll, read_midi
+    from seqpipe.pyfunc import InputError
+    from seqpipe.tasks.pianoroll import generate, music_params
 
-    target = model.meta["target"]  # type: ignore[attr-defined]
-    steps = check_steps(args.steps, model.limits["max_new_tokens"])  # type: ignore[attr-defined]
-    out = Path(args.out or "generated.mid")
-    if out.suffix.lower() not in (".mid", ".midi"):
-        raise SeqpipeError(f"--out {out}: give a .mid file name (a PNG of the piano roll is written beside it)")
-    primer = read_midi(args.primer, target["frame"]) if args.primer else []
-    primer = fit_range(primer, target["low"], target["high"], args.out_of_range)
-    notes = generate(model.net, target, primer, steps, args.temperature, args.seed)  # type: ignore[attr-defined]
+    target, limits = model.meta["target"], model.limits  # type: ignore[attr-defined]
+    try:  # the served model's checks and limits: what a server refuses, this refuses, before anything is written
+        p = music_params({"steps": args.steps, "temperature": args.temperature, "seed": args.seed,
+                          "out_of_range": args.out_of_range}, limits)
+        out = Path(args.out or "generated.mid")
+        if out.suffix.lower() not in (".mid", ".midi"):
+            raise SeqpipeError(f"--out {out}: give a .mid file name (a PNG of the piano roll is written beside it)")
+        # counted from the notes' times before any frame is made (a tiny file can ask for billions of frames)
+        primer = read_midi(args.primer, target["frame"], limits["max_input_tokens"]) if args.primer else []
+        model.check_size([primer], p["steps"])  # type: ignore[attr-defined]
+    except InputError as e:  # the reason alone: "row 0" would say nothing here
+        raise SeqpipeError(e.reason) from None
+    primer = fit_range(primer, target["low"], target["high"], p["out_of_range"])
+    steps = p["steps"]
+    notes = generate(model.net, target, primer, steps, p["temperature"], p["seed"])  # type: ignore[attr-defined]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out.with_suffix(".json"), json.dumps(notes) + "\n")
     plot_roll(notes, out.with_suffix(".png"), f"{out.name}: {steps} frames generated", primer=len(primer))
@@ -225,15 +234,16 @@ def _predict(args: argparse.Namespace) -> None:
                            f"{args.model} is a {served.task.name!r} model")
     decoding = decoding or None
     if args.audio is not None:
-        import pandas as pd
-
         if not served.audio:
             raise SeqpipeError(f"{args.model} does not read audio (a {served.task.name!r} model on "
                                f"{served.meta['inputs']['kind']}): give --text or --input")
+        from seqpipe.predict import clips_request
         from seqpipe.pyfunc import InputError
 
-        try:  # whatever its name, the file is read as a clip
-            row = model.predict(pd.DataFrame({"audio": [args.audio]}), params=decoding).iloc[0]
+        if not Path(args.audio).expanduser().is_file():
+            raise SeqpipeError(f"audio file not found: {args.audio}")
+        try:  # whatever its name, the file is read as a clip (here: the model never opens a path)
+            row = model.predict(clips_request([args.audio], served), params=decoding).iloc[0]
         except InputError as e:  # the reason names the clip; "row 0" would say nothing more
             raise SeqpipeError(e.reason) from None
         print(row["text"])
@@ -253,8 +263,9 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"predict: {n} rows -> {output}", file=sys.stderr)
 
 
-def _at_least(low: float, kind: type = int):  # noqa: ANN202
-    """An argparse type: a `kind` (int or float) >= low, finite; the message names the value and the bound."""
+def _at_least(low: float, kind: type = int, check=None):  # noqa: ANN001, ANN202
+    """An argparse type: a `kind` (int or float) >= low, finite, and passing `check` (a function that raises
+    ValueError, e.g. the served model's own range check); the message names the value and the bound."""
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
@@ -262,6 +273,11 @@ def _at_least(low: float, kind: type = int):  # noqa: ANN202
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if not math.isfinite(value) or value < low:
             raise argparse.ArgumentTypeError(f"{text} must be {'' if kind is int else 'a finite number '}>= {low:g}")
+        if check is not None:
+            try:
+                check(value)
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
         return value
     return parse
 
@@ -289,6 +305,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--reset", action="store_true", help="forget the overrides saved by an earlier compose")
     s = sub.add_parser("stage", help="run one DVC stage with params.yaml (dvc.yaml calls this)")
     s.add_argument("name", choices=STAGES)
+    # generate: a temperature and seed in the ranges the served models take, refused before any model loads
+    from seqpipe.sampling_bounds import check_seed, check_temperature
+
     g = sub.add_parser("generate", help="generate text from a registered model")
     g.add_argument("--model", default="models:/seqpipe-shakespeare@champion",
                    help="models:/NAME@ALIAS, models:/NAME/VERSION or a model path (default: %(default)s)")
@@ -297,9 +316,11 @@ def parser() -> argparse.ArgumentParser:
                    "empty prompt always is), e.g. a tweet's rating: --bos --prompt '1★ '")
     g.add_argument("--max-new-tokens", type=_at_least(0), default=300,
                    help="tokens to generate, up to the model's limit (default: %(default)s)")
-    g.add_argument("--temperature", type=_at_least(0, float), default=0.8, help="0 = greedy (default: %(default)s)")
+    g.add_argument("--temperature", type=_at_least(0, float, check_temperature), default=0.8,
+                   help="0 = greedy, else 0.0001 to 10000 (default: %(default)s)")
     g.add_argument("--top-k", type=_at_least(0), default=0, help="sample from the k most likely tokens; 0 = all")
-    g.add_argument("--seed", type=_at_least(-1), default=-1, help="fix the sampling seed; -1 = random")
+    g.add_argument("--seed", type=_at_least(-1, check=check_seed), default=-1,
+                   help="fix the sampling seed (up to 2**63 - 1); -1 = random")
     g.add_argument("--beam-width", type=_at_least(1), default=1,
                    help="> 1: the most likely continuation by beam search, printed at the end (default: sampling)")
     g.add_argument("--steps", type=int, default=64,

@@ -82,7 +82,7 @@ def real_speech(cfg: DictConfig, meta: dict, net, width: int, out_dir: Path, tex
     clips = real_speech(cfg.evaluate.real_speech)
     if not clips:
         return {}
-    xs = [torch.from_numpy(clip_frames(c["audio"], spec, name=c["id"])) for c in clips]
+    xs = [torch.from_numpy(clip_frames(Path(c["audio"]), spec, name=c["id"])) for c in clips]  # local files
     logps = net.log_probs(xs)
     lexicon = meta["target"].get("lexicon") or []
     hyps = {w: [text(decode(lp, w)[0]) for lp in logps] for w in sorted({width, 1})}

@@ -74,12 +74,13 @@ def load_model(model_uri: str, tracking_uri: str, generates: bool) -> object:
     missing model."""
     import mlflow
 
-    from seqpipe.store import check_store, use_tracking_uri
+    from seqpipe.store import check_model_files, check_store, use_tracking_uri
 
     if "://" in model_uri or model_uri.startswith(("models:/", "runs:/")):
         check_store(tracking_uri, must_exist=True)
     use_tracking_uri(tracking_uri)
     check_model_uri(model_uri)
+    check_model_files(model_uri)  # a moved mlruns/ folder is named, not an MLflow traceback
     model = mlflow.pyfunc.load_model(model_uri)
     from seqpipe.tasks import get_task
 
@@ -168,6 +169,31 @@ def audio_table(path: Path) -> pd.DataFrame:
     return read_table(path, "audio")
 
 
+def clips_request(clips: list, served: object) -> pd.DataFrame:
+    """A request of local audio files, read here (the served model never opens a path): each file's samples and
+    rate, its duration checked from its header (or, for headerless PCM, its size) before it is read. A value that is
+    no file is passed on as it is (base64 text from a CSV), for the model to read or refuse."""
+    import pandas as pd
+
+    from seqpipe.audio import AudioError, open_file
+
+    spec, limits = served.audio, served.limits  # type: ignore[attr-defined]
+    samples, rates = [], []
+    for clip in clips:
+        if isinstance(clip, str) and len(clip) < 4096 and Path(clip).expanduser().is_file():
+            try:
+                data, rate = open_file(Path(clip), raw_rate=spec["sample_rate"]).check(
+                    limits["max_audio_seconds"]).load()
+            except AudioError as e:
+                raise SeqpipeError(str(e)) from None
+            samples.append(data)
+            rates.append(rate)
+        else:
+            samples.append(clip)
+            rates.append(None)
+    return pd.DataFrame({"audio": samples, "sample_rate": rates})
+
+
 def batches(texts: list, limits: dict, batch_size: int) -> list[tuple[int, int]]:
     """Row ranges [start, end) of at most `batch_size` rows whose characters (at least their tokens), or frames, fit
     in one request of a model with these limits."""
@@ -203,9 +229,10 @@ def predict_file(model: object, input_path: Path, output_path: Path, column: str
     parts = []
     ranges = batches(texts, served.limits, batch_size)
     for start, end in tqdm(ranges, desc="predict", unit="batch", disable=len(ranges) <= 1):
+        request = clips_request(texts[start:end], served) if served.audio and column == "audio" else \
+            pd.DataFrame({served.column: texts[start:end]})
         try:
-            parts.append(model.predict(pd.DataFrame({served.column: texts[start:end]}),  # type: ignore[attr-defined]
-                                       params=params))
+            parts.append(model.predict(request, params=params))  # type: ignore[attr-defined]
         except InputError as e:
             where = f"data row {start + e.row + 1}" if e.row is not None else f"data rows {start + 1}-{end}"
             raise SeqpipeError(f"{input_path}, {where}: {e.reason}") from None

@@ -16,7 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
+from seqpipe import server_guard
+from seqpipe.errors import SeqpipeError
 
 # Generation params (language models); seed -1: a fresh seed per call; beam_width > 1: beam search (deterministic,
 # temperature/top_k/seed unused); logprobs: add each new token's log-probability (column token_logprobs, JSON).
@@ -27,6 +30,9 @@ WHO = {"model": ["seqpipe-x/1"], "run_id": ["0" * 32]}  # the columns naming the
 # `serve` section of the config they were registered with.
 LEGACY_LIMITS = {"max_rows": 256, "max_input_tokens": 10_000, "max_total_tokens": 200_000, "max_new_tokens": 1_000,
                  "max_total_new_tokens": 4_000}
+# Limits added since: a model registered before them gets conf/'s defaults of the time they were added.
+DEFAULT_LIMITS = {**LEGACY_LIMITS, "max_beam_width": 16, "max_audio_seconds": 60, "max_total_audio_seconds": 600,
+                  "max_audio_mb": 16, "max_request_mb": 32}
 
 
 class InputError(MlflowException, ValueError):
@@ -36,12 +42,27 @@ class InputError(MlflowException, ValueError):
     def __init__(self, reason: str, row: int | None = None):
         self.reason, self.row = reason, row  # row: counted from 0 within the request
         where = "" if row is None else f"row {row}: "
-        super().__init__(f"seqpipe: {where}{reason}", error_code=INVALID_PARAMETER_VALUE)
+        # kept apart: MLflow's scoring server rewrites `message` to echo the whole request before it
+        self.seqpipe_message = f"seqpipe: {where}{reason}"
+        super().__init__(self.seqpipe_message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def column_values(model_input: object, column: str) -> list:
+def column_values(model_input: object, column: str, limits: dict | None = None) -> list:
     """The rows of a request: a DataFrame's column `column` (else its first), a dict's `column`, a string (one row) or
-    a list."""
+    a list; with `limits`, their number is checked before anything else is done with them."""
+    rows = _column_values(model_input, column)
+    if limits:
+        check_rows(len(rows), limits)
+    return rows
+
+
+def check_rows(n: int, limits: dict) -> None:
+    if n > limits["max_rows"]:
+        raise InputError(f"{n} rows in one request; this model takes at most {limits['max_rows']} (serve.max_rows): "
+                         "split the request")
+
+
+def _column_values(model_input: object, column: str) -> list:
     if isinstance(model_input, pd.DataFrame):
         if model_input.shape[1] == 0:
             raise InputError(f"the input has no columns: send a column named {column!r}")
@@ -51,9 +72,9 @@ def column_values(model_input: object, column: str) -> list:
     return [model_input] if isinstance(model_input, str) else list(model_input)  # type: ignore[call-overload]
 
 
-def texts_from(model_input: object, column: str) -> list[str]:
+def texts_from(model_input: object, column: str, limits: dict | None = None) -> list[str]:
     """Strings from a DataFrame (column `column`, else the first), a list, a dict or a string."""
-    values = column_values(model_input, column)
+    values = column_values(model_input, column, limits)
     if not all(isinstance(v, str) for v in values):
         raise InputError(f"every {column} must be a string")
     return values
@@ -61,6 +82,8 @@ def texts_from(model_input: object, column: str) -> list[str]:
 
 def generation_params(params: dict | None, limits: dict) -> dict:
     """Generation params with defaults, checked against their ranges and the model's limits."""
+    from seqpipe.sampling_bounds import check_seed, check_temperature
+
     p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
     unknown = sorted(set(p) - set(PARAMS))
     if unknown:
@@ -68,12 +91,12 @@ def generation_params(params: dict | None, limits: dict) -> dict:
     for key in ("max_new_tokens", "top_k", "seed", "beam_width"):
         if isinstance(p[key], bool) or not isinstance(p[key], int | np.integer):
             raise InputError(f"{key}={p[key]!r} must be an integer")
-    if not isinstance(p["temperature"], int | float) or not math.isfinite(p["temperature"]) or p["temperature"] < 0:
-        raise InputError(f"temperature={p['temperature']!r} must be a number >= 0 (0 = greedy)")
+    try:  # the ranges sampling is defined on, shared with the music models and `seqpipe generate`'s arguments
+        temperature, seed = check_temperature(p["temperature"]), check_seed(p["seed"])
+    except ValueError as e:
+        raise InputError(str(e)) from None
     if p["top_k"] < 0:
         raise InputError(f"top_k={p['top_k']} must be >= 0 (0 = all tokens)")
-    if p["seed"] < -1:
-        raise InputError(f"seed={p['seed']} must be >= 0, or -1 for a fresh seed")
     if not 0 <= p["max_new_tokens"] <= limits["max_new_tokens"]:
         raise InputError(f"max_new_tokens={p['max_new_tokens']} must be between 0 and {limits['max_new_tokens']}, "
                          "this model's limit (serve.max_new_tokens when it was registered)")
@@ -83,8 +106,8 @@ def generation_params(params: dict | None, limits: dict) -> dict:
     for key in ("logprobs", "bos"):
         if not isinstance(p[key], bool | np.bool_):
             raise InputError(f"{key}={p[key]!r} must be true or false")
-    return {"max_new_tokens": int(p["max_new_tokens"]), "temperature": float(p["temperature"]),
-            "top_k": int(p["top_k"]), "seed": int(p["seed"]), "beam_width": int(p["beam_width"]),
+    return {"max_new_tokens": int(p["max_new_tokens"]), "temperature": temperature,
+            "top_k": int(p["top_k"]), "seed": seed, "beam_width": int(p["beam_width"]),
             "logprobs": bool(p["logprobs"]), "bos": bool(p["bos"])}
 
 
@@ -111,13 +134,13 @@ def identity(model_dir: Path) -> tuple[str, str]:
     return name, run_id
 
 
-def frames_from(model_input: object, column: str, features: int) -> list[np.ndarray]:
+def frames_from(model_input: object, column: str, features: int, limits: dict | None = None) -> list[np.ndarray]:
     """(T, F) arrays from a DataFrame (column `column`, else the first), a dict or a list of T x F nested lists;
     each row is checked (its F, ragged, non-numeric, NaN or inf, empty) and refused naming the row."""
     from seqpipe.inputs import frames_array
 
     rows = []
-    for i, value in enumerate(column_values(model_input, column)):
+    for i, value in enumerate(column_values(model_input, column, limits)):
         try:
             rows.append(frames_array(value, features))
         except ValueError as e:
@@ -125,21 +148,33 @@ def frames_from(model_input: object, column: str, features: int) -> list[np.ndar
     return rows
 
 
-def audio_from(model_input: object, spec: dict, max_seconds: float | None) -> list[np.ndarray]:
-    """Log-mel frames (T, n_mels) of every clip of a request: column `audio` holds a file path, base64 audio bytes
-    or an array of samples (then column `sample_rate` gives its rate); each is mixed down, resampled and refused
-    naming the row when unreadable or too long. A silent or empty clip gives no frames."""
-    from seqpipe.audio import AudioError, clip_frames
+def audio_from(model_input: object, spec: dict, limits: dict) -> list[np.ndarray]:
+    """Log-mel frames (T, n_mels) of every clip of a request: column `audio` holds base64 audio bytes (WAV, FLAC,
+    OGG), the bytes themselves, or an array of samples (then column `sample_rate` gives its rate). The work is
+    bounded before it is done: the rows are counted, then every clip's size and duration (from its header) checked
+    against the model's limits, and only then is any clip decoded. A silent or empty clip gives no frames."""
+    from seqpipe.audio import AudioError, features, open_request
 
-    clips = column_values(model_input, "audio")
+    clips = column_values(model_input, "audio", limits)
     rates = column_values(model_input, "sample_rate") if _has(model_input, "sample_rate") else [None] * len(clips)
-    rows = []
+    opened, max_bytes = [], int(limits["max_audio_mb"] * 1_000_000)
     for i, (clip, rate) in enumerate(zip(clips, rates)):
         rate = None if rate is None or (isinstance(rate, float) and math.isnan(rate)) else rate
         if isinstance(rate, float) and rate.is_integer():
             rate = int(rate)  # a DataFrame column of rates with a gap in it is float
         try:
-            rows.append(clip_frames(clip, spec, rate, max_seconds, name=f"row {i}"))
+            opened.append(open_request(clip, rate, max_bytes=max_bytes).check(limits["max_audio_seconds"]))
+        except AudioError as e:
+            raise InputError(str(e), row=i) from None
+        opened[-1].name = f"row {i}"  # what the warnings call it
+    if (total := sum(c.seconds for c in opened)) > limits["max_total_audio_seconds"]:
+        raise InputError(f"the request holds {total:.0f} s of audio; this model transcribes at most "
+                         f"{limits['max_total_audio_seconds']:g} s per request (serve.max_total_audio_seconds): split "
+                         "the request")
+    rows = []
+    for i, clip in enumerate(opened):
+        try:
+            rows.append(features(clip, spec))
         except AudioError as e:
             raise InputError(str(e), row=i) from None
     return rows
@@ -161,7 +196,7 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from seqpipe.tasks import get_task
-        from seqpipe.tokenize import load_tokenizer
+        from seqpipe.text_tokens import load_tokenizer
         from seqpipe.vocab import Vocab
 
         saved = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
@@ -174,7 +209,7 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
         if self.audio:
             self.column = "audio"
         self.max_len = saved.get("max_len")  # inputs are cut as the training data was
-        self.limits = {**LEGACY_LIMITS, **saved.get("limits", {})}
+        self.limits = {**DEFAULT_LIMITS, **saved.get("limits", {})}
         self.decode = saved.get("decode", {})  # sequence to sequence: default beam width, length penalty, limit
         self.net = self.task.build_net(self.meta, saved["model"])
         self.net.load_state_dict(upgrade_state_dict(saved["state_dict"]))
@@ -183,10 +218,28 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
             self.vocab = Vocab.load(context.artifacts["vocab"])
             self.tokenizer = load_tokenizer(self.vocab.tokenizer)
         self.model, self.run_id = identity(Path(context.artifacts["weights"]).parents[1])
+        if server_guard.serving():  # loaded by `mlflow models serve`: bound the body, one-line error answers
+            server_guard.install(self.limits)
 
     # No type hints on predict: MLflow would read them as an input schema; the signature is logged instead.
     def predict(self, context, model_input, params=None):  # noqa: ANN001
-        return self.task.predict(self, model_input, params).assign(model=self.model, run_id=self.run_id)
+        """The task's answer to a request. A request the model refuses raises InputError (HTTP 400, one line);
+        anything else that goes wrong is logged here and answered without its stack trace (HTTP 500)."""
+        try:
+            return self.task.predict(self, model_input, params).assign(model=self.model, run_id=self.run_id)
+        except MlflowException:
+            raise
+        except SeqpipeError as e:
+            raise InputError(str(e)) from None
+        except MemoryError:
+            raise InputError("the request needs more memory than this server has: send fewer or shorter rows") \
+                from None
+        except RecursionError:  # a JSON value of the request nested thousands deep
+            raise InputError("a value of the request nests too deeply to be read") from None
+        except Exception as e:
+            server_guard.log.exception("seqpipe: %s failed on a request", self.model)
+            raise MlflowException(f"seqpipe: the model could not answer this request ({type(e).__name__}, an "
+                                  "internal error logged by the server)", error_code=INTERNAL_ERROR) from e
 
     def tokenize(self, texts: list[str]) -> list[list[str]]:
         tokenized = []
@@ -200,9 +253,7 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
     def check_size(self, rows: list, new_per_row: int) -> list:
         """Refuse a request over the model's limits, naming the limit, before any work is done."""
         lim, unit = self.limits, self.unit
-        if len(rows) > lim["max_rows"]:
-            raise InputError(f"{len(rows)} rows in one request; this model takes at most {lim['max_rows']} "
-                             "(serve.max_rows): split the request")
+        check_rows(len(rows), lim)
         for i, row in enumerate(rows):
             if len(row) > lim["max_input_tokens"]:
                 raise InputError(f"{len(row)} {unit}; this model takes at most {lim['max_input_tokens']} per row "
@@ -242,13 +293,13 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
         from seqpipe.vocab import UNK_ID
 
         if self.audio and not _has(model_input, "frames"):
-            rows = self.check_size(audio_from(model_input, self.audio, self.limits.get("max_audio_seconds")), 0)
+            rows = self.check_size(audio_from(model_input, self.audio, self.limits), 0)
             xs, unk = [torch.from_numpy(r) for r in rows], None
         elif self.frames:
-            rows = self.check_size(frames_from(model_input, "frames", self.meta["inputs"]["features"]), 0)
+            rows = self.check_size(frames_from(model_input, "frames", self.meta["inputs"]["features"], self.limits), 0)
             xs, unk = [torch.from_numpy(r) for r in rows], None
         else:
-            rows = self.check_size(self.tokenize(texts_from(model_input, self.column)), 0)
+            rows = self.check_size(self.tokenize(texts_from(model_input, self.column, self.limits)), 0)
             for i, tokens in enumerate(rows):
                 if not tokens:
                     raise InputError(f"empty input text: nothing to {what}", row=i)

@@ -1,0 +1,83 @@
+"""What `mlflow models serve` sends back to a client, made safe. MLflow's scoring server (3.x) reads the whole body,
+parses it and calls the model; on an error it answers with the exception's message prefixed by the request itself
+("Failed to predict data '<the request>'") and, for any exception that is not an MlflowException, its stack trace,
+which names the server's files. When a seqpipe model is loaded by that server, `install` wraps the server's
+`invocations` so that:
+
+- a body over the model's `serve.max_request_mb` is refused (HTTP 413) before it is parsed;
+- every error answer carries one line, the reason, with no stack trace, no server path and no echo of the request;
+- an error of the server's own parsing (bad JSON, a column of the wrong type) keeps its 4xx status.
+
+The model itself never opens a file, URL or device named in a request (docs/serving.md); this module only shapes
+the answers. It patches one function of a pinned MLflow and checks that it is there; with another MLflow it warns
+and leaves the server as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import BAD_REQUEST, ErrorCode
+
+log = logging.getLogger("seqpipe.serve")
+SERVER = "mlflow.pyfunc.scoring_server"
+MAX_MESSAGE = 500  # characters of a reason sent back; longer ones are cut
+
+
+def serving() -> bool:
+    """True inside `mlflow models serve`, whose app module imports the model while it is itself being imported."""
+    return f"{SERVER}.app" in sys.modules
+
+
+def install(limits: dict) -> None:
+    """Wrap the scoring server's `invocations` (once per process) with the body limit and the one-line errors."""
+    server = sys.modules.get(SERVER)
+    original = getattr(server, "invocations", None)
+    if original is None or not hasattr(server, "InvocationsResponse"):
+        log.warning("seqpipe: this MLflow's scoring server has no `invocations` to guard; error answers are MLflow's")
+        return
+    if getattr(original, "seqpipe_guard", False):
+        return
+    server.invocations = guard(original, server.InvocationsResponse, int(limits["max_request_mb"] * 1_000_000))
+
+
+def guard(invocations: Callable, response: type, max_bytes: int) -> Callable:
+    def guarded(data: bytes | str, content_type: str, model: object, input_schema: object) -> object:
+        if len(data) > max_bytes:
+            body = {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": (
+                f"seqpipe: the request is {len(data) / 1e6:.1f} MB; this model takes at most {max_bytes / 1e6:g} MB "
+                "per request (serve.max_request_mb): split it into smaller requests")}
+            return response(json.dumps(body), 413, "application/json")
+        try:
+            return invocations(data, content_type, model, input_schema)
+        except MlflowException as e:
+            raise MlflowException(one_line(e), error_code=ErrorCode.Value(e.error_code)) from None
+        except RecursionError:
+            raise MlflowException("seqpipe: the request nests too deeply to be read; send a table of rows, each a "
+                                  "flat value or a T x F list of lists", error_code=BAD_REQUEST) from None
+        except Exception as e:  # the server's own parsing of a request it could not read
+            log.exception("seqpipe: a request could not be read")
+            raise MlflowException(f"seqpipe: the request could not be read ({type(e).__name__}); send JSON with "
+                                  "dataframe_split, dataframe_records, instances or inputs",
+                                  error_code=BAD_REQUEST) from None
+
+    guarded.seqpipe_guard = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def one_line(e: MlflowException) -> str:
+    """The reason of an error answer: a seqpipe InputError's own message, else MLflow's without the request it
+    echoes, its first line, cut to MAX_MESSAGE characters."""
+    if e.get_http_status_code() >= 500:
+        log.error("seqpipe: internal error: %s", e.message)
+        return "seqpipe: the model could not answer this request (an internal error, logged by the server)"
+    text = getattr(e, "seqpipe_message", None) or e.message
+    if "\nError: " in text and text.startswith("Failed to predict data"):
+        text = text.rsplit("\nError: ", 1)[1]  # the server put the whole request in front of the reason
+    line = next((x.strip() for x in text.splitlines() if x.strip()), "the request was refused")
+    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
+
