@@ -6,6 +6,7 @@ where sampling is defined. The command line and the served model refuse the same
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -197,3 +198,20 @@ def test_cli_refuses_sampling_values_outside_the_ranges(model: str, args: list[s
     code, stdout, err = generate_cli(capsys, LM if model == "lm" else roll_model, *args, "--out", str(out))
     assert code == 2 and message in err and stdout == "" and not out.exists(), err
     assert [line for line in err.splitlines() if "error:" in line] == [f"seqpipe generate: error: {message}"]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"temperature": 1e-320}, "temperature=1e-320 must be a number >= 0 (0 = beam search); a sampling temperature"),
+    ({"temperature": 1e308}, "temperature=1e+308 must be a number >= 0 (0 = beam search)"),
+    ({"seed": 2**64}, f"seed=18446744073709551616 {SEED}"),
+    ({"top_k": -1}, "top_k=-1 must be >= 0"),
+])
+def test_a_served_seq2seq_model_checks_sampling_values_as_the_others_do(params, message):
+    from types import SimpleNamespace
+
+    from seqpipe.seq2seq_eval import decode_params
+
+    model = SimpleNamespace(decode={"beam_width": 2}, limits=LIMITS, meta={})
+    with pytest.raises(InputError, match=re.escape(message)):
+        decode_params({"max_output_len": 5, **params}, model)
+    assert decode_params({"max_output_len": 5, "temperature": 0.5, "seed": SEED_MAX}, model)["seed"] == SEED_MAX

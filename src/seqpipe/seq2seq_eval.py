@@ -219,6 +219,7 @@ def plot_attention(sources: list[list[str]], outputs: list[list[str]], weights: 
 def decode_params(params: dict | None, model: object) -> dict:
     """The request's decoding options with the model's defaults, checked against their ranges and its limits."""
     from seqpipe.pyfunc import InputError
+    from seqpipe.sampling_bounds import check_seed, check_temperature
 
     defaults = getattr(model, "decode", {}) or {}
     p = {**DECODE_PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
@@ -237,8 +238,13 @@ def decode_params(params: dict | None, model: object) -> dict:
                          "(serve.max_beam_width when the model was registered)")
     if not 1 <= p["n_best"] <= width:
         raise InputError(f"n_best={p['n_best']} must be between 1 and beam_width={width}")
-    if p["temperature"] < 0 or p["top_k"] < 0 or p["seed"] < -1:
-        raise InputError("temperature and top_k must be >= 0 (temperature 0: beam search), seed >= 0 or -1")
+    if p["top_k"] < 0:
+        raise InputError(f"top_k={p['top_k']} must be >= 0 (0 = all tokens)")
+    try:  # the ranges where sampling is defined, as every model that samples checks them
+        check_temperature(p["temperature"], zero="beam search")
+        check_seed(p["seed"])
+    except ValueError as e:
+        raise InputError(str(e)) from None
     if p["temperature"] > 0 and p["n_best"] > 1:
         raise InputError("n_best > 1 needs beam search: set temperature=0")
     alpha = p["length_penalty"] if p["length_penalty"] >= 0 else defaults.get("length_penalty", 1.0)

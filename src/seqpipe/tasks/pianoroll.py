@@ -213,14 +213,18 @@ class PianoRoll(Task):
         from seqpipe.pyfunc import InputError, column_values
 
         p = music_params(params, model.limits)
-        values = column_values(model_input, self.column)
+        values = column_values(model_input, self.column, model.limits)
+        for i, value in enumerate(values):
+            if value is not None and not isinstance(value, str | list | tuple | np.ndarray):
+                raise InputError(f"a primer is JSON text of frames or a list of frames, not {type(value).__name__}; "
+                                 "send e.g. [[60, 64, 67], [62, 65]], or \"\" to start from nothing", row=i)
         # the limits first, on frames counted without parsing: a JSON list of 10**7 frames is never built
         model.check_size([range(frame_count(v)) for v in values], p["steps"])
         primers = []
         for i, value in enumerate(values):
             try:
                 primers.append(pitches_of(json.loads(value) if isinstance(value, str) and value.strip() else
-                                          value if isinstance(value, list | tuple) else []))
+                                          list(value) if isinstance(value, list | tuple | np.ndarray) else []))
             except (ValueError, json.JSONDecodeError) as e:
                 raise InputError(f"{e}; send a JSON list of frames such as [[60, 64, 67], [62, 65]], or \"\" to "
                                  "start from nothing", row=i) from None
