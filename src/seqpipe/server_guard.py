@@ -70,14 +70,14 @@ def guard(invocations: Callable, response: type, max_bytes: int) -> Callable:
 
 
 def one_line(e: MlflowException) -> str:
-    """The reason of an error answer: a seqpipe InputError's own message, else MLflow's without the request it
-    echoes, its first line, cut to MAX_MESSAGE characters."""
+    """The reason of an error answer: a seqpipe InputError's own message, else MLflow's innermost reason without
+    the request it echoes; its first line, cut to MAX_MESSAGE characters."""
     if e.get_http_status_code() >= 500:
         log.error("seqpipe: internal error: %s", e.message)
         return "seqpipe: the model could not answer this request (an internal error, logged by the server)"
-    text = getattr(e, "seqpipe_message", None) or e.message
-    if "\nError: " in text and text.startswith("Failed to predict data"):
-        text = text.rsplit("\nError: ", 1)[1]  # the server put the whole request in front of the reason
+    text = getattr(e, "seqpipe_message", None)
+    if text is None:  # MLflow's: "Failed to predict data '<request>'. Error: Failed to enforce schema of data
+        text = e.message.rsplit("Error: ", 1)[-1]  # '<request>' ... Error: <the reason>": the innermost reason
     line = next((x.strip() for x in text.splitlines() if x.strip()), "the request was refused")
     return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
 
