@@ -123,6 +123,10 @@ def test_an_internal_fault_is_answered_without_its_stack_trace():
     assert status == 400 and body["message"].startswith("seqpipe: max_new_tokens=10000000 must be between 0 and"), body
     status, body = answer({"dataframe_split": {"columns": ["prompt"], "data": [[5]]}})  # MLflow's schema check
     assert status == 400 and "\n" not in body["message"] and "Failed to predict data" not in body["message"], body
+    status, body = answer({"dataframe_split": {"columns": ["text"], "data": [["KING:"]]}})  # the wrong column
+    assert status == 400 and body["message"] == ("the request does not match this model's input schema ['prompt': "
+                                                 "string (required)]: Model is missing inputs ['prompt']. Note that "
+                                                 "there were extra inputs: ['text']."), body
     assert answer({**request, "params": {"max_new_tokens": 3}})[0] == 200
     model.unwrap_python_model().net = None  # a fault inside the model
     status, body = answer({**request, "params": {"max_new_tokens": 3}})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 
@@ -26,6 +27,7 @@ from mlflow.protos.databricks_pb2 import BAD_REQUEST, ErrorCode
 log = logging.getLogger("seqpipe.serve")
 SERVER = "mlflow.pyfunc.scoring_server"
 MAX_MESSAGE = 500  # characters of a reason sent back; longer ones are cut
+SCHEMA = re.compile(r"Failed to enforce schema of data .*with schema '(\[[^\n]*?\])'\. Error: (.*)", re.S)
 
 
 def serving() -> bool:
@@ -76,8 +78,12 @@ def one_line(e: MlflowException) -> str:
         log.error("seqpipe: internal error: %s", e.message)
         return "seqpipe: the model could not answer this request (an internal error, logged by the server)"
     text = getattr(e, "seqpipe_message", None)
-    if text is None:  # MLflow's: "Failed to predict data '<request>'. Error: Failed to enforce schema of data
-        text = e.message.rsplit("Error: ", 1)[-1]  # '<request>' ... Error: <the reason>": the innermost reason
+    if text is None:  # MLflow's, which may echo the request: "Failed to predict data '<request>'. \nError: ..."
+        text = e.message
+        if text.startswith("Failed to predict data"):
+            text = text.rsplit("\nError: ", 1)[-1]
+        if schema := SCHEMA.match(text):  # "Failed to enforce schema of data '<request>' with schema ..."
+            text = f"the request does not match this model's input schema {schema[1]}: {schema[2]}"
     line = next((x.strip() for x in text.splitlines() if x.strip()), "the request was refused")
     return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
 
