@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from seqpipe.nets import CELLS
+from seqpipe.models.nets import CELLS
 
 PAIRS = (("lstm", "lstm_ref"), ("gru", "gru_ref"))
 

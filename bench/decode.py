@@ -15,15 +15,15 @@ from pathlib import Path
 
 import torch
 
-from seqpipe.attention import Seq2Seq
-from seqpipe.seq2seq_eval import decode, error_rates
+from seqpipe.models.attention import Seq2Seq
+from seqpipe.tasks.seq2seq_eval import decode, error_rates
 
 
 def inputs(prepared: Path, n: int) -> tuple[list[torch.Tensor], list | None, dict]:
     """The prepared test split's distinct inputs with their references, or random G2P-like words."""
     if (prepared / "meta.json").is_file():
-        from seqpipe.examples import ExampleDataModule
-        from seqpipe.seq2seq_eval import test_sources
+        from seqpipe.data.examples import ExampleDataModule
+        from seqpipe.tasks.seq2seq_eval import test_sources
 
         dm = ExampleDataModule(str(prepared))
         xs, refs = test_sources(dm)

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from seqpipe.batching import BucketBatchSampler, batches_waste, naive_batches, pad_collate
 from seqpipe.config import compose
-from seqpipe.examples import ExampleDataset
-from seqpipe.nets import SequenceClassifier
+from seqpipe.data.batching import BucketBatchSampler, batches_waste, naive_batches, pad_collate
+from seqpipe.data.examples import ExampleDataset
+from seqpipe.models.nets import SequenceClassifier
 
 
 def throughput(ds: ExampleDataset, batches: list[list[int]], model_cfg: dict, vocab_size: int, num_classes: int,

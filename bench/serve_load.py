@@ -54,7 +54,7 @@ def main() -> None:
     import mlflow
     import pandas as pd
 
-    from seqpipe.store import use_tracking_uri
+    from seqpipe.tracking.store import use_tracking_uri
 
     use_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(args.model)

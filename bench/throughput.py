@@ -23,10 +23,10 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 
 from seqpipe.config import compose
-from seqpipe.data import ChunkDataset, StreamDataModule, batchify
-from seqpipe.module import SeqModule
-from seqpipe.nets import RecurrentLM, detach_state
-from seqpipe.vocab import SPECIALS, Vocab
+from seqpipe.data.streams import ChunkDataset, StreamDataModule, batchify
+from seqpipe.data.vocab import SPECIALS, Vocab
+from seqpipe.models.lightning import SeqModule
+from seqpipe.models.nets import RecurrentLM, detach_state
 
 WARMUP = 5
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from seqpipe.batching import BucketBatchSampler, batches_waste, naive_batches, pad_collate, padding_waste
+from seqpipe.data.batching import BucketBatchSampler, batches_waste, naive_batches, pad_collate, padding_waste
 
 
 def _lengths(n: int, seed: int = 0) -> np.ndarray:

@@ -54,7 +54,7 @@ def frames_model(tmp_path_factory):
     of 12 steps) in a store of its own, and the pyfunc loaded from it."""
     import mlflow
 
-    from seqpipe.store import use_tracking_uri
+    from seqpipe.tracking.store import use_tracking_uri
 
     root = tmp_path_factory.mktemp("frames")
     train, test = write_ts(root / "walk_TRAIN.ts", 30), write_ts(root / "walk_TEST.ts", 10, seed=1)
@@ -503,7 +503,7 @@ ANSWER_CASES = [
 
 @pytest.mark.parametrize("case,model,text,params,expect,check", ANSWER_CASES, ids=[c[0] for c in ANSWER_CASES])
 def test_prediction_inputs(case, model, text, params, expect, check, models):
-    from seqpipe.store import use_tracking_uri
+    from seqpipe.tracking.store import use_tracking_uri
 
     use_tracking_uri(models[1])
     column = "prompt" if model == LM else "text"
@@ -538,7 +538,7 @@ FRAME_REQUEST_CASES = [
 def test_frames_request_cases(case, row, reason, frames_model, tmp_path, capsys):
     """A bad frames row: `seqpipe predict --input rows.jsonl` exits 2 naming the file's data row and writes no
     output; the served model (pyfunc) refuses it with InputError, which MLflow's server answers with HTTP 400."""
-    from seqpipe.pyfunc import InputError
+    from seqpipe.serving.pyfunc import InputError
 
     root, uri, model = frames_model
     before = (root / "mlflow.db").read_bytes()
@@ -665,7 +665,7 @@ def test_ctrl_c_during_generate_keeps_the_text(models, tmp_path):
     # The child slows each step of the network to 20 ms and never lets it choose <eos> (about 1 draw in 40 ends
     # within the first characters on this model, before the interrupt), and it takes Ctrl-C as a terminal does
     # (a runner started in the background, `cmd &`, hands its children SIGINT ignored).
-    code = ("import signal, sys, time; from seqpipe import cli, nets; from seqpipe.vocab import EOS_ID\n"
+    code = ("import signal, sys, time; from seqpipe import cli, nets; from seqpipe.data.vocab import EOS_ID\n"
             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "forward = nets.RecurrentLM.forward\n"
             "def slow(self, *a, **k):\n    time.sleep(0.02); logits, state = forward(self, *a, **k)\n"

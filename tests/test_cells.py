@@ -1,4 +1,4 @@
-"""The reference cells (seqpipe.cells) against torch's: same weights -> same outputs, states and gradients; their
+"""The reference cells (seqpipe.models.cells) against torch's: same weights -> same outputs, states and gradients; their
 parameters load both ways; the Encoder, the config and a real training run take them."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from conftest import CONF, tiny_overrides, write_corpus
 from torch import nn
 
 from seqpipe import config, fetch, prepare, train
-from seqpipe.cells import GRURef, LSTMRef
 from seqpipe.config import compose, validate
 from seqpipe.errors import SeqpipeError
-from seqpipe.nets import CELLS, Encoder, detach_state, select_state
+from seqpipe.models.cells import GRURef, LSTMRef
+from seqpipe.models.nets import CELLS, Encoder, detach_state, select_state
 
 PAIRS = [(nn.LSTM, LSTMRef), (nn.GRU, GRURef)]
 B, T, E, H = 3, 7, 5, 4

@@ -91,7 +91,7 @@ def test_model_keys_are_what_conf_gives_and_what_the_networks_take():
     import inspect
 
     from seqpipe.config import MODEL_KEYS
-    from seqpipe.nets import Encoder, RecurrentLM, SequenceClassifier
+    from seqpipe.models.nets import Encoder, RecurrentLM, SequenceClassifier
 
     model = compose(config_dir=CONF).model
     assert set(model) == set(MODEL_KEYS)
@@ -113,7 +113,7 @@ def test_store_bounds_in_conf_match_the_command_line_defaults():
     conf/'s mlflow.timeout_s and mlflow.retries."""
     import inspect
 
-    from seqpipe.store import check_store
+    from seqpipe.tracking.store import check_store
 
     defaults = inspect.signature(check_store).parameters
     cfg = compose(config_dir=CONF)

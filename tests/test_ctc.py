@@ -16,8 +16,8 @@ import torch
 from conftest import CONF, working_dir
 
 from seqpipe.config import compose
-from seqpipe.ctc_decode import greedy, prefix_beam_search
 from seqpipe.tasks.ctc import CTCNet, collate, frames_needed
+from seqpipe.tasks.ctc_decode import greedy, prefix_beam_search
 
 
 def brute_force(logp: np.ndarray) -> dict[tuple[int, ...], float]:
@@ -199,7 +199,7 @@ def test_spec_augment_masks_bands_and_spans_of_train_clips_only():
 
 
 def test_snap_puts_each_word_onto_the_nearest_lexicon_word():
-    from seqpipe.ctc_decode import snap
+    from seqpipe.tasks.ctc_decode import snap
 
     lexicon = ["of", "ten", "hearts", "spades", "nine", "clubs"]  # most frequent first: it wins a tie
     assert snap("tin f siarts", lexicon) == "ten of hearts"

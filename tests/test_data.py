@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from seqpipe.data import ChunkDataset, StreamDataModule, batchify
+from seqpipe.data.streams import ChunkDataset, StreamDataModule, batchify
+from seqpipe.data.vocab import Vocab
 from seqpipe.errors import SeqpipeError
-from seqpipe.vocab import Vocab
 
 
 def test_chunks_continue_each_stream():

@@ -22,7 +22,7 @@ from conftest import CONF, tiny_overrides, working_dir, write_corpus, write_revi
 
 from seqpipe import evaluate, fetch, prepare, train
 from seqpipe.config import compose, write_params
-from seqpipe.data import StreamDataModule, batchify
+from seqpipe.data.streams import StreamDataModule, batchify
 from seqpipe.evaluate import load_checkpoint
 from seqpipe.tasks import prepared_meta
 

@@ -11,10 +11,10 @@ import pytest
 from conftest import CONF, models_serve, post_json, tiny_overrides, working_dir, write_corpus
 
 from seqpipe import cli, evaluate, fetch, prepare, register, train
+from seqpipe.cli.predict import generate
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
-from seqpipe.predict import generate
-from seqpipe.store import use_tracking_uri
+from seqpipe.tracking.store import use_tracking_uri
 
 pytestmark = pytest.mark.slow
 NAME = "seqpipe-text_file"

@@ -14,14 +14,14 @@ import torch
 from conftest import CONF, models_serve, post_json, run_pipeline, working_dir
 
 from seqpipe import cli, prepare
-from seqpipe.batching import pad_collate
 from seqpipe.config import compose
-from seqpipe.examples import ExampleDataset
-from seqpipe.inputs import fit_frames, frames_array
-from seqpipe.nets import SequenceClassifier
-from seqpipe.pyfunc import InputError
-from seqpipe.store import use_tracking_uri
+from seqpipe.data.batching import pad_collate
+from seqpipe.data.examples import ExampleDataset
+from seqpipe.data.inputs import fit_frames, frames_array
+from seqpipe.models.nets import SequenceClassifier
+from seqpipe.serving.pyfunc import InputError
 from seqpipe.tasks import get_task
+from seqpipe.tracking.store import use_tracking_uri
 
 
 def test_frames_array_accepts_numbers_and_refuses_the_rest():

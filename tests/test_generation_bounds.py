@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from seqpipe.cli import main
+from seqpipe.data.music import _vlq, midi_bytes, read_midi
+from seqpipe.data.sampling_bounds import SEED_MAX, TEMPERATURES, check_seed, check_temperature
 from seqpipe.errors import SeqpipeError
-from seqpipe.music import _vlq, midi_bytes, read_midi
-from seqpipe.pyfunc import LEGACY_LIMITS, InputError, SeqpipeModel, generation_params
-from seqpipe.sampling_bounds import SEED_MAX, TEMPERATURES, check_seed, check_temperature
+from seqpipe.serving.pyfunc import LEGACY_LIMITS, InputError, SeqpipeModel, generation_params
 from seqpipe.tasks.pianoroll import PianoRoll
 
 LIMITS = {**LEGACY_LIMITS, "max_input_tokens": 100, "max_total_tokens": 150, "max_new_tokens": 32,
@@ -209,7 +209,7 @@ def test_cli_refuses_sampling_values_outside_the_ranges(model: str, args: list[s
 def test_a_served_seq2seq_model_checks_sampling_values_as_the_others_do(params, message):
     from types import SimpleNamespace
 
-    from seqpipe.seq2seq_eval import decode_params
+    from seqpipe.tasks.seq2seq_eval import decode_params
 
     model = SimpleNamespace(decode={"beam_width": 2}, limits=LIMITS, meta={})
     with pytest.raises(InputError, match=re.escape(message)):

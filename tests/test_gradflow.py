@@ -1,6 +1,6 @@
-"""Gradient flow through time (seqpipe.gradflow): the profile is exact where it can be computed by hand, bounded where
-theory bounds it, leaves the network as it was, refuses networks it cannot measure, and the callback logs its plot and
-numbers to a real SQLite MLflow run without changing the training."""
+"""Gradient flow through time (seqpipe.models.gradflow): the profile is exact where it can be computed by hand,
+bounded where theory bounds it, leaves the network as it was, refuses networks it cannot measure, and the callback
+logs its plot and numbers to a real SQLite MLflow run without changing the training."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import torch
 from conftest import CONF, working_dir
 
 from seqpipe import fetch, prepare, train
-from seqpipe.attention import Seq2Seq
 from seqpipe.config import compose, validate
 from seqpipe.errors import SeqpipeError
-from seqpipe.gradflow import profile
-from seqpipe.nets import RecurrentLM
+from seqpipe.models.attention import Seq2Seq
+from seqpipe.models.gradflow import profile
+from seqpipe.models.nets import RecurrentLM
 from seqpipe.tasks import get_task
 
 REGRESS, LM = get_task("regress"), get_task("lm")

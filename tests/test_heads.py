@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqpipe.batching import pad_collate
-from seqpipe.nets import SequenceClassifier, SequenceTagger, reverse_padded
+from seqpipe.data.batching import pad_collate
+from seqpipe.models.nets import SequenceClassifier, SequenceTagger, reverse_padded
 
 CELLS = ["rnn", "gru", "lstm"]
 

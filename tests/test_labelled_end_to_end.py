@@ -15,10 +15,10 @@ from Bio.SeqRecord import SeqRecord
 from conftest import CONF, run_pipeline, working_dir, write_reviews
 
 from seqpipe import cli, fetch, prepare
+from seqpipe.cli.predict import generate
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
-from seqpipe.predict import generate
-from seqpipe.store import use_tracking_uri
+from seqpipe.tracking.store import use_tracking_uri
 
 pytestmark = pytest.mark.slow
 def write_genbank(path: Path, n: int = 6000, seed: int = 0) -> None:

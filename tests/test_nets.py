@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqpipe.nets import RecurrentLM, detach_state
+from seqpipe.models.nets import RecurrentLM, detach_state
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 
@@ -67,7 +67,7 @@ def test_unknown_cell_lists_allowed_values():
 
 
 def _generate(net, prompt, n, **kw):
-    from seqpipe.decoding import sample
+    from seqpipe.models.decoding import sample
 
     logits, state = net(prompt)
     return torch.stack([t for t, _ in sample(net.step, logits[:, -1], state, n, **kw)], 1)

@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seqpipe.data.music import check_steps, fit_range, from_roll, midi_bytes, pitches_of, read_midi, to_roll
 from seqpipe.errors import SeqpipeError
-from seqpipe.music import check_steps, fit_range, from_roll, midi_bytes, pitches_of, read_midi, to_roll
 from seqpipe.recipes.chorales import cached_parse, events_notes, events_text
 from seqpipe.recipes.chorales import fetch as fetch_chorales
 from seqpipe.tasks.pianoroll import FrameAccuracy, PianoRoll, collate, generate, shift
@@ -52,7 +52,7 @@ def test_midi_written_here_reads_back_exactly(tmp_path: Path, frame: float) -> N
 def test_midi_of_a_chorale_plays_in_music21(tmp_path: Path, chorale_cache: Path) -> None:
     import music21
 
-    from seqpipe.music import sample_notes
+    from seqpipe.data.music import sample_notes
 
     notes = fetch_chorales(cache_dir=str(chorale_cache), limit=12)[3]["notes"]
     path = tmp_path / "chorale.mid"
@@ -107,7 +107,7 @@ def test_request_primers_are_checked() -> None:
 
 
 def test_request_primers_are_counted_before_they_are_parsed() -> None:
-    from seqpipe.music import frame_count
+    from seqpipe.data.music import frame_count
 
     for primer in ([[60, 64], [], [62]], [], [[]]):
         assert frame_count(json.dumps(primer)) == len(primer) == frame_count(primer)

@@ -6,10 +6,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from seqpipe import fetch, prepare
+from seqpipe.data.text_tokens import CharTokenizer
+from seqpipe.data.vocab import BOS_ID, EOS_ID, Vocab
 from seqpipe.errors import SeqpipeError
 from seqpipe.prepare import split_documents
-from seqpipe.tokenize import CharTokenizer
-from seqpipe.vocab import BOS_ID, EOS_ID, Vocab
 
 
 def test_document_split_has_no_overlap_and_loses_nothing():
@@ -79,7 +79,7 @@ def test_array_path_for_characters_matches_the_token_path(min_freq, max_size):
 
     splits = {"train": [doc(300), doc(0), doc(50)], "val": [doc(40), doc(0)], "test": [{"text": "zzz ab"}]}
     p = OmegaConf.create({"min_freq": min_freq, "max_size": max_size,
-                          "tokenizer": {"_target_": "seqpipe.tokenize.CharTokenizer"}})
+                          "tokenizer": {"_target_": "seqpipe.data.text_tokens.CharTokenizer"}})
     fast_vocab, fast = prepare.encode_splits(splits, CharTokenizer(), p)
     slow_vocab, slow = prepare.encode_splits(splits, TokensOnly(), p)
     assert fast_vocab.itos == slow_vocab.itos

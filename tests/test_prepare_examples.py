@@ -5,8 +5,8 @@ from conftest import CONF
 
 from seqpipe import fetch, prepare
 from seqpipe.config import compose
+from seqpipe.data.examples import ExampleDataset
 from seqpipe.errors import SeqpipeError
-from seqpipe.examples import ExampleDataset
 from seqpipe.prepare import split_examples
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from seqpipe.pyfunc import DEFAULT_LIMITS, LEGACY_LIMITS, InputError, SeqpipeModel, generation_params
-from seqpipe.tokenize import CharTokenizer
+from seqpipe.data.text_tokens import CharTokenizer
+from seqpipe.serving.pyfunc import DEFAULT_LIMITS, LEGACY_LIMITS, InputError, SeqpipeModel, generation_params
 
 LIMITS = {**LEGACY_LIMITS, "max_rows": 3, "max_input_tokens": 10, "max_total_tokens": 20, "max_new_tokens": 50,
           "max_total_new_tokens": 100}
@@ -106,7 +106,7 @@ def test_an_internal_fault_is_answered_without_its_stack_trace():
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
 
-    from seqpipe import server_guard
+    from seqpipe.serving import guard as server_guard
 
     model = mlflow.pyfunc.load_model(str(OLD / "lm"))
     invocations = server_guard.guard(scoring_server.invocations, scoring_server.InvocationsResponse, 2_000)

@@ -14,10 +14,10 @@ from conftest import CONF, run_pipeline, tar_gz, working_dir
 
 from seqpipe import cli
 from seqpipe.config import compose, validate
+from seqpipe.data.vocab import BOS_ID, EOS_ID
 from seqpipe.errors import SeqpipeError
+from seqpipe.models.sampling import SUPPRESS, stream
 from seqpipe.recipes import sentiment, tweets
-from seqpipe.sampling import SUPPRESS, stream
-from seqpipe.vocab import BOS_ID, EOS_ID
 
 VERSION, MEMBER = "3.3.2", "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 RATINGS = {"1": -3.2, "2": -1.5, "3": 0.1, "4": 1.6, "5": 3.3}  # a mean rating inside each star's bin

@@ -15,14 +15,14 @@ import torch
 from conftest import CONF, run_pipeline, working_dir
 
 from seqpipe import cli
-from seqpipe.attention import Attention, Seq2Seq
 from seqpipe.config import compose, validate
-from seqpipe.decoding import beam_search, greedy, length_penalty, sample
+from seqpipe.data.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 from seqpipe.errors import SeqpipeError
+from seqpipe.models.attention import Attention, Seq2Seq
+from seqpipe.models.decoding import beam_search, greedy, length_penalty, sample
 from seqpipe.prepare import split_examples
-from seqpipe.seq2seq_eval import bleu, decode, edit_distance, error_rates
 from seqpipe.tasks.seq2seq import SUPPRESS, Seq2SeqTask, TeacherForcing, collate
-from seqpipe.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
+from seqpipe.tasks.seq2seq_eval import bleu, decode, edit_distance, error_rates
 
 V = 12  # ids 4..11 are tokens
 
@@ -307,7 +307,7 @@ def test_pairs_bad_inputs(pairs_model, capsys):
 
 def test_prepare_drops_long_pairs_and_keeps_groups_together(tmp_path, capsys):
     from seqpipe import fetch, prepare
-    from seqpipe.examples import ExampleDataset
+    from seqpipe.data.examples import ExampleDataset
 
     write_pairs(tmp_path / "pairs.tsv", n=200)
     cfg = compose(["recipe=pairs", f"recipe.fetch.path={tmp_path / 'pairs.tsv'}", "prepare.max_len=4",
@@ -330,10 +330,10 @@ def test_prepare_drops_long_pairs_and_keeps_groups_together(tmp_path, capsys):
 
 # --- the language model decodes through the same module -------------------------------------------------------------
 def test_language_model_beam_and_logprobs():
-    from seqpipe.nets import RecurrentLM
-    from seqpipe.sampling import beam, stream
-    from seqpipe.tokenize import CharTokenizer
-    from seqpipe.vocab import Vocab
+    from seqpipe.data.text_tokens import CharTokenizer
+    from seqpipe.data.vocab import Vocab
+    from seqpipe.models.nets import RecurrentLM
+    from seqpipe.models.sampling import beam, stream
 
     vocab, tok = Vocab(["<pad>", "<unk>", "<bos>", "<eos>", *"abcdefgh"]), CharTokenizer()
     torch.manual_seed(0)

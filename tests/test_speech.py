@@ -20,12 +20,12 @@ import pytest
 import soundfile as sf
 from conftest import CONF, run_pipeline
 
-from seqpipe import audio
-from seqpipe.audio import AudioError, clip_frames
 from seqpipe.config import compose
-from seqpipe.espeak import Synth, speak
+from seqpipe.data import audio
+from seqpipe.data.audio import AudioError, clip_frames
 from seqpipe.fetch import read_documents, write_documents
 from seqpipe.recipes import speech
+from seqpipe.recipes.espeak import Synth, speak
 
 REAL = Path("/usr/share/pocketsphinx/test/data")
 SPEC = dict(compose(["recipe=speech"], config_dir=CONF).recipe.audio)  # the recipe's front end, from conf/
@@ -181,7 +181,7 @@ def test_mixing_reaches_the_asked_snr():
 
 def test_another_espeak_release_is_refused():
     from seqpipe.errors import SeqpipeError
-    from seqpipe.espeak import check_version
+    from seqpipe.recipes.espeak import check_version
 
     check_version("0.2.4")
     with pytest.raises(SeqpipeError, match=r"espeakng-loader 0\.2\.4 is installed but the recipe pins 9\.9\.9 .*"
@@ -252,7 +252,7 @@ def test_speech_model_learns_and_transcribes_audio(speech_model, said, tmp_path)
                                       base64.b64encode(silent.read_bytes()).decode()]})
     answer = model.predict(request, params={"n_best": 3})
     assert answer["text"].iloc[0] == answer["text"].iloc[1]  # the same words at 16 kHz mono and 48 kHz stereo
-    from seqpipe.seq2seq_eval import edit_distance
+    from seqpipe.tasks.seq2seq_eval import edit_distance
 
     assert edit_distance(list(answer["text"].iloc[0]), list(SAID)) <= 4, answer["text"].iloc[0]  # of 14 characters
     assert answer["text"].iloc[2] == "" and answer["score"].iloc[2] == 0.0

@@ -12,9 +12,9 @@ import mlflow
 import pytest
 from conftest import CONF, working_dir
 
-from seqpipe import study
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
+from seqpipe.experiments import study
 
 
 def tiny(root: Path, *extra: str) -> list[str]:

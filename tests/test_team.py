@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 
 from seqpipe import cli, evaluate, fetch, prepare, register, train
 from seqpipe.config import compose
-from seqpipe.store import use_tracking_uri
-from seqpipe.tracking import flatten
+from seqpipe.tracking.runs import flatten
+from seqpipe.tracking.store import use_tracking_uri
 
 pytestmark = pytest.mark.slow
 NAME = "seqpipe-text_file"

@@ -1,4 +1,4 @@
-"""seqpipe.text_tokens was seqpipe/tokenize.py, which shadowed the standard library's tokenize: no module of the
+"""seqpipe.data.text_tokens was seqpipe/tokenize.py, which shadowed the standard library's tokenize: no module of the
 package has a standard library name, and the old name still loads what was saved under it."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pandas as pd
 from conftest import ROOT
 from hydra.utils import instantiate
 
-from seqpipe import text_tokens
-from seqpipe.tracking import data_digest
-from seqpipe.vocab import Vocab
+from seqpipe.data import text_tokens
+from seqpipe.data.vocab import Vocab
+from seqpipe.tracking.runs import data_digest
 
 PACKAGE = ROOT / "src" / "seqpipe"
 OLD_MODELS = Path(__file__).parent / "data" / "models-0.1"
@@ -59,9 +59,9 @@ def test_data_prepared_before_and_after_the_rename_has_one_digest(tmp_path):
     (tmp_path / "train.npy").write_bytes(b"ids")
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
     before = data_digest(tmp_path)
-    vocab["tokenizer"]["_target_"] = "seqpipe.text_tokens.CharTokenizer"
+    vocab["tokenizer"]["_target_"] = "seqpipe.data.text_tokens.CharTokenizer"
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
     assert data_digest(tmp_path) == before
-    vocab["tokenizer"]["_target_"] = "seqpipe.text_tokens.WordTokenizer"  # another tokenizer is other data
+    vocab["tokenizer"]["_target_"] = "seqpipe.data.text_tokens.WordTokenizer"  # another tokenizer is other data
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
     assert data_digest(tmp_path) != before

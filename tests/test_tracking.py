@@ -10,8 +10,8 @@ from conftest import CONF, free_port
 
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
-from seqpipe.store import check_store, shown_uri
-from seqpipe.tracking import data_digest, git_state, run_name
+from seqpipe.tracking.runs import data_digest, git_state, run_name
+from seqpipe.tracking.store import check_store, shown_uri
 
 
 def test_a_port_where_nothing_listens_is_reported_within_seconds():

@@ -19,7 +19,7 @@ from conftest import CONF, free_port, tiny_overrides, write_corpus
 from seqpipe import fetch, prepare
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
-from seqpipe.tune import check_space, space_items
+from seqpipe.experiments.tune import check_space, space_items
 
 SEQPIPE = str(Path(sys.executable).parent / "seqpipe")
 RAY = str(Path(sys.executable).parent / "ray")

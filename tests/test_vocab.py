@@ -2,8 +2,8 @@ from collections import Counter
 
 import numpy as np
 
-from seqpipe.tokenize import CharTokenizer, load_tokenizer
-from seqpipe.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Vocab
+from seqpipe.data.text_tokens import CharTokenizer, load_tokenizer
+from seqpipe.data.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Vocab
 
 
 def test_special_ids_are_stable():

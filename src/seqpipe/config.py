@@ -13,7 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from seqpipe.errors import SeqpipeError
 
 # nets.CELLS's names, repeated so that checking a config never loads torch (tests/test_cells.py keeps them equal);
-# the _ref cells are written out gate by gate (seqpipe.cells) and cannot read packed sequences
+# the _ref cells are written out gate by gate (seqpipe.models.cells) and cannot read packed sequences
 REF_CELLS = ("lstm_ref", "gru_ref")
 CELLS = ("rnn", "gru", "lstm", *REF_CELLS)
 NONLINEARITIES = ("tanh", "relu")
@@ -255,7 +255,7 @@ def check_trainer(t: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on, with messages that name the key and the allowed values."""
     m = cfg.model
-    from seqpipe.inputs import KINDS
+    from seqpipe.data.inputs import KINDS
     from seqpipe.tasks import NAMES, get_task
 
     if missing := sorted(OmegaConf.missing_keys(cfg)):  # `???` in conf/: a value the user must give
@@ -281,7 +281,7 @@ def validate(cfg: DictConfig) -> None:
         raise SeqpipeError(f"train.gradient_flow={cfg.train.gradient_flow!r} must be true or false")
     _positive(cfg, "train.gradient_flow_every")
     check_trainer(cfg.trainer)
-    if cfg.train.gradient_flow and m.bidirectional:  # the rest is checked when training starts (seqpipe.gradflow)
+    if cfg.train.gradient_flow and m.bidirectional:  # the rest is checked as training starts (models.gradflow)
         raise SeqpipeError("train.gradient_flow=true measures the gradient that travels back through time from a "
                            "sequence's last step, and a bidirectional encoder's backward direction reads from that "
                            "end: set model.bidirectional=false (or train.gradient_flow=false)")

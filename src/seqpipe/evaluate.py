@@ -14,12 +14,12 @@ import mlflow
 from mlflow.entities import Metric
 from omegaconf import DictConfig
 
-from seqpipe import provenance
 from seqpipe.atomic import atomic_path, write_json
+from seqpipe.data import provenance
 from seqpipe.errors import SeqpipeError
-from seqpipe.module import SeqModule
-from seqpipe.store import connect, require_run
+from seqpipe.models.lightning import SeqModule
 from seqpipe.tasks import get_task, prepared_meta
+from seqpipe.tracking.store import connect, require_run
 from seqpipe.train import build_datamodule
 
 

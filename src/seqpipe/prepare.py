@@ -11,13 +11,13 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from seqpipe import provenance
 from seqpipe.atomic import write_json
+from seqpipe.data import provenance
+from seqpipe.data.vocab import BOS, BOS_ID, EOS, EOS_ID, SPECIALS, UNK_ID, Vocab
 from seqpipe.errors import SeqpipeError
 from seqpipe.fetch import read_documents
 from seqpipe.recipes import Document
 from seqpipe.tasks import META, get_task
-from seqpipe.vocab import BOS, BOS_ID, EOS, EOS_ID, SPECIALS, UNK_ID, Vocab
 
 SPLITS = ("train", "val", "test")
 

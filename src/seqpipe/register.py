@@ -22,10 +22,10 @@ import seqpipe
 from seqpipe.atomic import write_json
 from seqpipe.errors import SeqpipeError
 from seqpipe.evaluate import load_checkpoint, read_train_result
-from seqpipe.pyfunc import SeqpipeModel
-from seqpipe.store import connect, require_run
+from seqpipe.serving.pyfunc import SeqpipeModel
 from seqpipe.tasks import get_task
-from seqpipe.tracking import run_name
+from seqpipe.tracking.runs import run_name
+from seqpipe.tracking.store import connect, require_run
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 LOSS = "test/loss"     # the champion criterion, every task; the same name in metrics.json, MLflow and here

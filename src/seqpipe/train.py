@@ -23,15 +23,15 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from seqpipe import provenance
 from seqpipe.atomic import write_json, write_text
 from seqpipe.config import check_devices, validate
+from seqpipe.data import provenance
 from seqpipe.errors import SeqpipeError
-from seqpipe.gradflow import GradientFlow
-from seqpipe.module import SeqModule
-from seqpipe.store import connect, env_unchanged, run_exists, shown_uri
+from seqpipe.models.gradflow import GradientFlow
+from seqpipe.models.lightning import SeqModule
 from seqpipe.tasks import get_task, prepared_meta
-from seqpipe.tracking import create_run, data_digest, ended_if_failed, flatten
+from seqpipe.tracking.runs import create_run, data_digest, ended_if_failed, flatten
+from seqpipe.tracking.store import connect, env_unchanged, run_exists, shown_uri
 
 
 def build_datamodule(cfg: DictConfig, meta: dict) -> L.LightningDataModule:

@@ -46,7 +46,7 @@ def parse(frame: float, limit: int | None = None) -> list[dict]:
     in Riemenschneider order (`tonic`: the analysed key's tonic as a pitch class, C = 0)."""
     from music21 import corpus
 
-    from seqpipe.music import sample_notes
+    from seqpipe.data.music import sample_notes
 
     total = min(limit or TOTAL, TOTAL)
     rows = []

@@ -1,6 +1,6 @@
 """Recipe `speech`: spoken digit strings, playing cards and robot commands, synthesised offline with eSpeak NG
-(seqpipe.espeak) in many voices, rates and pitches, with small speed and gain changes and background noise at
-several SNRs, then turned into log-mel frames (seqpipe.audio). The sentences follow the grammars of CMU Sphinx's
+(seqpipe.recipes.espeak) in many voices, rates and pitches, with small speed and gain changes and background noise at
+several SNRs, then turned into log-mel frames (seqpipe.data.audio). The sentences follow the grammars of CMU Sphinx's
 test recordings (TIDIGITS-like digit strings, the `cards` and `goforward` grammars), so a model trained here can
 also be scored on those real recordings (`real_speech`, evaluation only). Whole voices are held out for the test
 split: its score is on speakers the model never heard. Every test sentence is heard in every noise condition
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from seqpipe.audio import log_mel, resample
+from seqpipe.data.audio import log_mel, resample
 from seqpipe.errors import SeqpipeError
-from seqpipe.espeak import check_version, speak
 from seqpipe.recipes import Document
+from seqpipe.recipes.espeak import check_version, speak
 
 DIGITS = ["zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 RANKS = ["ace", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "jack", "queen", "king",

@@ -60,7 +60,7 @@ class Task:
                                f"task={self.name} has independent sequences: set train.carry_state=false")
 
     def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
-        from seqpipe.prepare_examples import prepare_examples
+        from seqpipe.data.prepare_examples import prepare_examples
 
         return prepare_examples(cfg, self, docs, raw_file)
 
@@ -73,7 +73,7 @@ class Task:
         """What serving needs to know about targets (labels, a size), from the configured or found labels."""
         from collections import Counter
 
-        from seqpipe.prepare_examples import label_set
+        from seqpipe.data.prepare_examples import label_set
 
         return {"labels": label_set(cfg, Counter(d[self.key] for d in docs))}  # type: ignore[literal-required]
 
@@ -95,7 +95,7 @@ class Task:
         return []
 
     def datamodule(self, cfg: DictConfig, meta: dict) -> LightningDataModule:
-        from seqpipe.examples import ExampleDataModule
+        from seqpipe.data.examples import ExampleDataModule
 
         d = cfg.data
         return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
@@ -108,7 +108,7 @@ class Task:
         raise NotImplementedError
 
     def final_step_only(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The batch with its loss counted at each sequence's last step only (seqpipe.gradflow: the gradient that
+        """The batch with its loss counted at each sequence's last step only (seqpipe.models.gradflow: the gradient that
         reaches step t then travelled back from the end). A many-to-one task's loss already is."""
         return batch
 
@@ -177,7 +177,7 @@ def read_meta(prepared_dir: str | Path) -> dict:
         raise SeqpipeError(f"{path} not found: run the prepare stage first (`dvc repro prepare`)")
     meta = json.loads(path.read_text())
     if meta["inputs"]["kind"] == "tokens":  # the size of the vocabulary the data module will read, not a copy of it
-        from seqpipe.vocab import Vocab, prepared_vocab
+        from seqpipe.data.vocab import Vocab, prepared_vocab
 
         meta["inputs"]["vocab_size"] = len(Vocab.load(prepared_vocab(prepared_dir)))
     return meta

@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from seqpipe.data.vocab import IGNORE_INDEX
 from seqpipe.recipes import Document
 from seqpipe.tasks import Step, Task
-from seqpipe.vocab import IGNORE_INDEX
 
 
 class Classify(Task):
     name = "classify"
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.nets import SequenceClassifier
+        from seqpipe.models.nets import SequenceClassifier
 
         model = {k: v for k, v in model.items() if k != "tie_weights"}
         return SequenceClassifier(meta["inputs"], len(meta["target"]["labels"]), **model)
@@ -40,7 +40,7 @@ class Classify(Task):
                 "f1": MulticlassF1Score(n, average="macro", ignore_index=IGNORE_INDEX)}
 
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
-        from seqpipe.evaluate_labels import evaluate_labels
+        from seqpipe.tasks.classify_eval import evaluate_labels
 
         return evaluate_labels(module, dm, out_dir)
 
@@ -48,7 +48,7 @@ class Classify(Task):
         return {"label": ["x"]}
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.pyfunc import WHO, example_input, infer
+        from seqpipe.serving.pyfunc import WHO, example_input, infer
 
         example = example_input(cfg, meta, self)
         tokens = meta["inputs"]["kind"] == "tokens"
@@ -82,7 +82,7 @@ class Tag(Classify):
     def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
         from collections import Counter
 
-        from seqpipe.prepare_examples import label_set
+        from seqpipe.data.prepare_examples import label_set
 
         return {"labels": label_set(cfg, Counter(tag for d in docs for tag in d["tags"])), "per_step": True}
 
@@ -91,7 +91,7 @@ class Tag(Classify):
         return [index[t] for t in doc["tags"]]
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.nets import SequenceTagger
+        from seqpipe.models.nets import SequenceTagger
 
         model = {k: v for k, v in model.items() if k not in ("tie_weights", "pooling")}
         return SequenceTagger(meta["inputs"], len(meta["target"]["labels"]), **model)

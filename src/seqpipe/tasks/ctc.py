@@ -2,7 +2,7 @@
 over the frames, optionally stacked and subsampled (`ctc.stack`), gives log-probabilities over blank and the
 alphabet at every step; the loss sums over all alignments (connectionist temporal classification, Graves et al.
 2006). The alphabet (characters, or words with ctc.unit=word) is fitted on the train split; blank is index 0. At
-test the outputs are decoded greedily and by prefix beam search (seqpipe.ctc_decode) and scored with the character
+test the outputs are decoded greedily and by prefix beam search (seqpipe.tasks.ctc_decode) and scored with the character
 and word error rates; the served model transcribes a `frames` column into `text` with a `score`."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class CTCNet(nn.Module):
 
     def __init__(self, inputs: dict, num_classes: int, stack: int = 1, **encoder: object):
         super().__init__()
-        from seqpipe.nets import SequenceTagger
+        from seqpipe.models.nets import SequenceTagger
 
         self.stack = stack
         # the stacked frame is k frames side by side: their standardisation is the frame's, k times over
@@ -179,7 +179,7 @@ class CTC(Task):
         return {**model, "stack": int(cfg.ctc.stack)}
 
     def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
-        from seqpipe.examples import ExampleDataModule
+        from seqpipe.data.examples import ExampleDataModule
 
         if meta["target"]["stack"] != cfg.ctc.stack:  # prepare kept the examples with frames enough for its stack
             raise SeqpipeError(f"{cfg.paths.prepared} was prepared with ctc.stack={meta['target']['stack']}, but the "
@@ -205,7 +205,7 @@ class CTC(Task):
 
     # --- test and serving ---------------------------------------------------------------------------------------------
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
-        from seqpipe.ctc_eval import evaluate
+        from seqpipe.tasks.ctc_eval import evaluate
 
         return evaluate(cfg, module, dm, out_dir, self.text(dm.meta))
 
@@ -216,14 +216,14 @@ class CTC(Task):
         return lambda ids: sep.join(tokens[i] for i in ids)
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.pyfunc import WHO, example_input, infer
+        from seqpipe.serving.pyfunc import WHO, example_input, infer
 
         example = example_input(cfg, meta, self)
         return infer(example, pd.DataFrame({"text": ["x"], "score": [-0.5], **WHO}), params=PARAMS), example
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.ctc_decode import greedy, prefix_beam_search, snap
-        from seqpipe.pyfunc import InputError
+        from seqpipe.serving.pyfunc import InputError
+        from seqpipe.tasks.ctc_decode import greedy, prefix_beam_search, snap
 
         p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
         if unknown := sorted(set(p) - set(PARAMS)):

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from seqpipe.atomic import atomic_path, write_json, write_text
+from seqpipe.data.vocab import IGNORE_INDEX, UNK_ID
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
 from seqpipe.tasks import META, Step, Task, test_scores
-from seqpipe.vocab import IGNORE_INDEX, UNK_ID
 
 
 class LanguageModelling(Task):
@@ -65,13 +65,13 @@ class LanguageModelling(Task):
         return stats
 
     def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
-        from seqpipe.data import StreamDataModule
+        from seqpipe.data.streams import StreamDataModule
 
         d = cfg.data
         return StreamDataModule(cfg.paths.prepared, d.batch_size, d.bptt, d.eval_batch_size, d.num_workers)
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.nets import RecurrentLM
+        from seqpipe.models.nets import RecurrentLM
 
         model = {k: v for k, v in model.items() if k != "pooling"}
         return RecurrentLM(meta["inputs"]["vocab_size"], **model)
@@ -95,8 +95,8 @@ class LanguageModelling(Task):
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
         """Test loss in nats, bits and perplexity per token (per character at character level), and a sample."""
 
-        from seqpipe.sampling import complete
-        from seqpipe.tokenize import load_tokenizer
+        from seqpipe.data.text_tokens import load_tokenizer
+        from seqpipe.models.sampling import complete
 
         scores = test_scores(cfg, module, dm)
         loss = float(scores["test/loss"])
@@ -108,13 +108,13 @@ class LanguageModelling(Task):
         return {"test/loss": loss, **self.loss_metrics("test", loss)}
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.pyfunc import PARAMS, WHO, infer
+        from seqpipe.serving.pyfunc import PARAMS, WHO, infer
 
         example = pd.DataFrame({"prompt": [cfg.evaluate.prompt]})
         return infer(example, pd.DataFrame({"text": ["generated text"], **WHO}), params=PARAMS), example
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.pyfunc import generation_params, texts_from
+        from seqpipe.serving.pyfunc import generation_params, texts_from
 
         texts = texts_from(model_input, self.column)
         p = generation_params(params, model.limits)

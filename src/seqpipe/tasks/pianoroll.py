@@ -24,8 +24,8 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torchmetrics import Metric
 
+from seqpipe.data.music import Notes, check_steps, fit_range, from_roll, midi_bytes, pitches_of, plot_roll, to_roll
 from seqpipe.errors import SeqpipeError
-from seqpipe.music import Notes, check_steps, fit_range, from_roll, midi_bytes, pitches_of, plot_roll, to_roll
 from seqpipe.recipes import Document
 from seqpipe.tasks import META, Step, Task, test_scores
 
@@ -98,7 +98,7 @@ class PianoRoll(Task):
 
     def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
         from seqpipe.atomic import atomic_path, write_json
-        from seqpipe.examples import save_examples
+        from seqpipe.data.examples import save_examples
         from seqpipe.prepare import SPLITS, split_examples
 
         p, r = cfg.prepare, cfg.pianoroll
@@ -144,7 +144,7 @@ class PianoRoll(Task):
         return stats
 
     def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
-        from seqpipe.examples import ExampleDataModule
+        from seqpipe.data.examples import ExampleDataModule
 
         d = cfg.data
         return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
@@ -153,7 +153,7 @@ class PianoRoll(Task):
                                                        rng=np.random.default_rng(cfg.seed)))
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.nets import SequenceTagger
+        from seqpipe.models.nets import SequenceTagger
 
         model = {k: v for k, v in model.items() if k not in ("tie_weights", "pooling")}
         return SequenceTagger(meta["inputs"], meta["inputs"]["features"], **model)
@@ -202,15 +202,15 @@ class PianoRoll(Task):
         return {"test/loss": loss, **self.loss_metrics("test", loss), "test/frame_acc": float(scores["test/frame_acc"])}
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.pyfunc import WHO, infer
+        from seqpipe.serving.pyfunc import WHO, infer
 
         example = pd.DataFrame({"primer": [json.dumps([[60, 64, 67]])]})
         return infer(example, pd.DataFrame({"notes": ["[[60, 64, 67]]"], "midi_base64": ["TVRoZA=="], **WHO}),
                      params=PARAMS), example
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.music import frame_count
-        from seqpipe.pyfunc import InputError, column_values
+        from seqpipe.data.music import frame_count
+        from seqpipe.serving.pyfunc import InputError, column_values
 
         p = music_params(params, model.limits)
         values = column_values(model_input, self.column, model.limits)
@@ -243,8 +243,8 @@ class PianoRoll(Task):
 def music_params(params: dict | None, limits: dict) -> dict:
     """The served model's params with defaults, checked (steps within the model's limit; temperature and seed
     within the ranges sampling is defined on)."""
-    from seqpipe.pyfunc import InputError
-    from seqpipe.sampling_bounds import check_seed, check_temperature
+    from seqpipe.data.sampling_bounds import check_seed, check_temperature
+    from seqpipe.serving.pyfunc import InputError
 
     p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
     if unknown := sorted(set(p) - set(PARAMS)):
@@ -265,7 +265,7 @@ def generate(net: torch.nn.Module, target: dict, primer: Notes, steps: int, temp
              seed: int = -1) -> Notes:
     """The primer (frames of MIDI pitches, may be empty) followed by `steps` sampled frames: each pitch on with
     probability sigmoid(logit / temperature); temperature 0 turns on every pitch with p > 0.5."""
-    from seqpipe.decoding import generator
+    from seqpipe.models.decoding import generator
 
     low, high = target["low"], target["high"]
     gen = generator(seed, next(net.parameters()).device)

@@ -45,7 +45,7 @@ class Regress(Task):
         return float(value)
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.nets import SequenceClassifier
+        from seqpipe.models.nets import SequenceClassifier
 
         model = {k: v for k, v in model.items() if k != "tie_weights"}
         return SequenceClassifier(meta["inputs"], 1, **model)  # one output: the value
@@ -60,7 +60,7 @@ class Regress(Task):
 
     @torch.no_grad()
     def predictions(self, module, dm, split: str) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
-        from seqpipe.batching import pad_collate
+        from seqpipe.data.batching import pad_collate
 
         dm.setup("test")
         ds, net = dm.splits[split], module.net.eval()
@@ -85,7 +85,7 @@ class Regress(Task):
                 "test/mean_baseline_loss": float(((target - mean) ** 2).mean())}
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.pyfunc import WHO, example_input, infer
+        from seqpipe.serving.pyfunc import WHO, example_input, infer
 
         example = example_input(cfg, meta, self)
         return infer(example, pd.DataFrame({"prediction": [0.5], **WHO})), example

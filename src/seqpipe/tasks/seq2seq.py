@@ -1,5 +1,5 @@
-"""Sequence to sequence (Tx != Ty): an encoder-decoder with attention (seqpipe.attention) reads a token sequence and
-writes another of its own length: spelling -> pronunciation (g2p), a written date -> ISO 8601, English -> Spanish.
+"""Sequence to sequence (Tx != Ty): an encoder-decoder with attention (seqpipe.models.attention) reads a token sequence
+and writes another of its own length: spelling -> pronunciation (g2p), a written date -> ISO 8601, English -> Spanish.
 Teacher-forced cross-entropy while training (with an optional scheduled teacher-forcing ratio); at test the
 outputs are decoded (beam search, or greedy) and scored against every reference of their input: exact match, token
 error rate (edit distance; the phoneme error rate in g2p), sequence error rate (the word error rate in g2p) and
@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 
+from seqpipe.data.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, UNK_ID, Vocab
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
 from seqpipe.tasks import Step, Task
-from seqpipe.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, UNK_ID, Vocab
 
 SUPPRESS = (PAD_ID, UNK_ID, BOS_ID)  # never decoded: an output is made of known tokens and ends with <eos>
 
@@ -65,7 +65,7 @@ class Seq2SeqTask(Task):
 
     def check(self, cfg: DictConfig) -> None:
         super().check(cfg)
-        from seqpipe.attention import ATTENTIONS
+        from seqpipe.models.attention import ATTENTIONS
 
         s, e = cfg.seq2seq, cfg.evaluate
         if s.attention not in ATTENTIONS:
@@ -132,14 +132,14 @@ class Seq2SeqTask(Task):
                                else float(s.teacher_forcing_end))]
 
     def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
-        from seqpipe.examples import ExampleDataModule
+        from seqpipe.data.examples import ExampleDataModule
 
         d = cfg.data
         return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
                                  cfg.seed, d.bucket_factor, collate=collate)
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.attention import Seq2Seq
+        from seqpipe.models.attention import Seq2Seq
 
         return Seq2Seq(meta["inputs"], len(meta["target"]["tokens"]), **model)
 
@@ -158,13 +158,13 @@ class Seq2SeqTask(Task):
 
     # --- test and serving ----------------------------------------------------------------------------------------
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
-        from seqpipe.seq2seq_eval import evaluate_seq2seq
+        from seqpipe.tasks.seq2seq_eval import evaluate_seq2seq
 
         return evaluate_seq2seq(cfg, module, dm, out_dir)
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.pyfunc import WHO, infer
-        from seqpipe.seq2seq_eval import DECODE_PARAMS
+        from seqpipe.serving.pyfunc import WHO, infer
+        from seqpipe.tasks.seq2seq_eval import DECODE_PARAMS
 
         example = pd.DataFrame({"text": [cfg.evaluate.prompt]})
         output = pd.DataFrame({"output": ["x"], "score": [-0.5], "complete": [True], "unk_fraction": [0.0],
@@ -172,6 +172,6 @@ class Seq2SeqTask(Task):
         return infer(example, output, params=DECODE_PARAMS), example
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.seq2seq_eval import serve
+        from seqpipe.tasks.seq2seq_eval import serve
 
         return serve(model, model_input, params)

@@ -1,5 +1,5 @@
-"""Text in, text out for a language model: encode a prompt, decode with seqpipe.decoding (sampling, greedy or beam
-search), detokenize. Shared by evaluate, `seqpipe generate` (which prints the text as it comes) and the served
+"""Text in, text out for a language model: encode a prompt, decode with seqpipe.models.decoding (sampling, greedy or
+beam search), detokenize. Shared by evaluate, `seqpipe generate` (which prints the text as it comes) and the served
 model."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import torch
 
-from seqpipe.decoding import beam_search, generator, sample
-from seqpipe.nets import RecurrentLM, State, select_state
-from seqpipe.tokenize import CharTokenizer
-from seqpipe.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab
+from seqpipe.data.text_tokens import CharTokenizer
+from seqpipe.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab
+from seqpipe.models.decoding import beam_search, generator, sample
+from seqpipe.models.nets import RecurrentLM, State, select_state
 
 SUPPRESS = (PAD_ID, UNK_ID, BOS_ID)  # never generated
 # How a fresh state reads the start of a document: in the training streams every document but the first follows the

@@ -18,7 +18,7 @@ from seqpipe.tasks import test_scores
 
 def error_rates_of(hyps: list[str], refs: list[str]) -> dict[str, float]:
     """CER, WER and exact match of transcripts against one reference each."""
-    from seqpipe.seq2seq_eval import error_rates
+    from seqpipe.tasks.seq2seq_eval import error_rates
 
     chars = error_rates([list(h) for h in hyps], [[list(r)] for r in refs])
     words = error_rates([h.split() for h in hyps], [[r.split()] for r in refs])
@@ -30,7 +30,7 @@ def evaluate(cfg: DictConfig, module, dm, out_dir: Path, text) -> dict:  # noqa:
     match overall, onto the lexicon and per source (the speech recipe's noise conditions); predictions.tsv; and the
     real recordings of evaluate.real_speech. `text`: ids -> the output string."""
     from seqpipe.atomic import write_text
-    from seqpipe.ctc_decode import decode, snap
+    from seqpipe.tasks.ctc_decode import decode, snap
 
     scores = test_scores(cfg, module, dm)
     ds, net = dm.splits["test"], module.net.cpu().eval()
@@ -70,9 +70,9 @@ def real_speech(cfg: DictConfig, meta: dict, net, width: int, out_dir: Path, tex
     """Real recordings (evaluate.real_speech: CMU Sphinx's test data) transcribed through the served model's
     audio front end and scored apart as real/*, never trained on; real_predictions.tsv lists them."""
     from seqpipe.atomic import write_text
-    from seqpipe.audio import clip_frames
-    from seqpipe.ctc_decode import decode, snap
+    from seqpipe.data.audio import clip_frames
     from seqpipe.recipes.speech import real_speech
+    from seqpipe.tasks.ctc_decode import decode, snap
 
     spec = meta["inputs"].get("audio")
     if not spec:

@@ -12,7 +12,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 
 from seqpipe.errors import SeqpipeError
-from seqpipe.nets import State, detach_state
+from seqpipe.models.nets import State, detach_state
 from seqpipe.tasks import get_task
 
 STAGES = ("train", "val", "test")

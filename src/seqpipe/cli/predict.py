@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from seqpipe.errors import SeqpipeError
-from seqpipe.store import shown_uri
+from seqpipe.tracking.store import shown_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,7 +74,7 @@ def load_model(model_uri: str, tracking_uri: str, generates: bool) -> object:
     missing model."""
     import mlflow
 
-    from seqpipe.store import check_model_files, check_store, use_tracking_uri
+    from seqpipe.tracking.store import check_model_files, check_store, use_tracking_uri
 
     if "://" in model_uri or model_uri.startswith(("models:/", "runs:/")):
         check_store(tracking_uri, must_exist=True)
@@ -175,7 +175,7 @@ def clips_request(clips: list, served: object) -> pd.DataFrame:
     no file is passed on as it is (base64 text from a CSV), for the model to read or refuse."""
     import pandas as pd
 
-    from seqpipe.audio import AudioError, open_file
+    from seqpipe.data.audio import AudioError, open_file
 
     spec, limits = served.audio, served.limits  # type: ignore[attr-defined]
     samples, rates = [], []
@@ -215,7 +215,7 @@ def predict_file(model: object, input_path: Path, output_path: Path, column: str
     from tqdm import tqdm
 
     from seqpipe.atomic import atomic_path
-    from seqpipe.pyfunc import InputError
+    from seqpipe.serving.pyfunc import InputError
 
     served = model.unwrap_python_model()  # type: ignore[attr-defined]
     if served.audio and column == "audio":

@@ -82,7 +82,7 @@ class Synth:
 def speak(requests: list[tuple[str, str, int, int]], chunk: int = 500, workers: int = 2,
           progress: object = None) -> tuple[list[np.ndarray], int]:
     """Each (text, voice, rate, pitch) spoken, and the sample rate. Every `chunk` requests run in a fresh Python
-    process (`python -m seqpipe.espeak`: espeak's state carries over between utterances and survives
+    process (`python -m seqpipe.recipes.espeak`: espeak's state carries over between utterances and survives
     re-initialisation), `workers` at a time, so the same requests give the same samples on every run; `progress`
     (a tqdm bar) is advanced per chunk."""
     import pickle
@@ -91,7 +91,7 @@ def speak(requests: list[tuple[str, str, int, int]], chunk: int = 500, workers: 
     from concurrent.futures import ThreadPoolExecutor
 
     def run(part: list) -> tuple[list[np.ndarray], int]:
-        done = subprocess.run([sys.executable, "-m", "seqpipe.espeak"], input=pickle.dumps(part),
+        done = subprocess.run([sys.executable, "-m", "seqpipe.recipes.espeak"], input=pickle.dumps(part),
                               capture_output=True, check=False)
         if done.returncode != 0:
             message = done.stderr.decode(errors="replace").strip().splitlines()

@@ -160,7 +160,7 @@ def sweep_dirs(storage: Path) -> list[Path]:
 
 
 def _absolute_uri(uri: str) -> str:
-    from seqpipe.store import sqlite_path
+    from seqpipe.tracking.store import sqlite_path
 
     return f"sqlite:///{sqlite_path(uri).resolve()}" if uri.startswith("sqlite:///") else uri
 
@@ -214,8 +214,8 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
     import mlflow
     from ray import tune
 
-    from seqpipe.store import connect
-    from seqpipe.tracking import create_run, data_digest
+    from seqpipe.tracking.runs import create_run, data_digest
+    from seqpipe.tracking.store import connect
 
     uri = connect(cfg)
     with open_dict(cfg):
@@ -241,7 +241,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
     sweep_dir = storage / name
     sweep = {"root": os.getcwd(), "dir": str(sweep_dir), "name": name, "parent": parent,
              "cpus": cfg.tune.cpus_per_trial}
-    from seqpipe.trial import trainable
+    from seqpipe.experiments.trial import trainable
 
     trial = tune.with_resources(trainable(OmegaConf.to_container(cfg), sweep),
                                 {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})

@@ -71,6 +71,6 @@ def decode(logp: np.ndarray, width: int) -> tuple[list[int], float]:
 def snap(text: str, lexicon: list[str]) -> str:
     """Each word of `text` replaced by the lexicon word nearest to it in edit distance (the earlier word of the
     lexicon, which is sorted by train frequency, on a tie): 'tin f siarts' -> 'ten of hearts'."""
-    from seqpipe.seq2seq_eval import edit_distance
+    from seqpipe.tasks.seq2seq_eval import edit_distance
 
     return " ".join(w if w in lexicon else min(lexicon, key=lambda v: edit_distance(w, v)) for w in text.split())

@@ -14,11 +14,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqpipe.cells import GRURef, LSTMRef
-from seqpipe.vocab import PAD_ID
+from seqpipe.data.vocab import PAD_ID
+from seqpipe.models.cells import GRURef, LSTMRef
 
 State = Tensor | tuple[Tensor, Tensor] | None
-# torch's fused cells, and the reference cells written out gate by gate (seqpipe.cells: teaching, diagnostics)
+# torch's fused cells, and the reference cells written out gate by gate (seqpipe.models.cells: teaching, diagnostics)
 CELLS: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM, "lstm_ref": LSTMRef,
                                      "gru_ref": GRURef}
 POOLINGS = ("last", "mean", "max")
@@ -101,7 +101,7 @@ class Encoder(nn.Module):
         self.embedding = input_layer(inputs, embedding_dim)
         self.drop = nn.Dropout(dropout)
         self.bidirectional, self.packed = bidirectional, packed
-        # A list to collect the hidden state after every step (gradient-flow diagnostics, seqpipe.gradflow): the
+        # A list to collect the hidden state after every step (gradient-flow diagnostics, seqpipe.models.gradflow): the
         # layers then run one step at a time so that each step's state is a node of the graph. None: one fused call.
         self.trace: list[Tensor] | None = None
         self.output_size = hidden_size * (2 if bidirectional else 1)
@@ -170,7 +170,7 @@ class RecurrentLM(nn.Module):
         return self.head(out), state                  # (B, T, V)
 
     def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
-        """One token per row (N,) -> the next token's logits (N, V): the step of seqpipe.decoding."""
+        """One token per row (N,) -> the next token's logits (N, V): the step of seqpipe.models.decoding."""
         logits, state = self(tokens.unsqueeze(1), state=state)
         return logits[:, -1], state
 

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from seqpipe.data.vocab import Vocab, prepared_vocab
 from seqpipe.errors import SeqpipeError
-from seqpipe.vocab import Vocab, prepared_vocab
 
 
 def batchify(ids: np.ndarray, n_streams: int) -> Tensor:

@@ -33,9 +33,9 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
-# Vocabularies name their tokenizer by module path, and seqpipe.text_tokens was seqpipe.tokenize: the digest reads
+# Vocabularies name their tokenizer by module path, and seqpipe.data.text_tokens was seqpipe.tokenize: the digest reads
 # the new name as the old one, so data prepared before and after the rename (the same data) keeps one digest.
-_RENAMED = (b'"seqpipe.text_tokens.', b'"seqpipe.tokenize.')
+_RENAMED = (b'"seqpipe.data.text_tokens.', b'"seqpipe.tokenize.')
 
 
 def data_digest(prepared_dir: str | Path) -> str:

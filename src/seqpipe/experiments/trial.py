@@ -11,7 +11,7 @@ import lightning.pytorch as L
 from omegaconf import OmegaConf, open_dict
 
 from seqpipe.atomic import write_json
-from seqpipe.tune import STOP_WAIT_S, metric_name, trial_dir
+from seqpipe.experiments.tune import STOP_WAIT_S, metric_name, trial_dir
 
 
 class ReportToTune(L.Callback):
@@ -81,8 +81,8 @@ def record_failure(cfg: object, tags: dict, error: Exception) -> None:
     while building the network) gets one, so every trial of the sweep is in the table."""
     import mlflow
 
-    from seqpipe.store import connect
-    from seqpipe.tracking import create_run, data_digest, flatten
+    from seqpipe.tracking.runs import create_run, data_digest, flatten
+    from seqpipe.tracking.store import connect
 
     connect(cfg)
     client = mlflow.MlflowClient()

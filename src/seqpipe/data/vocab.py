@@ -39,7 +39,7 @@ class Vocab:
         if len(self.stoi) != len(tokens):
             raise ValueError("a vocabulary has a duplicate token")
         # How text was tokenized, so a saved model can tokenize prompts the same way.
-        self.tokenizer = tokenizer or {"_target_": "seqpipe.text_tokens.CharTokenizer"}
+        self.tokenizer = tokenizer or {"_target_": "seqpipe.data.text_tokens.CharTokenizer"}
 
     @classmethod
     def build(

@@ -10,7 +10,7 @@ embedding. Padded source positions get no attention.
 
 Training feeds the true previous token (teacher forcing) with probability `teacher_forcing`, else the model's own
 previous prediction (scheduled sampling, Bengio et al. 2015). Decoding (greedy, sampling, beam) goes through
-`start`, `step` and `select`, the contract of seqpipe.decoding.
+`start`, `step` and `select`, the contract of seqpipe.models.decoding.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from seqpipe.nets import CELLS, Encoder, _mask
-from seqpipe.vocab import BOS_ID, PAD_ID
+from seqpipe.data.vocab import BOS_ID, PAD_ID
+from seqpipe.models.nets import CELLS, Encoder, _mask
 
 ATTENTIONS = ("bahdanau", "luong")
 

@@ -14,13 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from seqpipe.atomic import atomic_path, write_json
+from seqpipe.data.examples import save_examples
+from seqpipe.data.inputs import fit_frames, frames_array
+from seqpipe.data.vocab import UNK_ID, Vocab
 from seqpipe.errors import SeqpipeError
-from seqpipe.examples import save_examples
-from seqpipe.inputs import fit_frames, frames_array
 from seqpipe.prepare import SPLITS, split_examples
 from seqpipe.recipes import Document
 from seqpipe.tasks import META, Task
-from seqpipe.vocab import UNK_ID, Vocab
 
 FIELD = {"tokens": "text", "frames": "frames"}  # the document field each input kind reads
 

@@ -21,12 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from seqpipe.errors import SeqpipeError
-from seqpipe.nets import Encoder
+from seqpipe.models.nets import Encoder
 
 
 def check_net(net: nn.Module) -> Encoder:
     """The unidirectional recurrent encoder whose steps the profile measures; other networks are refused."""
-    from seqpipe.attention import Seq2Seq
+    from seqpipe.models.attention import Seq2Seq
 
     if isinstance(net, Seq2Seq):
         raise SeqpipeError("train.gradient_flow measures the gradient that travels back through time from a "

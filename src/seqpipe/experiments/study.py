@@ -3,9 +3,9 @@ parameter counts (and, for recipes with a sequence length such as `adding`, at e
 
 The recipe is fetched and prepared once (per length) into the study's work folder. The reference budget is the
 parameter count of the LSTM at `model.hidden_size`; every cell gets the hidden size whose network (the task's own
-`build_net`) has the nearest count. Each run is `train.run` with gradient flow on (seqpipe.gradflow), tested with
+`build_net`) has the nearest count. Each run is `train.run` with gradient flow on (seqpipe.models.gradflow), tested with
 the task's `evaluate`, and tracked as an MLflow child run of one parent run; nothing is registered. The table and
-plots (seqpipe.study_report) go to `<study.out>/<study>-<recipe>/`.
+plots (seqpipe.experiments.study_report) go to `<study.out>/<study>-<recipe>/`.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def prepare_data(cfg: DictConfig, work: Path, length: int | None) -> DictConfig:
 
 
 def param_count(cfg: DictConfig, meta: dict, cell: str, hidden: int) -> int:
-    from seqpipe.gradflow import check_net
+    from seqpipe.models.gradflow import check_net
     from seqpipe.tasks import get_task
 
     task = get_task(cfg.task)
@@ -136,10 +136,10 @@ def run(cfg: DictConfig, name: str, overrides: list[str] | tuple[str, ...] = ())
     """Run the study; return where its table and plots are and one row per run."""
     import mlflow
 
-    from seqpipe.store import connect
-    from seqpipe.study_report import write_report
+    from seqpipe.experiments.study_report import write_report
     from seqpipe.tasks import prepared_meta
-    from seqpipe.tracking import create_run, data_digest
+    from seqpipe.tracking.runs import create_run, data_digest
+    from seqpipe.tracking.store import connect
 
     check(cfg, name)
     study = f"{name}-{cfg.recipe.name}"
@@ -147,7 +147,7 @@ def run(cfg: DictConfig, name: str, overrides: list[str] | tuple[str, ...] = ())
     cfg = with_values(cfg, {f"paths.{k}": str(Path(v).resolve()) for k, v in cfg.paths.items()})
     uri = connect(cfg)  # a store that does not answer stops the study before the data work
     if uri.startswith("sqlite:///"):  # the same store from a worker process, whatever its working directory
-        from seqpipe.store import sqlite_path
+        from seqpipe.tracking.store import sqlite_path
 
         uri = f"sqlite:///{sqlite_path(uri).resolve()}"
     cfg = with_values(cfg, {"mlflow.tracking_uri": uri})
@@ -252,9 +252,9 @@ def train_one(spec: dict) -> dict:
 
     from seqpipe import train
     from seqpipe.evaluate import flat_metrics, load_checkpoint
-    from seqpipe.gradflow import GradientFlow
-    from seqpipe.store import use_tracking_uri
+    from seqpipe.models.gradflow import GradientFlow
     from seqpipe.tasks import get_task, prepared_meta
+    from seqpipe.tracking.store import use_tracking_uri
 
     torch.set_num_threads(spec["threads"])
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # each run's lines are the study's own

@@ -190,7 +190,7 @@ def plot_loss_steps(rows: list[dict], path: Path, monitor: str = "val/loss") -> 
 
 
 def plot_gradient_flow(rows: list[dict], path: Path) -> None:
-    from seqpipe.gradflow import plot_profile
+    from seqpipe.models.gradflow import plot_profile
 
     by_length = groups(rows)
     plt, fig, axes = _panels(len(by_length))

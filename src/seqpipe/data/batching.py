@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Sampler
 
-from seqpipe.vocab import IGNORE_INDEX, PAD_ID
+from seqpipe.data.vocab import IGNORE_INDEX, PAD_ID
 
 
 class BucketBatchSampler(Sampler[list[int]]):

@@ -19,7 +19,7 @@ def _precheck_train(overrides: list[str]) -> None:
     flags = {o for o in overrides if o.startswith("-")}
     sweep = any("," in o.split("=", 1)[-1] or "(" in o.split("=", 1)[-1] for o in overrides if "=" in o)
     if not sweep and flags <= {"--multirun", "-m"}:
-        from seqpipe import provenance
+        from seqpipe.data import provenance
         from seqpipe.tasks import prepared_meta
 
         cfg = compose([o for o in overrides if not o.startswith("-")])
@@ -39,7 +39,8 @@ def _train(overrides: list[str]) -> None:
     from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import DictConfig, OmegaConf, open_dict
 
-    from seqpipe import launch, train
+    from seqpipe import train
+    from seqpipe.cli import launch
     from seqpipe.config import conf_dir
     from seqpipe.errors import SeqpipeError
 
@@ -86,7 +87,7 @@ def _tune(argv: list[str]) -> None:
 
     check_override_keys(overrides)
     cfg = compose(overrides)
-    from seqpipe import tune
+    from seqpipe.experiments import tune
 
     summary = tune.run(cfg, overrides, resume=resume)
     tune.print_summary(summary, cfg.monitor)
@@ -95,12 +96,12 @@ def _tune(argv: list[str]) -> None:
 
 
 def _study(name: str, overrides: list[str]) -> None:
-    """`seqpipe study NAME key=value ...`: the cells side by side (seqpipe.study), a table and plots."""
+    """`seqpipe study NAME key=value ...`: the cells side by side (seqpipe.experiments.study), a table and plots."""
     from seqpipe.config import check_override_keys, compose
 
     check_override_keys(overrides)
     cfg = compose(overrides)
-    from seqpipe import study
+    from seqpipe.experiments import study
 
     result = study.run(cfg, name, overrides)
     print(f"study: {', '.join(result['files'])}")
@@ -148,8 +149,8 @@ def _compose(overrides: list[str], check: bool, reset: bool) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from seqpipe.predict import load_model
-    from seqpipe.store import tracking_uri
+    from seqpipe.cli.predict import load_model
+    from seqpipe.tracking.store import tracking_uri
 
     model = load_model(args.model, args.tracking_uri or tracking_uri(), generates=True).unwrap_python_model()
     if model.frames:  # a piano-roll model: notes out, to a MIDI file
@@ -186,9 +187,9 @@ def _generate_music(args: argparse.Namespace, model: object) -> None:
     from pathlib import Path
 
     from seqpipe.atomic import atomic_path, write_text
+    from seqpipe.data.music import fit_range, midi_bytes, plot_roll, read_midi
     from seqpipe.errors import SeqpipeError
-    from seqpipe.music import fit_range, midi_bytes, plot_roll, read_midi
-    from seqpipe.pyfunc import InputError
+    from seqpipe.serving.pyfunc import InputError
     from seqpipe.tasks.pianoroll import generate, music_params
 
     target, limits = model.meta["target"], model.limits  # type: ignore[attr-defined]
@@ -220,9 +221,9 @@ def _generate_music(args: argparse.Namespace, model: object) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from seqpipe.cli.predict import load_model, predict_file
     from seqpipe.errors import SeqpipeError
-    from seqpipe.predict import load_model, predict_file
-    from seqpipe.store import tracking_uri
+    from seqpipe.tracking.store import tracking_uri
 
     if sum(x is not None for x in (args.text, args.input, args.audio)) != 1:
         raise SeqpipeError("give one of --text TEXT, --audio CLIP or --input FILE (with --output FILE)")
@@ -237,8 +238,8 @@ def _predict(args: argparse.Namespace) -> None:
         if not served.audio:
             raise SeqpipeError(f"{args.model} does not read audio (a {served.task.name!r} model on "
                                f"{served.meta['inputs']['kind']}): give --text or --input")
-        from seqpipe.predict import clips_request
-        from seqpipe.pyfunc import InputError
+        from seqpipe.cli.predict import clips_request
+        from seqpipe.serving.pyfunc import InputError
 
         if not Path(args.audio).expanduser().is_file():
             raise SeqpipeError(f"audio file not found: {args.audio}")
@@ -306,7 +307,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stage", help="run one DVC stage with params.yaml (dvc.yaml calls this)")
     s.add_argument("name", choices=STAGES)
     # generate: a temperature and seed in the ranges the served models take, refused before any model loads
-    from seqpipe.sampling_bounds import check_seed, check_temperature
+    from seqpipe.data.sampling_bounds import check_seed, check_temperature
 
     g = sub.add_parser("generate", help="generate text from a registered model")
     g.add_argument("--model", default="models:/seqpipe-shakespeare@champion",
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         from hydra.errors import HydraException  # and so is a request a model refuses (its limits, bad params)
         from omegaconf.errors import OmegaConfBaseException
 
-        from seqpipe.pyfunc import InputError
+        from seqpipe.serving.pyfunc import InputError
 
         if not isinstance(e, HydraException | OmegaConfBaseException | InputError):
             raise

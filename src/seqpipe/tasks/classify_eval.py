@@ -16,10 +16,10 @@ from torchmetrics.functional.classification import (
 )
 
 from seqpipe.atomic import atomic_path, write_text
-from seqpipe.batching import BucketBatchSampler, pad_collate
-from seqpipe.examples import ExampleDataModule
-from seqpipe.module import SeqModule
-from seqpipe.vocab import IGNORE_INDEX as IGNORE
+from seqpipe.data.batching import BucketBatchSampler, pad_collate
+from seqpipe.data.examples import ExampleDataModule
+from seqpipe.data.vocab import IGNORE_INDEX as IGNORE
+from seqpipe.models.lightning import SeqModule
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """Sequence to sequence at test time and when served: batched decoding of token sequences (beam search, greedy or
-sampling, through seqpipe.decoding), scores against every reference of an input (exact match, token and sequence
+sampling, through seqpipe.models.decoding), scores against every reference of an input (exact match, token and sequence
 error rates, BLEU), an attention heatmap, and the served model's answer."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 
-from seqpipe.decoding import Hypothesis, beam_search, generator, greedy, sample
-from seqpipe.vocab import EOS_ID, PAD_ID, Vocab
+from seqpipe.data.vocab import EOS_ID, PAD_ID, Vocab
+from seqpipe.models.decoding import Hypothesis, beam_search, generator, greedy, sample
 
 # The served model's options; beam_width, length_penalty and max_output_len default to what the model was evaluated
 # with (evaluate.* when it was registered). temperature > 0 samples (with top_k and seed) instead of searching.
@@ -37,7 +37,7 @@ def decode(net: torch.nn.Module, xs: Sequence[torch.Tensor], width: int = 1, max
            seed: int | None = None, batch_size: int = 64) -> list[list[Hypothesis]]:
     """The best `n_best` outputs of every source `xs[i]` (token ids), best first: beam search for width > 1, greedy
     for width 1, sampling for temperature > 0. Sources are decoded in batches of similar lengths."""
-    from seqpipe.attention import DecoderState
+    from seqpipe.models.attention import DecoderState
     from seqpipe.tasks.seq2seq import SUPPRESS
 
     was_training = net.training
@@ -143,8 +143,8 @@ def evaluate_seq2seq(cfg: DictConfig, module: object, dm: object, out_dir: Path)
     and scored; predictions.tsv and attention.png in out_dir."""
 
     from seqpipe.atomic import write_text
+    from seqpipe.data.text_tokens import load_tokenizer
     from seqpipe.tasks import test_scores
-    from seqpipe.text_tokens import load_tokenizer
 
     scores = test_scores(cfg, module, dm)
     meta, e = dm.meta, cfg.evaluate  # type: ignore[attr-defined]
@@ -218,8 +218,8 @@ def plot_attention(sources: list[list[str]], outputs: list[list[str]], weights: 
 # --- serving -------------------------------------------------------------------------------------------------------
 def decode_params(params: dict | None, model: object) -> dict:
     """The request's decoding options with the model's defaults, checked against their ranges and its limits."""
-    from seqpipe.pyfunc import InputError
-    from seqpipe.sampling_bounds import check_seed, check_temperature
+    from seqpipe.data.sampling_bounds import check_seed, check_temperature
+    from seqpipe.serving.pyfunc import InputError
 
     defaults = getattr(model, "decode", {}) or {}
     p = {**DECODE_PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
@@ -259,8 +259,8 @@ def decode_params(params: dict | None, model: object) -> dict:
 def serve(model: object, model_input: object, params: dict | None) -> pd.DataFrame:
     """Every input string's best output (with its log-probability, whether it ended with <eos>, the share of its
     tokens the source vocabulary does not know) and its n-best list as JSON [[output, score], ...]."""
-    from seqpipe.pyfunc import texts_from
-    from seqpipe.text_tokens import load_tokenizer
+    from seqpipe.data.text_tokens import load_tokenizer
+    from seqpipe.serving.pyfunc import texts_from
 
     p = decode_params(params, model)
     if not hasattr(model, "target_vocab"):

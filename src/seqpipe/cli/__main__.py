@@ -1,0 +1,7 @@
+"""`python -m seqpipe.cli ARGS` runs `seqpipe ARGS`."""
+
+import sys
+
+from seqpipe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Experiments over many runs: Ray Tune sweeps and the cell studies."""

@@ -1,0 +1,1 @@
+"""The networks (plain torch), the one LightningModule, decoding and sampling, gradient flow."""

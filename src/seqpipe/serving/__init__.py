@@ -1,0 +1,1 @@
+"""The served model: the MLflow pyfunc and what `mlflow models serve` answers."""

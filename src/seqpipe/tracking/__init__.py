@@ -1,0 +1,1 @@
+"""MLflow: the store (where, whether it answers) and the runs (what a run logs)."""
