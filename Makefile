@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint ui clean
+.PHONY: run test test-full lint ui clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,15 @@ run: $(VENV)/.installed  ## compose conf/ into params.yaml, then run the DVC pip
 	$(BIN)/seqpipe compose
 	$(BIN)/dvc repro
 
-test: $(VENV)/.installed  ## lint, then the whole test suite (slow end-to-end tests included)
+lint: $(VENV)/.installed  ## ruff, and lint-imports: the layers and no import cycles (pyproject.toml)
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest -q
+	$(BIN)/lint-imports --no-logo
+
+test: lint  ## lint, then the fast tier (tiny models, a few batches; about 70 s on 2 cores)
+	$(BIN)/pytest -q -m "not slow" --durations=20
+
+test-full: lint  ## lint, then every test, the slow end-to-end ones included (what CI runs; about 15 min on 2 cores)
+	$(BIN)/pytest -q --durations=20
 
 ui: $(VENV)/.installed  ## the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db

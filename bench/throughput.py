@@ -25,8 +25,8 @@ from lightning.pytorch.loggers import MLFlowLogger
 from seqpipe.config import compose
 from seqpipe.data.streams import ChunkDataset, StreamDataModule, batchify
 from seqpipe.data.vocab import SPECIALS, Vocab
-from seqpipe.models.lightning import SeqModule
 from seqpipe.models.nets import RecurrentLM, detach_state
+from seqpipe.tasks.lightning import SeqModule
 
 WARMUP = 5
 

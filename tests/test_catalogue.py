@@ -538,7 +538,7 @@ FRAME_REQUEST_CASES = [
 def test_frames_request_cases(case, row, reason, frames_model, tmp_path, capsys):
     """A bad frames row: `seqpipe predict --input rows.jsonl` exits 2 naming the file's data row and writes no
     output; the served model (pyfunc) refuses it with InputError, which MLflow's server answers with HTTP 400."""
-    from seqpipe.serving.pyfunc import InputError
+    from seqpipe.data.requests import InputError
 
     root, uri, model = frames_model
     before = (root / "mlflow.db").read_bytes()

@@ -172,8 +172,9 @@ def test_ctc_end_to_end(ctc_model, capsys):
 def test_train_refuses_data_prepared_with_another_stack(ctc_model):
     from omegaconf import OmegaConf
 
+    from seqpipe.data.meta import prepared_meta
     from seqpipe.errors import SeqpipeError
-    from seqpipe.tasks import get_task, prepared_meta
+    from seqpipe.tasks import get_task
 
     root, out = ctc_model
     cfg = OmegaConf.merge(out["cfg"], {"ctc": {"stack": 3}})

@@ -22,9 +22,9 @@ from conftest import CONF, tiny_overrides, working_dir, write_corpus, write_revi
 
 from seqpipe import evaluate, fetch, prepare, train
 from seqpipe.config import compose, write_params
+from seqpipe.data.meta import prepared_meta
 from seqpipe.data.streams import StreamDataModule, batchify
 from seqpipe.evaluate import load_checkpoint
-from seqpipe.tasks import prepared_meta
 
 pytestmark = pytest.mark.slow
 REL_TOL = 1e-4  # DDP vs one process, per-epoch train/loss and val/loss (measured: equal to the last digit)
@@ -162,7 +162,7 @@ SEEN = textwrap.dedent('''
     from torch.utils.data import Dataset
 
     from seqpipe.config import compose
-    from seqpipe.tasks import prepared_meta
+    from seqpipe.data.meta import prepared_meta
     from seqpipe.train import build_datamodule, build_module
 
     out, overrides = Path(sys.argv[1]), sys.argv[2:]

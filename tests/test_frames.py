@@ -18,8 +18,8 @@ from seqpipe.config import compose
 from seqpipe.data.batching import pad_collate
 from seqpipe.data.examples import ExampleDataset
 from seqpipe.data.inputs import fit_frames, frames_array
+from seqpipe.data.requests import InputError
 from seqpipe.models.nets import SequenceClassifier
-from seqpipe.serving.pyfunc import InputError
 from seqpipe.tasks import get_task
 from seqpipe.tracking.store import use_tracking_uri
 

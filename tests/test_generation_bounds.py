@@ -17,9 +17,10 @@ import torch
 
 from seqpipe.cli import main
 from seqpipe.data.music import _vlq, midi_bytes, read_midi
+from seqpipe.data.requests import InputError, generation_params
 from seqpipe.data.sampling_bounds import SEED_MAX, TEMPERATURES, check_seed, check_temperature
 from seqpipe.errors import SeqpipeError
-from seqpipe.serving.pyfunc import LEGACY_LIMITS, InputError, SeqpipeModel, generation_params
+from seqpipe.serving.pyfunc import LEGACY_LIMITS, SeqpipeModel
 from seqpipe.tasks.pianoroll import PianoRoll
 
 LIMITS = {**LEGACY_LIMITS, "max_input_tokens": 100, "max_total_tokens": 150, "max_new_tokens": 32,

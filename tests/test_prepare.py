@@ -6,10 +6,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from seqpipe import fetch, prepare
+from seqpipe.data import streams
+from seqpipe.data.splits import split_documents
 from seqpipe.data.text_tokens import CharTokenizer
 from seqpipe.data.vocab import BOS_ID, EOS_ID, Vocab
 from seqpipe.errors import SeqpipeError
-from seqpipe.prepare import split_documents
 
 
 def test_document_split_has_no_overlap_and_loses_nothing():
@@ -80,8 +81,8 @@ def test_array_path_for_characters_matches_the_token_path(min_freq, max_size):
     splits = {"train": [doc(300), doc(0), doc(50)], "val": [doc(40), doc(0)], "test": [{"text": "zzz ab"}]}
     p = OmegaConf.create({"min_freq": min_freq, "max_size": max_size,
                           "tokenizer": {"_target_": "seqpipe.data.text_tokens.CharTokenizer"}})
-    fast_vocab, fast = prepare.encode_splits(splits, CharTokenizer(), p)
-    slow_vocab, slow = prepare.encode_splits(splits, TokensOnly(), p)
+    fast_vocab, fast = streams.encode_splits(splits, CharTokenizer(), p)
+    slow_vocab, slow = streams.encode_splits(splits, TokensOnly(), p)
     assert fast_vocab.itos == slow_vocab.itos
     for name in ("train", "val", "test"):
         assert fast[name].dtype == slow[name].dtype and fast[name].tolist() == slow[name].tolist(), name

@@ -6,8 +6,8 @@ from conftest import CONF
 from seqpipe import fetch, prepare
 from seqpipe.config import compose
 from seqpipe.data.examples import ExampleDataset
+from seqpipe.data.splits import split_examples
 from seqpipe.errors import SeqpipeError
-from seqpipe.prepare import split_examples
 
 
 def _cfg(tmp_path, *overrides):

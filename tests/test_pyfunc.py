@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from seqpipe.data.requests import InputError, generation_params
 from seqpipe.data.text_tokens import CharTokenizer
-from seqpipe.serving.pyfunc import DEFAULT_LIMITS, LEGACY_LIMITS, InputError, SeqpipeModel, generation_params
+from seqpipe.serving.pyfunc import DEFAULT_LIMITS, LEGACY_LIMITS, SeqpipeModel
 
 LIMITS = {**LEGACY_LIMITS, "max_rows": 3, "max_input_tokens": 10, "max_total_tokens": 20, "max_new_tokens": 50,
           "max_total_new_tokens": 100}

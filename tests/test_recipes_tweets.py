@@ -14,9 +14,9 @@ from conftest import CONF, run_pipeline, tar_gz, working_dir
 
 from seqpipe import cli
 from seqpipe.config import compose, validate
-from seqpipe.data.vocab import BOS_ID, EOS_ID
+from seqpipe.data.vocab import BOS_ID, EOS_ID, SUPPRESS
 from seqpipe.errors import SeqpipeError
-from seqpipe.models.sampling import SUPPRESS, stream
+from seqpipe.models.sampling import stream
 from seqpipe.recipes import sentiment, tweets
 
 VERSION, MEMBER = "3.3.2", "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"

@@ -16,12 +16,12 @@ from conftest import CONF, run_pipeline, working_dir
 
 from seqpipe import cli
 from seqpipe.config import compose, validate
-from seqpipe.data.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
+from seqpipe.data.splits import split_examples
+from seqpipe.data.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, SUPPRESS
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.attention import Attention, Seq2Seq
 from seqpipe.models.decoding import beam_search, greedy, length_penalty, sample
-from seqpipe.prepare import split_examples
-from seqpipe.tasks.seq2seq import SUPPRESS, Seq2SeqTask, TeacherForcing, collate
+from seqpipe.tasks.seq2seq import Seq2SeqTask, TeacherForcing, collate
 from seqpipe.tasks.seq2seq_eval import bleu, decode, edit_distance, error_rates
 
 V = 12  # ids 4..11 are tokens

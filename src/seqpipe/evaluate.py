@@ -16,9 +16,10 @@ from omegaconf import DictConfig
 
 from seqpipe.atomic import atomic_path, write_json
 from seqpipe.data import provenance
+from seqpipe.data.meta import prepared_meta
 from seqpipe.errors import SeqpipeError
-from seqpipe.models.lightning import SeqModule
-from seqpipe.tasks import get_task, prepared_meta
+from seqpipe.tasks import get_task
+from seqpipe.tasks.lightning import SeqModule
 from seqpipe.tracking.store import connect, require_run
 from seqpipe.train import build_datamodule
 

@@ -26,10 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from seqpipe.atomic import write_json, write_text
 from seqpipe.config import check_devices, validate
 from seqpipe.data import provenance
+from seqpipe.data.meta import prepared_meta
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.gradflow import GradientFlow
-from seqpipe.models.lightning import SeqModule
-from seqpipe.tasks import get_task, prepared_meta
+from seqpipe.tasks import get_task
+from seqpipe.tasks.lightning import SeqModule
 from seqpipe.tracking.runs import create_run, data_digest, ended_if_failed, flatten
 from seqpipe.tracking.store import connect, env_unchanged, run_exists, shown_uri
 

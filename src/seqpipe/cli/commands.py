@@ -20,7 +20,7 @@ def _precheck_train(overrides: list[str]) -> None:
     sweep = any("," in o.split("=", 1)[-1] or "(" in o.split("=", 1)[-1] for o in overrides if "=" in o)
     if not sweep and flags <= {"--multirun", "-m"}:
         from seqpipe.data import provenance
-        from seqpipe.tasks import prepared_meta
+        from seqpipe.data.meta import prepared_meta
 
         cfg = compose([o for o in overrides if not o.startswith("-")])
         validate(cfg)
@@ -188,8 +188,8 @@ def _generate_music(args: argparse.Namespace, model: object) -> None:
 
     from seqpipe.atomic import atomic_path, write_text
     from seqpipe.data.music import fit_range, midi_bytes, plot_roll, read_midi
+    from seqpipe.data.requests import InputError
     from seqpipe.errors import SeqpipeError
-    from seqpipe.serving.pyfunc import InputError
     from seqpipe.tasks.pianoroll import generate, music_params
 
     target, limits = model.meta["target"], model.limits  # type: ignore[attr-defined]
@@ -239,7 +239,7 @@ def _predict(args: argparse.Namespace) -> None:
             raise SeqpipeError(f"{args.model} does not read audio (a {served.task.name!r} model on "
                                f"{served.meta['inputs']['kind']}): give --text or --input")
         from seqpipe.cli.predict import clips_request
-        from seqpipe.serving.pyfunc import InputError
+        from seqpipe.data.requests import InputError
 
         if not Path(args.audio).expanduser().is_file():
             raise SeqpipeError(f"audio file not found: {args.audio}")
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         from hydra.errors import HydraException  # and so is a request a model refuses (its limits, bad params)
         from omegaconf.errors import OmegaConfBaseException
 
-        from seqpipe.serving.pyfunc import InputError
+        from seqpipe.data.requests import InputError
 
         if not isinstance(e, HydraException | OmegaConfBaseException | InputError):
             raise

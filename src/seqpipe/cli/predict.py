@@ -215,7 +215,7 @@ def predict_file(model: object, input_path: Path, output_path: Path, column: str
     from tqdm import tqdm
 
     from seqpipe.atomic import atomic_path
-    from seqpipe.serving.pyfunc import InputError
+    from seqpipe.data.requests import InputError
 
     served = model.unwrap_python_model()  # type: ignore[attr-defined]
     if served.audio and column == "audio":

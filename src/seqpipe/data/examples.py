@@ -14,10 +14,10 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from seqpipe.data.batching import BucketBatchSampler, pad_collate
+from seqpipe.data.meta import read_meta
 from seqpipe.data.vocab import IGNORE_INDEX as IGNORE
 from seqpipe.data.vocab import PAD_ID, Vocab, prepared_vocab
 from seqpipe.errors import SeqpipeError
-from seqpipe.tasks import read_meta
 
 
 def save_examples(path: Path, inputs: list[np.ndarray], targets: list[np.ndarray] | np.ndarray, sources: np.ndarray,

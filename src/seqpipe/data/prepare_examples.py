@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from hydra.utils import instantiate
@@ -16,11 +17,14 @@ from tqdm import tqdm
 from seqpipe.atomic import atomic_path, write_json
 from seqpipe.data.examples import save_examples
 from seqpipe.data.inputs import fit_frames, frames_array
+from seqpipe.data.meta import META
+from seqpipe.data.splits import SPLITS, split_examples
 from seqpipe.data.vocab import UNK_ID, Vocab
 from seqpipe.errors import SeqpipeError
-from seqpipe.prepare import SPLITS, split_examples
-from seqpipe.recipes import Document
-from seqpipe.tasks import META, Task
+
+if TYPE_CHECKING:  # annotations only: the tasks call this module, not the other way round
+    from seqpipe.recipes import Document
+    from seqpipe.tasks.base import Task
 
 FIELD = {"tokens": "text", "frames": "frames"}  # the document field each input kind reads
 

@@ -1,18 +1,69 @@
-"""Token streams for language modelling: (B, N) parallel streams, read in consecutive BPTT chunks."""
+"""Token streams for language modelling: documents encoded into one stream of ids per split (prepare), then (B, N)
+parallel streams read in consecutive BPTT chunks (the data module)."""
 
 from __future__ import annotations
 
 import math
+import sys
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning.pytorch as L
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
-from seqpipe.data.vocab import Vocab, prepared_vocab
+from seqpipe.data.splits import SPLITS
+from seqpipe.data.vocab import BOS, BOS_ID, EOS, EOS_ID, SPECIALS, UNK_ID, Vocab, prepared_vocab
 from seqpipe.errors import SeqpipeError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from seqpipe.recipes import Document
+
+
+def encode_splits(splits: dict[str, list[Document]], tokenizer, p: DictConfig) -> tuple[Vocab, dict]:  # noqa: ANN001
+    """The vocabulary of the training split (val/test tokens it lacks count as <unk>), and each split as one
+    stream of ids: <bos> document <eos> <bos> document <eos> ..."""
+    if hasattr(tokenizer, "codepoints"):
+        return encode_chars(splits, tokenizer, p)
+    tokens = {name: [[BOS, *tokenizer.tokenize(d["text"]), EOS] for d in _progress(splits[name], name)]
+              for name in SPLITS}
+    counts = Counter(t for doc in tokens["train"] for t in doc)
+    vocab = Vocab.build(counts, p.min_freq, p.max_size, tokenizer=dict(p.tokenizer))
+    return vocab, {name: np.fromiter((i for doc in tokens[name] for i in vocab.encode(doc)), dtype=vocab.dtype())
+                   for name in SPLITS}
+
+
+def encode_chars(splits: dict[str, list[Document]], tokenizer, p: DictConfig) -> tuple[Vocab, dict]:  # noqa: ANN001
+    """`encode_splits` for character tokenizers, on arrays of code points: the same vocabulary and ids as the
+    token-by-token path (tested), without a Python object per character."""
+    points = {name: [tokenizer.codepoints(d["text"]) for d in _progress(splits[name], name)] for name in SPLITS}
+    streams = {name: np.concatenate([np.zeros(0, "<u4"), *docs]) for name, docs in points.items()}
+    counts = np.bincount(streams["train"])
+    chars = np.flatnonzero(counts)
+    vocab = Vocab.build(Counter(dict(zip(map(chr, chars.tolist()), counts[chars].tolist()))), p.min_freq,
+                        p.max_size, tokenizer=dict(p.tokenizer))
+    # code point -> id, through a table as long as the largest code point seen (at most 0x10FFFF entries)
+    lut = np.full(max((int(s.max()) for s in streams.values() if s.size), default=0) + 1, UNK_ID, vocab.dtype())
+    for token in vocab.itos[len(SPECIALS):]:
+        lut[ord(token)] = vocab.stoi[token]
+    for name, docs in points.items():
+        lengths = np.array([len(d) for d in docs], dtype=np.int64)
+        ends = np.cumsum(lengths)
+        # <bos> before and <eos> after each document: offsets interleaved (start0, end0, start1, ...) so that
+        # an <eos> comes before the next <bos> at the same offset (np.insert keeps the order of equal offsets).
+        at = np.stack([ends - lengths, ends], axis=1).ravel()
+        streams[name] = np.insert(lut[streams[name]], at, np.tile([BOS_ID, EOS_ID], len(docs))).astype(vocab.dtype())
+    return vocab, streams
+
+
+def _progress(docs: list[Document], name: str):  # noqa: ANN202
+    return tqdm(docs, desc=f"tokenize {name}", unit="doc", file=sys.stderr)
 
 
 def batchify(ids: np.ndarray, n_streams: int) -> Tensor:

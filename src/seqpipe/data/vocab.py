@@ -15,6 +15,7 @@ PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)  # ids 0..3, always, in every vocabulary
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
 IGNORE_INDEX = -100  # target of a padded step: never counted in a loss or a metric (torch's default)
+SUPPRESS = (PAD_ID, UNK_ID, BOS_ID)  # never generated or decoded: an output is known tokens ending in <eos>
 
 
 def prepared_vocab(prepared_dir: str | Path) -> Path:

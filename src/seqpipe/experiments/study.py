@@ -136,8 +136,8 @@ def run(cfg: DictConfig, name: str, overrides: list[str] | tuple[str, ...] = ())
     """Run the study; return where its table and plots are and one row per run."""
     import mlflow
 
+    from seqpipe.data.meta import prepared_meta
     from seqpipe.experiments.study_report import write_report
-    from seqpipe.tasks import prepared_meta
     from seqpipe.tracking.runs import create_run, data_digest
     from seqpipe.tracking.store import connect
 
@@ -251,9 +251,10 @@ def train_one(spec: dict) -> dict:
     from mlflow.entities import Metric
 
     from seqpipe import train
+    from seqpipe.data.meta import prepared_meta
     from seqpipe.evaluate import flat_metrics, load_checkpoint
     from seqpipe.models.gradflow import GradientFlow
-    from seqpipe.tasks import get_task, prepared_meta
+    from seqpipe.tasks import get_task
     from seqpipe.tracking.store import use_tracking_uri
 
     torch.set_num_threads(spec["threads"])

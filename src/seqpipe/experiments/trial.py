@@ -11,7 +11,7 @@ import lightning.pytorch as L
 from omegaconf import OmegaConf, open_dict
 
 from seqpipe.atomic import write_json
-from seqpipe.experiments.tune import STOP_WAIT_S, metric_name, trial_dir
+from seqpipe.experiments.sweep_common import STOP_WAIT_S, metric_name, trial_dir
 
 
 class ReportToTune(L.Callback):

@@ -20,22 +20,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqpipe.atomic import atomic_path, write_json, write_text
 from seqpipe.errors import SeqpipeError
+from seqpipe.experiments.sweep_common import STOP_WAIT_S, metric_name
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "lograndint")
 LISTS = ("choice", "grid")  # distributions over a list of values
 STATE = "sweep.json"  # in the sweep folder: what --resume needs (config, parent run, space)
 # Sections a trial may not change: where things are stored and how the sweep itself runs.
 FIXED = ("paths", "mlflow", "tune", "register", "serve", "evaluate")
-STOP_WAIT_S = 120  # how long a stopped trial may take to end its run (save, log) before its worker goes
-
-
-def metric_name(monitor: str) -> str:
-    """What a trial reports the monitored metric as (Ray reads `/` in a result key as nesting)."""
-    return monitor.replace("/", "_")
-
-
-def trial_dir(sweep_dir: str | Path, trial_id: str) -> Path:
-    return Path(sweep_dir) / "trials" / trial_id
 
 
 # ---------------------------------------------------------------------------------------------------------- space
@@ -195,7 +186,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
     """Run (or, with `resume`, continue) a sweep; return its summary (best trial, counts, folder). Everything is
     checked (config, space, Ray address, data, MLflow store) before anything is written."""
     from seqpipe.config import validate
-    from seqpipe.tasks import prepared_meta
+    from seqpipe.data.meta import prepared_meta
 
     storage = Path(cfg.tune.storage).resolve()
     if resume:

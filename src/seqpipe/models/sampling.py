@@ -10,11 +10,10 @@ from collections.abc import Iterator
 import torch
 
 from seqpipe.data.text_tokens import CharTokenizer
-from seqpipe.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab
+from seqpipe.data.vocab import BOS_ID, EOS_ID, SUPPRESS, Vocab
 from seqpipe.models.decoding import beam_search, generator, sample
 from seqpipe.models.nets import RecurrentLM, State, select_state
 
-SUPPRESS = (PAD_ID, UNK_ID, BOS_ID)  # never generated
 # How a fresh state reads the start of a document: in the training streams every document but the first follows the
 # previous one's <eos>, so <eos> <bos> reads like a document boundary. (On the tweets model a tweet's first character
 # was one no tweet starts with, such as "9", with probability 0.33 after <bos> alone; 0.007 after <eos> <bos>.)

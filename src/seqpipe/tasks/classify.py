@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from seqpipe.data.vocab import IGNORE_INDEX
 from seqpipe.recipes import Document
-from seqpipe.tasks import Step, Task
+from seqpipe.tasks.base import Step, Task
 
 
 class Classify(Task):
@@ -48,7 +48,7 @@ class Classify(Task):
         return {"label": ["x"]}
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.serving.pyfunc import WHO, example_input, infer
+        from seqpipe.data.requests import WHO, example_input, infer
 
         example = example_input(cfg, meta, self)
         tokens = meta["inputs"]["kind"] == "tokens"

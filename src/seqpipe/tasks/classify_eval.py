@@ -19,7 +19,7 @@ from seqpipe.atomic import atomic_path, write_text
 from seqpipe.data.batching import BucketBatchSampler, pad_collate
 from seqpipe.data.examples import ExampleDataModule
 from seqpipe.data.vocab import IGNORE_INDEX as IGNORE
-from seqpipe.models.lightning import SeqModule
+from seqpipe.tasks.lightning import SeqModule
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
-from seqpipe.tasks import Step, Task
+from seqpipe.tasks.base import Step, Task
 
 BLANK = "<blank>"  # index 0 of meta["target"]["tokens"]
 UNITS = ("char", "word")
@@ -216,13 +216,13 @@ class CTC(Task):
         return lambda ids: sep.join(tokens[i] for i in ids)
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.serving.pyfunc import WHO, example_input, infer
+        from seqpipe.data.requests import WHO, example_input, infer
 
         example = example_input(cfg, meta, self)
         return infer(example, pd.DataFrame({"text": ["x"], "score": [-0.5], **WHO}), params=PARAMS), example
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.serving.pyfunc import InputError
+        from seqpipe.data.requests import InputError
         from seqpipe.tasks.ctc_decode import greedy, prefix_beam_search, snap
 
         p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}

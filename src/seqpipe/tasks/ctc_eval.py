@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from seqpipe.errors import SeqpipeError
-from seqpipe.tasks import test_scores
+from seqpipe.tasks.base import test_scores
 
 
 def error_rates_of(hyps: list[str], refs: list[str]) -> dict[str, float]:

@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from seqpipe.atomic import atomic_path, write_json, write_text
+from seqpipe.data.meta import META
 from seqpipe.data.vocab import IGNORE_INDEX, UNK_ID
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
-from seqpipe.tasks import META, Step, Task, test_scores
+from seqpipe.tasks.base import Step, Task, test_scores
 
 
 class LanguageModelling(Task):
@@ -38,7 +39,8 @@ class LanguageModelling(Task):
     def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
         from hydra.utils import instantiate
 
-        from seqpipe.prepare import SPLITS, encode_splits, split_documents
+        from seqpipe.data.splits import SPLITS, split_documents
+        from seqpipe.data.streams import encode_splits
 
         p = cfg.prepare
         if missing := [d["id"] for d in docs if "text" not in d]:
@@ -108,13 +110,13 @@ class LanguageModelling(Task):
         return {"test/loss": loss, **self.loss_metrics("test", loss)}
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.serving.pyfunc import PARAMS, WHO, infer
+        from seqpipe.data.requests import PARAMS, WHO, infer
 
         example = pd.DataFrame({"prompt": [cfg.evaluate.prompt]})
         return infer(example, pd.DataFrame({"text": ["generated text"], **WHO}), params=PARAMS), example
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.serving.pyfunc import generation_params, texts_from
+        from seqpipe.data.requests import generation_params, texts_from
 
         texts = texts_from(model_input, self.column)
         p = generation_params(params, model.limits)

@@ -24,10 +24,11 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torchmetrics import Metric
 
+from seqpipe.data.meta import META
 from seqpipe.data.music import Notes, check_steps, fit_range, from_roll, midi_bytes, pitches_of, plot_roll, to_roll
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
-from seqpipe.tasks import META, Step, Task, test_scores
+from seqpipe.tasks.base import Step, Task, test_scores
 
 PARAMS = {"steps": 64, "temperature": 1.0, "seed": -1, "out_of_range": "error"}  # the served model's params
 
@@ -99,7 +100,7 @@ class PianoRoll(Task):
     def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
         from seqpipe.atomic import atomic_path, write_json
         from seqpipe.data.examples import save_examples
-        from seqpipe.prepare import SPLITS, split_examples
+        from seqpipe.data.splits import SPLITS, split_examples
 
         p, r = cfg.prepare, cfg.pianoroll
         rows, seen, stats = [], set(), {"dropped_duplicates": 0}
@@ -202,7 +203,7 @@ class PianoRoll(Task):
         return {"test/loss": loss, **self.loss_metrics("test", loss), "test/frame_acc": float(scores["test/frame_acc"])}
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.serving.pyfunc import WHO, infer
+        from seqpipe.data.requests import WHO, infer
 
         example = pd.DataFrame({"primer": [json.dumps([[60, 64, 67]])]})
         return infer(example, pd.DataFrame({"notes": ["[[60, 64, 67]]"], "midi_base64": ["TVRoZA=="], **WHO}),
@@ -210,7 +211,7 @@ class PianoRoll(Task):
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
         from seqpipe.data.music import frame_count
-        from seqpipe.serving.pyfunc import InputError, column_values
+        from seqpipe.data.requests import InputError, column_values
 
         p = music_params(params, model.limits)
         values = column_values(model_input, self.column, model.limits)
@@ -243,8 +244,8 @@ class PianoRoll(Task):
 def music_params(params: dict | None, limits: dict) -> dict:
     """The served model's params with defaults, checked (steps within the model's limit; temperature and seed
     within the ranges sampling is defined on)."""
+    from seqpipe.data.requests import InputError
     from seqpipe.data.sampling_bounds import check_seed, check_temperature
-    from seqpipe.serving.pyfunc import InputError
 
     p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
     if unknown := sorted(set(p) - set(PARAMS)):

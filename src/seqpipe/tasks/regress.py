@@ -16,7 +16,7 @@ from torchmetrics import MeanMetric, Metric
 
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
-from seqpipe.tasks import Step, Task
+from seqpipe.tasks.base import Step, Task
 
 TOLERANCE = 0.04  # "solved" on the adding problem: within 0.04 of the target (Le et al. 2015)
 
@@ -85,7 +85,7 @@ class Regress(Task):
                 "test/mean_baseline_loss": float(((target - mean) ** 2).mean())}
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.serving.pyfunc import WHO, example_input, infer
+        from seqpipe.data.requests import WHO, example_input, infer
 
         example = example_input(cfg, meta, self)
         return infer(example, pd.DataFrame({"prediction": [0.5], **WHO})), example

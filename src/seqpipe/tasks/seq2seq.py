@@ -20,9 +20,7 @@ from torch.nn.utils.rnn import pad_sequence
 from seqpipe.data.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, UNK_ID, Vocab
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
-from seqpipe.tasks import Step, Task
-
-SUPPRESS = (PAD_ID, UNK_ID, BOS_ID)  # never decoded: an output is made of known tokens and ends with <eos>
+from seqpipe.tasks.base import Step, Task
 
 
 def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -163,7 +161,7 @@ class Seq2SeqTask(Task):
         return evaluate_seq2seq(cfg, module, dm, out_dir)
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.serving.pyfunc import WHO, infer
+        from seqpipe.data.requests import WHO, infer
         from seqpipe.tasks.seq2seq_eval import DECODE_PARAMS
 
         example = pd.DataFrame({"text": [cfg.evaluate.prompt]})

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 
-from seqpipe.data.vocab import EOS_ID, PAD_ID, Vocab
+from seqpipe.data.vocab import EOS_ID, PAD_ID, SUPPRESS, Vocab
 from seqpipe.models.decoding import Hypothesis, beam_search, generator, greedy, sample
 
 # The served model's options; beam_width, length_penalty and max_output_len default to what the model was evaluated
@@ -38,7 +38,6 @@ def decode(net: torch.nn.Module, xs: Sequence[torch.Tensor], width: int = 1, max
     """The best `n_best` outputs of every source `xs[i]` (token ids), best first: beam search for width > 1, greedy
     for width 1, sampling for temperature > 0. Sources are decoded in batches of similar lengths."""
     from seqpipe.models.attention import DecoderState
-    from seqpipe.tasks.seq2seq import SUPPRESS
 
     was_training = net.training
     net.eval()
@@ -75,7 +74,6 @@ def decode(net: torch.nn.Module, xs: Sequence[torch.Tensor], width: int = 1, max
 
 def _sampled(net: torch.nn.Module, logits: torch.Tensor, state: object, max_len: int, temperature: float,
              top_k: int, generator: torch.Generator) -> list[list[Hypothesis]]:
-    from seqpipe.tasks.seq2seq import SUPPRESS
 
     n = logits.size(0)
     tokens: list[list[int]] = [[] for _ in range(n)]
@@ -144,7 +142,7 @@ def evaluate_seq2seq(cfg: DictConfig, module: object, dm: object, out_dir: Path)
 
     from seqpipe.atomic import write_text
     from seqpipe.data.text_tokens import load_tokenizer
-    from seqpipe.tasks import test_scores
+    from seqpipe.tasks.base import test_scores
 
     scores = test_scores(cfg, module, dm)
     meta, e = dm.meta, cfg.evaluate  # type: ignore[attr-defined]
@@ -218,8 +216,8 @@ def plot_attention(sources: list[list[str]], outputs: list[list[str]], weights: 
 # --- serving -------------------------------------------------------------------------------------------------------
 def decode_params(params: dict | None, model: object) -> dict:
     """The request's decoding options with the model's defaults, checked against their ranges and its limits."""
+    from seqpipe.data.requests import InputError
     from seqpipe.data.sampling_bounds import check_seed, check_temperature
-    from seqpipe.serving.pyfunc import InputError
 
     defaults = getattr(model, "decode", {}) or {}
     p = {**DECODE_PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
@@ -259,8 +257,8 @@ def decode_params(params: dict | None, model: object) -> dict:
 def serve(model: object, model_input: object, params: dict | None) -> pd.DataFrame:
     """Every input string's best output (with its log-probability, whether it ended with <eos>, the share of its
     tokens the source vocabulary does not know) and its n-best list as JSON [[output, score], ...]."""
+    from seqpipe.data.requests import texts_from
     from seqpipe.data.text_tokens import load_tokenizer
-    from seqpipe.serving.pyfunc import texts_from
 
     p = decode_params(params, model)
     if not hasattr(model, "target_vocab"):
