@@ -665,7 +665,8 @@ def test_ctrl_c_during_generate_keeps_the_text(models, tmp_path):
     # The child slows each step of the network to 20 ms and never lets it choose <eos> (about 1 draw in 40 ends
     # within the first characters on this model, before the interrupt), and it takes Ctrl-C as a terminal does
     # (a runner started in the background, `cmd &`, hands its children SIGINT ignored).
-    code = ("import signal, sys, time; from seqpipe import cli, nets; from seqpipe.data.vocab import EOS_ID\n"
+    code = ("import signal, sys, time; from seqpipe import cli; from seqpipe.models import nets\n"
+            "from seqpipe.data.vocab import EOS_ID\n"
             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "forward = nets.RecurrentLM.forward\n"
             "def slow(self, *a, **k):\n    time.sleep(0.02); logits, state = forward(self, *a, **k)\n"
