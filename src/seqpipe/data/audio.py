@@ -195,15 +195,17 @@ def log_mel(samples: np.ndarray, spec: dict) -> np.ndarray:
 
 def clip_frames(source: object, spec: dict, sample_rate: int | None = None, max_seconds: float | None = None,
                 name: str = "the clip") -> np.ndarray:
-    """A clip -> its log-mel frames (T, n_mels) at spec's rate. `source`: a `Path` (a local file), a `Clip`, or what
-    a request holds (bytes, base64 text, samples with `sample_rate`); text is never read as a path."""
+    """A clip -> its log-mel frames (T, n_mels) at spec's rate. `source`: a `Path` (a local file) or what a request
+    holds (bytes, base64 text, samples with `sample_rate`); text is never read as a path. Errors name the file;
+    warnings name the clip as `name` does, when given."""
     if isinstance(source, Path):
         clip = open_file(source, raw_rate=spec["sample_rate"])
-    elif isinstance(source, Clip):
-        clip = source
     else:
         clip = open_request(source, sample_rate, name)
-    return features(clip.check(max_seconds), spec)
+    clip.check(max_seconds)
+    if name != "the clip":
+        clip.name = name
+    return features(clip, spec)
 
 
 def features(clip: Clip, spec: dict) -> np.ndarray:

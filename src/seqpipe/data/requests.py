@@ -34,7 +34,14 @@ class InputError(MlflowException, ValueError):
 def column_values(model_input: object, column: str, limits: dict | None = None) -> list:
     """The rows of a request: a DataFrame's column `column` (else its first), a dict's `column`, a string (one row) or
     a list; with `limits`, their number is checked before anything else is done with them."""
-    rows = _column_values(model_input, column)
+    if isinstance(model_input, pd.DataFrame):
+        if model_input.shape[1] == 0:
+            raise InputError(f"the input has no columns: send a column named {column!r}")
+        rows = model_input[column if column in model_input.columns else model_input.columns[0]].tolist()
+    else:
+        if isinstance(model_input, dict):
+            model_input = model_input.get(column, [])
+        rows = [model_input] if isinstance(model_input, str) else list(model_input)  # type: ignore[call-overload]
     if limits:
         check_rows(len(rows), limits)
     return rows
@@ -44,16 +51,6 @@ def check_rows(n: int, limits: dict) -> None:
     if n > limits["max_rows"]:
         raise InputError(f"{n} rows in one request; this model takes at most {limits['max_rows']} (serve.max_rows): "
                          "split the request")
-
-
-def _column_values(model_input: object, column: str) -> list:
-    if isinstance(model_input, pd.DataFrame):
-        if model_input.shape[1] == 0:
-            raise InputError(f"the input has no columns: send a column named {column!r}")
-        return model_input[column if column in model_input.columns else model_input.columns[0]].tolist()
-    if isinstance(model_input, dict):
-        model_input = model_input.get(column, [])
-    return [model_input] if isinstance(model_input, str) else list(model_input)  # type: ignore[call-overload]
 
 
 def texts_from(model_input: object, column: str, limits: dict | None = None) -> list[str]:
