@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
+from seqpipe.metrics.text import error_rates
 from seqpipe.models.attention import Seq2Seq
-from seqpipe.tasks.seq2seq_eval import decode, error_rates
+from seqpipe.tasks.seq2seq_eval import decode
 
 
 def inputs(prepared: Path, n: int) -> tuple[list[torch.Tensor], list | None, dict]:

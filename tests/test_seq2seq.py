@@ -19,10 +19,11 @@ from seqpipe.config import compose, validate
 from seqpipe.data.splits import split_examples
 from seqpipe.data.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, SUPPRESS
 from seqpipe.errors import SeqpipeError
+from seqpipe.metrics.text import bleu, edit_distance, error_rates
 from seqpipe.models.attention import Attention, Seq2Seq
 from seqpipe.models.decoding import beam_search, greedy, length_penalty, sample
 from seqpipe.tasks.seq2seq import Seq2SeqTask, TeacherForcing, collate
-from seqpipe.tasks.seq2seq_eval import bleu, decode, edit_distance, error_rates
+from seqpipe.tasks.seq2seq_eval import decode
 
 V = 12  # ids 4..11 are tokens
 

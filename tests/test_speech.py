@@ -252,7 +252,7 @@ def test_speech_model_learns_and_transcribes_audio(speech_model, said, tmp_path)
                                       base64.b64encode(silent.read_bytes()).decode()]})
     answer = model.predict(request, params={"n_best": 3})
     assert answer["text"].iloc[0] == answer["text"].iloc[1]  # the same words at 16 kHz mono and 48 kHz stereo
-    from seqpipe.tasks.seq2seq_eval import edit_distance
+    from seqpipe.metrics.text import edit_distance
 
     assert edit_distance(list(answer["text"].iloc[0]), list(SAID)) <= 4, answer["text"].iloc[0]  # of 14 characters
     assert answer["text"].iloc[2] == "" and answer["score"].iloc[2] == 0.0

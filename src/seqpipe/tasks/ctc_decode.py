@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from seqpipe.metrics.text import edit_distance
+
 BLANK = 0
 NEG_INF = -math.inf
 
@@ -71,6 +73,4 @@ def decode(logp: np.ndarray, width: int) -> tuple[list[int], float]:
 def snap(text: str, lexicon: list[str]) -> str:
     """Each word of `text` replaced by the lexicon word nearest to it in edit distance (the earlier word of the
     lexicon, which is sorted by train frequency, on a tie): 'tin f siarts' -> 'ten of hearts'."""
-    from seqpipe.tasks.seq2seq_eval import edit_distance
-
     return " ".join(w if w in lexicon else min(lexicon, key=lambda v: edit_distance(w, v)) for w in text.split())

@@ -13,16 +13,8 @@ import torch
 from omegaconf import DictConfig
 
 from seqpipe.errors import SeqpipeError
+from seqpipe.metrics.text import error_rates_of
 from seqpipe.tasks.base import test_scores
-
-
-def error_rates_of(hyps: list[str], refs: list[str]) -> dict[str, float]:
-    """CER, WER and exact match of transcripts against one reference each."""
-    from seqpipe.tasks.seq2seq_eval import error_rates
-
-    chars = error_rates([list(h) for h in hyps], [[list(r)] for r in refs])
-    words = error_rates([h.split() for h in hyps], [[r.split()] for r in refs])
-    return {"cer": chars["token_error_rate"], "wer": words["token_error_rate"], "exact_match": chars["exact_match"]}
 
 
 def evaluate(cfg: DictConfig, module, dm, out_dir: Path, text) -> dict:  # noqa: ANN001

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 
 from seqpipe.data.vocab import EOS_ID, PAD_ID, SUPPRESS, Vocab
+from seqpipe.metrics.text import bleu, error_rates
 from seqpipe.models.decoding import Hypothesis, beam_search, generator, greedy, sample
 
 # The served model's options; beam_width, length_penalty and max_output_len default to what the model was evaluated
@@ -88,40 +89,6 @@ def _sampled(net: torch.nn.Module, logits: torch.Tensor, state: object, max_len:
                 else:
                     tokens[i].append(int(nxt[i]))
     return [[Hypothesis(tokens[i], logps[i], sum(logps[i]), ended[i])] for i in range(n)]
-
-
-# --- scores --------------------------------------------------------------------------------------------------------
-def edit_distance(a: Sequence, b: Sequence) -> int:
-    """Levenshtein distance between two token sequences (insertions, deletions, substitutions cost 1)."""
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
-def error_rates(hyps: Sequence[Sequence], refs: Sequence[Sequence[Sequence]]) -> dict[str, float]:
-    """Scores of outputs against all references of their input: `exact_match` (the share of outputs equal to a
-    reference), `seq_error_rate` (1 - exact_match: the word error rate of g2p), `token_error_rate` (edit distance to
-    the closest reference over that reference's length, summed over inputs: the phoneme error rate of g2p)."""
-    exact, dist, length = 0, 0, 0
-    for hyp, options in zip(hyps, refs):
-        hyp = list(hyp)
-        exact += any(hyp == list(r) for r in options)
-        d, ref = min((edit_distance(hyp, r), r) for r in options)
-        dist, length = dist + d, length + len(ref)
-    n = max(len(hyps), 1)
-    return {"exact_match": exact / n, "seq_error_rate": 1 - exact / n, "token_error_rate": dist / max(length, 1)}
-
-
-def bleu(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
-    """Corpus BLEU (sacrebleu, its default 13a tokenisation) of detokenised outputs against their first
-    reference."""
-    import sacrebleu
-
-    return float(sacrebleu.corpus_bleu(list(hyps), [[r[0] for r in refs]]).score)
 
 
 # --- evaluate ------------------------------------------------------------------------------------------------------
