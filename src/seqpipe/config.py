@@ -11,6 +11,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from seqpipe.errors import SeqpipeError
+from seqpipe.tasks import NAMES, get_task, task_sections
 
 # nets.CELLS's names, repeated so that checking a config never loads torch (tests/test_cells.py keeps them equal);
 # the _ref cells are written out gate by gate (seqpipe.models.cells) and cannot read packed sequences
@@ -24,9 +25,10 @@ POOLINGS = ("last", "mean", "max")
 MODEL_KEYS = ("cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layers", "dropout", "bidirectional",
               "pooling", "packed", "tie_weights")
 # Sections whose keys code reads by name: `+section.key=...` adds a key nothing reads (a typo, or an option that
-# does not exist), so it is refused. recipe.fetch is open: its keys are the arguments of the recipe's function.
+# does not exist), so it is refused. These and the tasks' own sections (Task.section: seq2seq, pianoroll, ctc).
+# recipe.fetch is open: its keys are the arguments of the recipe's function.
 CLOSED_SECTIONS = ("prepare", "data", "model", "optim", "train", "evaluate", "mlflow", "register", "serve", "paths",
-                   "seq2seq", "pianoroll", "ctc", "study")
+                   "study")
 # Lightning's precision and accelerator names (lightning.fabric.connector, the accelerator registry plus its
 # aliases), repeated so that checking a config never loads Lightning (tests/test_inputs_guard.py keeps them equal).
 # The strategy (and any other Trainer argument) is checked by building the Trainer before a run is tracked.
@@ -64,7 +66,7 @@ def check_override_keys(overrides: list[str] | tuple[str, ...], config_dir: str 
     """Refuse `key=value` overrides of keys the config does not have, listing the keys that are there."""
     for override in overrides:
         key = override.split("=", 1)[0]
-        if override.startswith("+") and key.lstrip("+").rpartition(".")[0] in CLOSED_SECTIONS:
+        if override.startswith("+") and key.lstrip("+").rpartition(".")[0] in (*CLOSED_SECTIONS, *task_sections()):
             parent = key.lstrip("+").rpartition(".")[0]
             raise SeqpipeError(f"{override!r} adds a key that seqpipe does not read; the keys under {parent!r} are: "
                                f"{', '.join(OmegaConf.select(compose((), config_dir), parent))}")
@@ -254,10 +256,10 @@ def check_trainer(t: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on, with messages that name the key and the allowed values."""
-    m = cfg.model
-    from seqpipe.data.inputs import KINDS
-    from seqpipe.tasks import NAMES, get_task
+    from seqpipe.data.inputs import KINDS  # lazy: the input kinds import torch and MLflow (~2 s), which `import
+    # seqpipe.config` (every command line) does without; the task's own check below loads them anyway
 
+    m = cfg.model
     if missing := sorted(OmegaConf.missing_keys(cfg)):  # `???` in conf/: a value the user must give
         raise SeqpipeError(f"{missing[0]} has no value: give it, e.g. `seqpipe compose {missing[0]}=...` (the recipe "
                            "says what it takes)")

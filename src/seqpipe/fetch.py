@@ -56,11 +56,12 @@ def run(cfg: DictConfig) -> dict:
         raise SeqpipeError(f"recipe {cfg.recipe.name!r} produced no documents; check recipe.fetch in conf/")
     with atomic_path(Path(cfg.paths.raw), is_dir=True) as out:
         write_documents(out, docs)
-    # characters of text, or frames (steps) of frame sequences and piano rolls
-    field = next((f for f in ("frames", "notes") if f in docs[0]), "text")
-    unit = "characters" if field == "text" else "frames"
-    stats = {"documents": len(docs), unit: sum(len(d.get(field, "")) for d in docs)}  # type: ignore[arg-type]
-    print(f"fetch: {stats['documents']} documents, {stats[unit]:,} {unit} -> {cfg.paths.raw}", file=sys.stderr)
+    # characters of text, and frames (steps) of frame sequences and piano rolls: the figures the documents have
+    sizes = {"characters": sum(len(d.get("text", "")) for d in docs),  # type: ignore[arg-type]
+             "frames": sum(len(d.get("frames", d.get("notes", ""))) for d in docs)}  # type: ignore[arg-type]
+    stats = {"documents": len(docs), **{unit: n for unit, n in sizes.items() if n}}
+    shown = ", ".join(f"{n:,} {unit}" for unit, n in sizes.items() if n)
+    print(f"fetch: {stats['documents']} documents, {shown or 'no content'} -> {cfg.paths.raw}", file=sys.stderr)
     return stats
 
 

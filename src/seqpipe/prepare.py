@@ -20,6 +20,7 @@ def run(cfg: DictConfig) -> dict:
     task = get_task(cfg.task)
     docs = read_documents(cfg.paths.raw)
     raw_file = Path(cfg.paths.raw) / "documents.jsonl"
+    # the documents' own fields (what recipes write), before any task reads them: one message for an empty corpus
     if all("frames" not in d and "notes" not in d for d in docs) \
             and sum(len(d.get("text", "").strip()) for d in docs) == 0:
         raise SeqpipeError(f"the corpus is empty: {raw_file} holds no text (recipe {cfg.recipe.name!r})")

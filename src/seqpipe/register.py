@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import seqpipe
 from seqpipe.atomic import write_json
+from seqpipe.data.inputs import kind_of
 from seqpipe.errors import SeqpipeError
 from seqpipe.evaluate import load_checkpoint, read_train_result
 from seqpipe.serving.pyfunc import SeqpipeModel
@@ -32,6 +33,8 @@ LOSS = "test/loss"     # the champion criterion, every task; the same name in me
 LIMITS = "serve.limits"  # tag: the serving limits stored in the version (JSON)
 WITHDRAWN = "seqpipe.withdrawn"  # tag a version with this (any value) to keep it out of every champion decision
 CONCURRENT_S = 600     # versions registered this close to ours compete with it (see settle_champion)
+# The run params that say how big a version's input side was, and in what
+INPUT_SIZES = (("data.features", "features"), ("data.vocab_size", "tokens"), ("vocab_size", "tokens"))
 
 
 def export_weights(checkpoint: str, out: Path, max_len: int | None, limits: dict, decode: dict | None = None) -> dict:
@@ -42,13 +45,6 @@ def export_weights(checkpoint: str, out: Path, max_len: int | None, limits: dict
     torch.save({"meta": hp["meta"], "model": hp["net"], "state_dict": module.net.state_dict(),
                 "max_len": max_len, "limits": limits, "decode": decode or {}}, out)
     return hp["meta"]
-
-
-def served_decoding(cfg: DictConfig) -> dict:
-    """The decoding a sequence-to-sequence model serves by default: what evaluate scored it with ({} otherwise)."""
-    if not get_task(cfg.task).decodes:
-        return {}
-    return {k: cfg.evaluate.get(k) for k in ("beam_width", "length_penalty", "max_output_len")}
 
 
 def describe(cfg: DictConfig, info: dict, metrics: dict, digest: str, run: object) -> str:
@@ -74,11 +70,10 @@ def log_and_register(cfg: DictConfig, info: dict, name: str, tags: dict, descrip
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.pt"
         limits = OmegaConf.to_container(cfg.serve)
-        meta = export_weights(info["best_checkpoint"], weights, cfg.prepare.max_len, limits, served_decoding(cfg))
-        artifacts = {"weights": str(weights)}
-        if meta["inputs"]["kind"] == "tokens":
-            artifacts["vocab"] = str(Path(cfg.paths.prepared) / "vocab.json")
-        signature, example = get_task(cfg.task).signature(cfg, meta)
+        task = get_task(cfg.task)
+        meta = export_weights(info["best_checkpoint"], weights, cfg.prepare.max_len, limits, task.decoding(cfg))
+        artifacts = {"weights": str(weights), **kind_of(meta["inputs"]).artifacts(cfg.paths.prepared)}
+        signature, example = task.signature(cfg, meta)
         with mlflow.start_run(run_id=info["run_id"]):
             model_info = mlflow.pyfunc.log_model(
                 name="model", python_model=SeqpipeModel(), artifacts=artifacts,
@@ -125,17 +120,15 @@ class Standing:
         return v.tags.get("data.digest") or self._run_params(v.run_id).get("data.digest", "unknown")
 
     def inputs(self, v: ModelVersion) -> tuple[str, str]:
-        """(size, unit) of what the version read: its vocabulary in tokens, or its number of frame features."""
+        """(size, what) of what the version read, from its run's params: its vocabulary in tokens, or its number of
+        frame features (runs of seqpipe 0.1 logged `vocab_size`)."""
         params = self._run_params(v.run_id)
-        if "data.features" in params:
-            return params["data.features"], "features"
-        return params.get("data.vocab_size", params.get("vocab_size", "?")), "tokens"
+        return next(((params[key], what) for key, what in INPUT_SIZES if key in params), ("?", "tokens"))
 
     def compare_inputs(self, a: ModelVersion, b: ModelVersion) -> str:
-        (size_a, unit_a), (size_b, unit_b) = self.inputs(a), self.inputs(b)
-        if unit_a != unit_b:
-            return f"{size_a} {unit_a} vs {size_b} {unit_b}"
-        return f"{'vocabulary ' if unit_a == 'tokens' else ''}{size_a} vs {size_b} {unit_a}"
+        (size_a, what_a), (size_b, what_b) = self.inputs(a), self.inputs(b)
+        same = {"tokens": "vocabulary {} vs {} tokens", "features": "{} vs {} features"}.get(what_a)
+        return same.format(size_a, size_b) if what_a == what_b else f"{size_a} {what_a} vs {size_b} {what_b}"
 
 
 def alias_version(client: mlflow.MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -208,7 +201,7 @@ def run(cfg: DictConfig) -> dict:
 
     # What the served model is besides its weights: its limits and, for a task that decodes, its default decoding;
     # when either changes, the same training run makes a new version.
-    decode = served_decoding(cfg)
+    decode = get_task(cfg.task).decoding(cfg)
     limits = json.dumps({**OmegaConf.to_container(cfg.serve), **({"decode": decode} if decode else {})},
                         sort_keys=True)
     mv = registered_from(client, name, info["run_id"], limits)

@@ -29,7 +29,7 @@ from seqpipe.data import provenance
 from seqpipe.data.meta import prepared_meta
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.gradflow import GradientFlow
-from seqpipe.tasks import get_task
+from seqpipe.tasks import get_task, trained_by
 from seqpipe.tasks.lightning import SeqModule
 from seqpipe.tracking.runs import create_run, data_digest, ended_if_failed, flatten
 from seqpipe.tracking.store import connect, env_unchanged, run_exists, shown_uri
@@ -69,8 +69,8 @@ def _portable(path: str) -> str:
 # What the train stage reads from params.yaml: dvc.yaml's train `params:` (tests/test_dag.py keeps them equal). A
 # checkpoint resumes only under the same values of all of them but these, which cannot change what is learnt: the
 # tracking store (a run tracked elsewhere resumes as a new run) and what the progress bar and summary show.
-PARAMS = ("seed", "task", "monitor", "data", "model", "optim", "train", "trainer", "seq2seq", "ctc.stack",
-          "ctc.spec_augment", "pianoroll.transpose", "mlflow")
+# The tasks' keys come from the tasks (Task.trained_by), in the registry's order.
+PARAMS = ("seed", "task", "monitor", "data", "model", "optim", "train", "trainer", *trained_by(), "mlflow")
 NOT_FINGERPRINTED = ("mlflow", "trainer.enable_progress_bar", "trainer.enable_model_summary")
 
 

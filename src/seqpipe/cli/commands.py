@@ -152,111 +152,38 @@ def _generate(args: argparse.Namespace) -> None:
     from seqpipe.cli.predict import load_model
     from seqpipe.tracking.store import tracking_uri
 
-    model = load_model(args.model, args.tracking_uri or tracking_uri(), generates=True).unwrap_python_model()
-    if model.frames:  # a piano-roll model: notes out, to a MIDI file
-        _generate_music(args, model)
-        return
-    params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
-              "seed": args.seed, "beam_width": args.beam_width}
-    logprobs: list[tuple[str, float]] = []
-    pieces = model.stream(args.prompt, params, logprobs, bos=args.bos)  # refuses what the limits refuse, first
-    out, n = sys.stdout, 0
-    out.write(args.prompt)
-    try:
-        for piece in pieces:  # printed as it comes: a long generation shows progress and Ctrl-C keeps the text
-            out.write(piece)
-            out.flush()
-            n += 1
-    except KeyboardInterrupt:
-        out.write("\n")
-        out.flush()
-        print(f"seqpipe: interrupted after {n} new tokens; the text so far is above", file=sys.stderr)
-        raise SystemExit(130) from None
-    out.write("\n")
-    if args.logprobs:
-        for piece, lp in logprobs:
-            print(f"{piece!r}\t{lp:.4f}", file=sys.stderr)
-        print(f"total log-probability {sum(lp for _, lp in logprobs):.4f} over {len(logprobs)} tokens",
-              file=sys.stderr)
-
-
-def _generate_music(args: argparse.Namespace, model: object) -> None:
-    """Frames from nothing or after a primer MIDI file -> a MIDI file (--out), a piano-roll PNG beside it, and the
-    notes printed one frame per line."""
-    import json
-    from pathlib import Path
-
-    from seqpipe.atomic import atomic_path, write_text
-    from seqpipe.data.music import fit_range, midi_bytes, plot_roll, read_midi
-    from seqpipe.data.requests import InputError
-    from seqpipe.errors import SeqpipeError
-    from seqpipe.tasks.pianoroll import generate, music_params
-
-    target, limits = model.meta["target"], model.limits  # type: ignore[attr-defined]
-    try:  # the served model's checks and limits: what a server refuses, this refuses, before anything is written
-        p = music_params({"steps": args.steps, "temperature": args.temperature, "seed": args.seed,
-                          "out_of_range": args.out_of_range}, limits)
-        out = Path(args.out or "generated.mid")
-        if out.suffix.lower() not in (".mid", ".midi"):
-            raise SeqpipeError(f"--out {out}: give a .mid file name (a PNG of the piano roll is written beside it)")
-        # counted from the notes' times before any frame is made (a tiny file can ask for billions of frames)
-        primer = read_midi(args.primer, target["frame"], limits["max_input_tokens"]) if args.primer else []
-        model.check_size([primer], p["steps"])  # type: ignore[attr-defined]
-    except InputError as e:  # the reason alone: "row 0" would say nothing here
-        raise SeqpipeError(e.reason) from None
-    primer = fit_range(primer, target["low"], target["high"], p["out_of_range"])
-    steps = p["steps"]
-    notes = generate(model.net, target, primer, steps, p["temperature"], p["seed"])  # type: ignore[attr-defined]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out.with_suffix(".json"), json.dumps(notes) + "\n")
-    plot_roll(notes, out.with_suffix(".png"), f"{out.name}: {steps} frames generated", primer=len(primer))
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(midi_bytes(notes, target["frame"]))
-    for frame in notes:
-        print(" ".join(map(str, frame)) or "-")
-    print(f"generate: {len(primer)} primer + {steps} new frames -> {out} (and {out.with_suffix('.png').name}, "
-          f"{out.with_suffix('.json').name})", file=sys.stderr)
+    model = load_model(args.model, args.tracking_uri or tracking_uri(), "generate").unwrap_python_model()
+    model.task.run_cli(args, model)  # text printed as it comes (lm), or a MIDI file (pianoroll)
 
 
 def _predict(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from seqpipe.cli.predict import load_model, predict_file
+    from seqpipe.data.requests import InputError
     from seqpipe.errors import SeqpipeError
     from seqpipe.tracking.store import tracking_uri
 
     if sum(x is not None for x in (args.text, args.input, args.audio)) != 1:
         raise SeqpipeError("give one of --text TEXT, --audio CLIP or --input FILE (with --output FILE)")
-    model = load_model(args.model, args.tracking_uri or tracking_uri(), generates=False)
+    model = load_model(args.model, args.tracking_uri or tracking_uri(), "predict")
     served = model.unwrap_python_model()
     decoding = {k: v for k, v in (("beam_width", args.beam_width), ("n_best", args.n_best)) if v is not None}
-    if decoding and not served.task.decodes:
+    if set(decoding) - set(served.task.params):
         raise SeqpipeError(f"--beam-width and --n-best are for models that decode sequences (seq2seq, ctc); "
                            f"{args.model} is a {served.task.name!r} model")
     decoding = decoding or None
     if args.audio is not None:
-        if not served.audio:
-            raise SeqpipeError(f"{args.model} does not read audio (a {served.task.name!r} model on "
-                               f"{served.meta['inputs']['kind']}): give --text or --input")
-        from seqpipe.cli.predict import clips_request
-        from seqpipe.data.requests import InputError
-
-        if not Path(args.audio).expanduser().is_file():
-            raise SeqpipeError(f"audio file not found: {args.audio}")
-        try:  # whatever its name, the file is read as a clip (here: the model never opens a path)
-            row = model.predict(clips_request([args.audio], served), params=decoding).iloc[0]
+        request = served.kind.audio_request(args.audio, served.limits)  # the file is read here, never by the model
+        try:
+            row = model.predict(request, params=decoding).iloc[0]
         except InputError as e:  # the reason names the clip; "row 0" would say nothing more
             raise SeqpipeError(e.reason) from None
         print(row["text"])
         print(f"predict: score {row['score']:.3f} ({row['model']})", file=sys.stderr)
         return
     if args.text is not None:
-        import pandas as pd
-
-        if served.frames:
-            raise SeqpipeError("this model reads frames, not text: give --input FILE.jsonl with a 'frames' column "
-                               "(a T x F list of lists per row)")
-        row = model.predict(pd.DataFrame({"text": [args.text]}), params=decoding).iloc[0]
+        row = model.predict(served.kind.text_request(args.text), params=decoding).iloc[0]
         print("\t".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         return
     output = Path(args.output or Path(args.input).with_suffix(".predictions.csv"))

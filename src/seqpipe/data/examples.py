@@ -14,9 +14,10 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from seqpipe.data.batching import BucketBatchSampler, pad_collate
+from seqpipe.data.inputs import kind_of
 from seqpipe.data.meta import read_meta
 from seqpipe.data.vocab import IGNORE_INDEX as IGNORE
-from seqpipe.data.vocab import PAD_ID, Vocab, prepared_vocab
+from seqpipe.data.vocab import PAD_ID
 from seqpipe.errors import SeqpipeError
 
 
@@ -82,7 +83,8 @@ class ExampleDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.bucketing, self.num_workers, self.seed, self.bucket_factor = bucketing, num_workers, seed, bucket_factor
         self.meta = read_meta(self.dir)
-        self.vocab = Vocab.load(prepared_vocab(self.dir)) if self.meta["inputs"]["kind"] == "tokens" else None
+        kind = kind_of(self.meta["inputs"])
+        self.vocab, _ = kind.load(kind.artifacts(self.dir))  # the input vocabulary (None for frames)
         self.labels, self.source_names = self.meta["target"].get("labels", []), self.meta.get("sources", [""])
         self.splits: dict[str, ExampleDataset] = {}
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from seqpipe.data.inputs import kind_of
 from seqpipe.errors import SeqpipeError
 
 if TYPE_CHECKING:
@@ -21,10 +22,7 @@ def read_meta(prepared_dir: str | Path) -> dict:
     if not path.is_file():
         raise SeqpipeError(f"{path} not found: run the prepare stage first (`dvc repro prepare`)")
     meta = json.loads(path.read_text())
-    if meta["inputs"]["kind"] == "tokens":  # the size of the vocabulary the data module will read, not a copy of it
-        from seqpipe.data.vocab import Vocab, prepared_vocab
-
-        meta["inputs"]["vocab_size"] = len(Vocab.load(prepared_vocab(prepared_dir)))
+    meta["inputs"] = kind_of(meta["inputs"]).reread(prepared_dir)
     return meta
 
 

@@ -1,7 +1,7 @@
 """What a request to a served model holds and may ask, checked before any work: its rows (counted first), each
 row's text, frames or audio, the generation params; `InputError` refuses one with a reason (HTTP 400). Shared by
-the served model (seqpipe.serving.pyfunc), the tasks' `predict`, and the command line, which refuses what a server
-would. Also the signature a model is logged with."""
+the served model (seqpipe.serving.pyfunc), the input kinds (seqpipe.data.inputs), the tasks' `predict`, and the
+command line, which refuses what a server would."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from seqpipe.data.frames import frames_array
 
 # Generation params (language models); seed -1: a fresh seed per call; beam_width > 1: beam search (deterministic,
 # temperature/top_k/seed unused); logprobs: add each new token's log-probability (column token_logprobs, JSON).
@@ -95,8 +97,6 @@ def generation_params(params: dict | None, limits: dict) -> dict:
 def frames_from(model_input: object, column: str, features: int, limits: dict | None = None) -> list[np.ndarray]:
     """(T, F) arrays from a DataFrame (column `column`, else the first), a dict or a list of T x F nested lists;
     each row is checked (its F, ragged, non-numeric, NaN or inf, empty) and refused naming the row."""
-    from seqpipe.data.inputs import frames_array
-
     rows = []
     for i, value in enumerate(column_values(model_input, column, limits)):
         try:
@@ -141,33 +141,3 @@ def audio_from(model_input: object, spec: dict, limits: dict) -> list[np.ndarray
 def has_column(model_input: object, column: str) -> bool:
     return column in model_input.columns if isinstance(model_input, pd.DataFrame) else \
         isinstance(model_input, dict) and column in model_input
-
-
-def example_input(cfg: object, meta: dict, task: object) -> pd.DataFrame:
-    """The input example logged with a model: the config's prompt for text, a short series of zeros for frames, a
-    tenth of a second of a 440 Hz tone for audio (base64 WAV)."""
-    if meta["inputs"].get("audio"):
-        from seqpipe.data.audio import wav_base64
-
-        rate = meta["inputs"]["audio"]["sample_rate"]
-        tone = 0.1 * np.sin(2 * np.pi * 440 * np.arange(rate // 10) / rate)
-        return pd.DataFrame({"audio": [wav_base64(tone, rate)]})
-    if meta["inputs"]["kind"] == "frames":
-        return pd.DataFrame({"frames": [[[0.0] * meta["inputs"]["features"]] * 4]})
-    return pd.DataFrame({task.column: [cfg.evaluate.prompt]})  # type: ignore[attr-defined]
-
-
-def infer(example: pd.DataFrame, output: pd.DataFrame, params: dict | None = None) -> object:
-    """MLflow's signature of a served model. A `frames` column takes any value: the model checks each row itself and
-    names the row and the problem (MLflow's array schema would refuse integers and say only "column ''")."""
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
-
-    signature = infer_signature(example, output, params=params)
-    if "audio" in example.columns:  # a path, base64 bytes or samples (with sample_rate); or frames, as computed
-        columns = [ColSpec(AnyType(), "audio", required=False), ColSpec("long", "sample_rate", required=False),
-                   ColSpec(AnyType(), "frames", required=False)]
-        signature = ModelSignature(Schema(columns), signature.outputs, signature.params)
-    elif "frames" in example.columns:
-        signature = ModelSignature(Schema([ColSpec(AnyType(), "frames")]), signature.outputs, signature.params)
-    return signature

@@ -3,7 +3,8 @@
 An `Encoder` (input layer -> RNN/GRU/LSTM stack, optionally bidirectional) feeds one of three heads:
 `RecurrentLM` (next-token logits per step), `SequenceClassifier` (one output vector per sequence: class logits, or
 a value when regressing) and `SequenceTagger` (one label per step). The input layer is an adapter: token ids go
-through an Embedding, float frames (B, T, F) through `FrameInput` (standardise, then a Linear layer).
+through an Embedding, float frames (B, T, F) through `FrameInput` (standardise, then a Linear layer): the input
+kind (seqpipe.data.inputs) builds it.
 Padding never changes the outputs at valid positions: unidirectional layers are causal, and the backward direction
 reads each sequence reversed within its own length.
 """
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqpipe.data.vocab import PAD_ID
+from seqpipe.data.inputs import kind_of
 from seqpipe.models.cells import GRURef, LSTMRef
 
 State = Tensor | tuple[Tensor, Tensor] | None
@@ -60,27 +61,11 @@ def run_rnn(rnn: nn.Module, x: Tensor, lengths: Tensor | None, state: State, pac
     return out, state
 
 
-class FrameInput(nn.Module):
-    """Float frames (B, T, F) -> (B, T, E): standardised with the train split's mean and std (buffers, so the served
-    model applies the same), then projected by a Linear layer in place of an embedding."""
-
-    def __init__(self, features: int, dim: int, mean: list[float] | None = None, std: list[float] | None = None):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.0] * features))
-        self.register_buffer("std", torch.tensor(std if std is not None else [1.0] * features))
-        self.proj = nn.Linear(features, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj((x - self.mean) / self.std)
-
-
 def input_layer(inputs: int | dict, dim: int) -> nn.Module:
-    """An Embedding for a vocabulary size (or {"kind": "tokens", "vocab_size": V}); a FrameInput for
-    {"kind": "frames", "features": F, "mean": [...], "std": [...]} (prepared/meta.json's `inputs`)."""
-    if isinstance(inputs, int) or inputs["kind"] == "tokens":
-        size = inputs if isinstance(inputs, int) else inputs["vocab_size"]
-        return nn.Embedding(size, dim, padding_idx=PAD_ID)
-    return FrameInput(inputs["features"], dim, inputs.get("mean"), inputs.get("std"))
+    """The input kind's layer (seqpipe.data.inputs): an Embedding for a vocabulary size (or {"kind": "tokens",
+    "vocab_size": V}); a FrameInput for {"kind": "frames", "features": F, "mean": [...], "std": [...]}
+    (prepared/meta.json's `inputs`)."""
+    return kind_of(inputs).layer(dim)
 
 
 class Encoder(nn.Module):

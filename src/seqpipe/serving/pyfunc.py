@@ -6,26 +6,22 @@ model that gave it (`model`, `run_id`)."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow.pyfunc
 import torch
+import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
-from seqpipe.data.requests import (
-    InputError,
-    audio_from,
-    check_rows,
-    frames_from,
-    generation_params,
-    has_column,
-    texts_from,
-)
+from seqpipe.data.batching import pad_collate
+from seqpipe.data.inputs import kind_of
+from seqpipe.data.requests import InputError, check_rows, generation_params
 from seqpipe.errors import SeqpipeError
+from seqpipe.models.sampling import beam, stream
 from seqpipe.serving import guard as server_guard
+from seqpipe.tasks import get_task
 
 # The limits of models registered before limits were stored in the model (seqpipe 0.1). Newer models carry the
 # `serve` section of the config they were registered with.
@@ -47,8 +43,6 @@ def identity(model_dir: Path) -> tuple[str, str]:
     """(registered name/version, run id) of a downloaded model. MLflow writes `registered_model_meta` when it
     downloads a model by registry URI (alias resolved to its version), so a server started on @champion keeps
     saying which version it loaded after the alias moves."""
-    import yaml
-
     def read(name: str) -> dict:
         path = model_dir / name
         return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
@@ -66,31 +60,25 @@ def legacy_meta(saved: dict) -> dict:
 
 
 class SeqpipeModel(mlflow.pyfunc.PythonModel):
+    """The one served-model class: the network, the input kind that reads requests (seqpipe.data.inputs), and the
+    task that answers them (seqpipe.tasks), with what the task loaded for itself in `state`."""
     unit = "tokens"  # what one input step is called in messages ("steps" for frames)
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        from seqpipe.data.text_tokens import load_tokenizer
-        from seqpipe.data.vocab import Vocab
-        from seqpipe.tasks import get_task
-
         saved = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         self.meta = saved.get("meta") or legacy_meta(saved)
         self.task = get_task(self.meta["task"])
+        self.kind = kind_of(self.meta["inputs"])
         self.labels = self.meta["target"].get("labels", [])
-        self.frames = self.meta["inputs"]["kind"] == "frames"
-        self.column, self.unit = ("frames", "steps") if self.frames else (self.task.column, "tokens")
-        self.audio = self.meta["inputs"].get("audio")  # frames computed from audio: requests may send the audio
-        if self.audio:
-            self.column = "audio"
+        self.column, self.unit = self.kind.column(self.task.column), self.kind.unit
+        self.vocab, self.tokenizer = self.kind.load(context.artifacts)
         self.max_len = saved.get("max_len")  # inputs are cut as the training data was
         self.limits = {**DEFAULT_LIMITS, **saved.get("limits", {})}
         self.decode = saved.get("decode", {})  # sequence to sequence: default beam width, length penalty, limit
         self.net = self.task.build_net(self.meta, saved["model"])
         self.net.load_state_dict(upgrade_state_dict(saved["state_dict"]))
         self.net.eval()
-        if "vocab" in context.artifacts:
-            self.vocab = Vocab.load(context.artifacts["vocab"])
-            self.tokenizer = load_tokenizer(self.vocab.tokenizer)
+        self.state = self.task.load_served(self.meta)
         self.model, self.run_id = identity(Path(context.artifacts["weights"]).parents[1])
         if server_guard.serving():  # loaded by `mlflow models serve`: bound the body, one-line error answers
             server_guard.install(self.limits)
@@ -152,8 +140,6 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
     def generate(self, prompt: str, p: dict, logprobs: list | None = None, bos: bool = False) -> Iterator[str]:
         """The continuation in pieces: sampled (or greedy) as it comes, or with beam_width > 1 the beam's best in
         one piece; `logprobs` (a list) receives (token, log-probability) pairs; `bos` as in `stream`."""
-        from seqpipe.models.sampling import beam, stream
-
         if p.get("beam_width", 1) > 1:
             return iter([beam(self.net, self.vocab, self.tokenizer, prompt, p["max_new_tokens"], p["beam_width"],
                               logprobs=logprobs, bos=bos)])
@@ -161,44 +147,14 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
                       p["top_k"], p["seed"], logprobs, bos)
 
     def encode(self, model_input: object, what: str) -> tuple[list[torch.Tensor], list[float] | None]:
-        """Every row of a request as the network's input, checked against the limits before any work: (T,) ids or
-        (T, F) frames, cut to the training data's max_len where the task reads a prefix; and, for text, the share
+        """Every row of a request as the network's input, read by the input kind and checked against the limits
+        before any work, then fitted to the training data's max_len by the task's policy; and, for text, the share
         of each row's tokens that the vocabulary does not know."""
-        from seqpipe.data.vocab import UNK_ID
-
-        if self.audio and not has_column(model_input, "frames"):
-            rows = self.check_size(audio_from(model_input, self.audio, self.limits), 0)
-            xs, unk = [torch.from_numpy(r) for r in rows], None
-        elif self.frames:
-            rows = self.check_size(frames_from(model_input, "frames", self.meta["inputs"]["features"], self.limits), 0)
-            xs, unk = [torch.from_numpy(r) for r in rows], None
-        else:
-            rows = self.check_size(self.tokenize(texts_from(model_input, self.column, self.limits)), 0)
-            for i, tokens in enumerate(rows):
-                if not tokens:
-                    raise InputError(f"empty input text: nothing to {what}", row=i)
-            xs = [torch.tensor(self.vocab.encode(tokens)) for tokens in rows]
-            unk = [float((x == UNK_ID).float().mean()) for x in xs]
-            for i in (i for i, u in enumerate(unk) if u == 1.0):
-                warnings.warn(f"row {i}: every token is unknown to the vocabulary; the prediction carries no "
-                              "information", stacklevel=3)
-        if self.max_len and self.task.refuses_long:
-            for i, x in enumerate(xs):
-                if len(x) > self.max_len:
-                    raise InputError(f"{len(x)} {self.unit}; this model reads inputs of at most {self.max_len} "
-                                     "(prepare.max_len when it was trained): shorten or split the input", row=i)
-        if self.max_len and self.task.reads_prefix:
-            for i, x in enumerate(xs):
-                if len(x) > self.max_len:
-                    warnings.warn(f"row {i}: {len(x)} {self.unit}, read as its first {self.max_len} (the training "
-                                  "data's max_len)", stacklevel=3)
-                    xs[i] = x[: self.max_len]
-        return xs, unk
+        xs, unk = self.kind.read(self, model_input, what)
+        return self.task.fit_length(xs, self.max_len, self.unit), unk
 
     def batches(self, model_input: object, what: str, batch_size: int = 64) -> Iterator[tuple[dict, list | None]]:
         """The request as padded batches (x, lengths) with the rows' unknown-token shares (None for frames)."""
-        from seqpipe.data.batching import pad_collate
-
         xs, unk = self.encode(model_input, what)
         for start in range(0, len(xs), batch_size):
             batch = pad_collate([(x, torch.tensor(0)) for x in xs[start:start + batch_size]])

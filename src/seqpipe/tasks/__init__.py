@@ -1,9 +1,12 @@
 """The tasks, one module each; the stages (prepare, train, evaluate, register, the served model) call a `Task`
-(seqpipe.tasks.base) and never ask which one it is. `get_task(name)` is the one place that maps a name to its
-module: each task is imported when asked for, so `seqpipe --help` stays fast."""
+(seqpipe.tasks.base) and never ask which one it is. `TASKS` is the one table from a name to its class; a task's
+module is imported when it is asked for (lazy: importing them all loads Lightning, ~2 s, which `seqpipe --help` and
+`seqpipe compose` do without)."""
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
 from typing import TYPE_CHECKING
 
 from seqpipe.errors import SeqpipeError
@@ -11,31 +14,36 @@ from seqpipe.errors import SeqpipeError
 if TYPE_CHECKING:
     from seqpipe.tasks.base import Task
 
-NAMES = ("lm", "classify", "tag", "regress", "seq2seq", "pianoroll", "ctc")
+TASKS = {
+    "lm": "seqpipe.tasks.lm:LanguageModelling",
+    "classify": "seqpipe.tasks.classify:Classify",
+    "tag": "seqpipe.tasks.classify:Tag",
+    "regress": "seqpipe.tasks.regress:Regress",
+    "seq2seq": "seqpipe.tasks.seq2seq:Seq2SeqTask",
+    "pianoroll": "seqpipe.tasks.pianoroll:PianoRoll",
+    "ctc": "seqpipe.tasks.ctc:CTC",
+}
+NAMES = tuple(TASKS)
 
 
 def get_task(name: str) -> Task:
-    """The task called `name`, imported on demand (so `seqpipe --help` stays fast)."""
-    match name:
-        case "lm":
-            from seqpipe.tasks.lm import LanguageModelling
-            return LanguageModelling()
-        case "classify":
-            from seqpipe.tasks.classify import Classify
-            return Classify()
-        case "tag":
-            from seqpipe.tasks.classify import Tag
-            return Tag()
-        case "regress":
-            from seqpipe.tasks.regress import Regress
-            return Regress()
-        case "seq2seq":
-            from seqpipe.tasks.seq2seq import Seq2SeqTask
-            return Seq2SeqTask()
-        case "pianoroll":
-            from seqpipe.tasks.pianoroll import PianoRoll
-            return PianoRoll()
-        case "ctc":
-            from seqpipe.tasks.ctc import CTC
-            return CTC()
-    raise SeqpipeError(f"task={name!r} is not allowed; choose one of: {', '.join(NAMES)}")
+    """The task called `name` (a new one: a task may keep state while it prepares), its module imported on demand."""
+    if name not in TASKS:
+        raise SeqpipeError(f"task={name!r} is not allowed; choose one of: {', '.join(NAMES)}")
+    return _task_class(name)()
+
+
+@cache
+def _task_class(name: str) -> type[Task]:
+    module, _, cls = TASKS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def task_sections() -> dict[str, Task]:
+    """The config sections the tasks own (seq2seq, pianoroll, ctc), each with its task."""
+    return {task.section: task for task in map(get_task, NAMES) if task.section}
+
+
+def trained_by() -> tuple[str, ...]:
+    """The keys of the tasks' sections that change what is learnt (the train stage's params)."""
+    return tuple(key for task in map(get_task, NAMES) for key in task.trained_by)

@@ -1,19 +1,35 @@
-"""What every task provides, with the defaults: its config rules (`check`), `prepare` (documents -> arrays +
-prepared/meta.json), its data module, `build_net`, `step` (one batch -> loss, weight, predictions), the metrics it
-tracks, `evaluate` (test metrics and plots), and for the served model its signature and `predict`."""
+"""What every task provides, with the defaults: its config rules (`check`) and config section, `prepare` (documents ->
+arrays + prepared/meta.json), its data module, `build_net`, `step` (one batch -> loss, weight, predictions), the
+metrics it tracks, `evaluate` (test metrics and plots), and for the served model its signature, what it loads
+(`load_served`), how it fits inputs to the trained length and `predict`. `ExampleTask` adds what the tasks on
+independent labelled examples share (classify, tag, regress, seq2seq, ctc): prepare by seqpipe.data.prepare_examples,
+the target side, the example data module.
+
+Capabilities are members the stages call, not flags they interpret: `command` names the CLI command that answers
+with the model and `run_cli` is what `seqpipe generate` runs; `params` are the served params (their names are what
+`seqpipe predict --beam-width` checks); `decoding(cfg)` the decoding a model serves by default; `long_inputs` with
+`fit_length` the one policy for inputs longer than the training data's."""
 
 from __future__ import annotations
 
+import argparse
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+import pandas as pd
+from omegaconf import DictConfig
+
+from seqpipe.data.examples import ExampleDataModule
+from seqpipe.data.inputs import kind_of
+from seqpipe.data.prepare_examples import label_set, prepare_examples
+from seqpipe.data.requests import WHO, InputError
 from seqpipe.errors import SeqpipeError
 
 if TYPE_CHECKING:
-    import pandas as pd
     from lightning.pytorch import LightningDataModule
-    from omegaconf import DictConfig
     from torch import Tensor, nn
     from torchmetrics import Metric
 
@@ -34,13 +50,18 @@ class Step:
 class Task:
     name = ""
     inputs: tuple[str, ...] = ("tokens", "frames")  # the prepare.inputs it can read
-    column = "text"        # the served model's input column (frames models: "frames")
+    column = "text"        # the served model's input column when it reads text (frames and audio name their own)
     carries_state = False  # consecutive batches continue the same streams (stateful truncated BPTT)
-    generates = False      # `seqpipe generate` (text out) rather than `seqpipe predict`
-    reads_prefix = True    # an input longer than prepare.max_len is read as its first max_len steps when served
-    refuses_long = False   # an input longer than prepare.max_len is refused (prepare drops such pairs, counted)
-    aligned = False        # a list target has one value per input step (tagging)
-    decodes = False        # the served model decodes outputs with evaluate's beam settings as its defaults
+    command = "predict"    # the CLI command that answers with this model: `seqpipe predict` (rows in, rows out)
+    params: dict = {}      # the served params, with their defaults (the signature's; `seqpipe predict` checks names)
+    # What the served model does with an input longer than prepare.max_len: "cut" reads its first max_len steps (with
+    # a warning); "refuse" refuses it (prepare drops such examples, counted: half an input does not map to its whole
+    # output); "read" reads every step (one answer per step). Prepare cuts training inputs unless the policy refuses.
+    long_inputs: Literal["cut", "refuse", "read"] = "cut"
+    # The config section this task alone reads (closed: a key added there is refused), and the keys of it that change
+    # what is learnt (the train stage's DVC params and the resume fingerprint; tests/test_dag.py checks dvc.yaml).
+    section: str | None = None
+    trained_by: tuple[str, ...] = ()
 
     def check(self, cfg: DictConfig) -> None:
         """Config rules of this task, with messages that name the key and the fix."""
@@ -52,31 +73,8 @@ class Task:
                                f"task={self.name} has independent sequences: set train.carry_state=false")
 
     def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
-        from seqpipe.data.prepare_examples import prepare_examples
-
-        return prepare_examples(cfg, self, docs, raw_file)
-
-    # --- the target side of prepare (labelled tasks) ---------------------------------------------------------------
-    key = "label"      # the document field holding the target
-    stratify = True    # split so that each label keeps its share in every split
-    dedupe = True      # prepare.dedupe applies: an input seen twice would be in train and test
-
-    def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
-        """What serving needs to know about targets (labels, a size), from the configured or found labels."""
-        from collections import Counter
-
-        from seqpipe.data.prepare_examples import label_set
-
-        return {"labels": label_set(cfg, Counter(d[self.key] for d in docs))}  # type: ignore[literal-required]
-
-    def encode_target(self, doc: Document, target: dict) -> object:
-        """One document's target as numbers: a class index, a list of them (one per step) or a float."""
-        return target["labels"].index(doc[self.key])  # type: ignore[literal-required]
-
-    def fit_targets(self, cfg: DictConfig, splits: dict[str, list[dict]], target: dict) -> dict | None:
-        """After the split: what the targets need from the train split (a target vocabulary), into `target`, and
-        each row's `target` encoded with it; returns figures for prepare's report."""
-        return None
+        """Documents -> prepared/ (arrays, meta.json, splits.json), atomically; returns figures for the report."""
+        raise NotImplementedError
 
     def net_config(self, cfg: DictConfig) -> dict:
         """What build_net takes (kept in checkpoints and registered models): the model section."""
@@ -87,11 +85,7 @@ class Task:
         return []
 
     def datamodule(self, cfg: DictConfig, meta: dict) -> LightningDataModule:
-        from seqpipe.data.examples import ExampleDataModule
-
-        d = cfg.data
-        return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
-                                 cfg.seed, d.bucket_factor)
+        raise NotImplementedError
 
     def build_net(self, meta: dict, model: dict) -> nn.Module:
         raise NotImplementedError
@@ -100,8 +94,8 @@ class Task:
         raise NotImplementedError
 
     def final_step_only(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The batch with its loss counted at each sequence's last step only (seqpipe.models.gradflow: the gradient that
-        reaches step t then travelled back from the end). A many-to-one task's loss already is."""
+        """The batch with its loss counted at each sequence's last step only (seqpipe.models.gradflow: the gradient
+        that reaches step t then travelled back from the end). A many-to-one task's loss already is."""
         return batch
 
     def metrics(self, meta: dict) -> dict[str, Metric]:
@@ -116,13 +110,101 @@ class Task:
         """Test metrics (must contain test/loss); plots and samples go to out_dir."""
         raise NotImplementedError
 
-    def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        """The served model's MLflow signature and input example."""
+    # --- the served model --------------------------------------------------------------------------------------
+    def decoding(self, cfg: DictConfig) -> dict:
+        """The decoding settings the served model uses by default (what evaluate scored it with); {} when the task
+        does not decode."""
+        return {}
+
+    def output_example(self, meta: dict) -> dict:
+        """One answer's columns (besides WHO), for the signature."""
         raise NotImplementedError
+
+    def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
+        """The served model's MLflow signature and input example: the input kind's example and schema, this task's
+        answer and params."""
+        kind = kind_of(meta["inputs"])
+        example = kind.example(cfg, kind.column(self.column))
+        output = pd.DataFrame({**self.output_example(meta), **WHO})
+        return kind.signature(example, output, self.params or None), example
+
+    def load_served(self, meta: dict) -> dict:
+        """What the served model keeps for this task besides the network and the input side (a target vocabulary),
+        loaded once from the model's meta; `predict` finds it in `model.state`."""
+        return {}
+
+    def fit_length(self, xs: list, max_len: int | None, unit: str) -> list:
+        """A request's inputs (already checked against the limits) fitted to the training data's max_len by
+        `long_inputs`."""
+        if not max_len or self.long_inputs == "read":
+            return xs
+        for i, x in enumerate(xs):
+            if len(x) <= max_len:
+                continue
+            if self.long_inputs == "refuse":
+                raise InputError(f"{len(x)} {unit}; this model reads inputs of at most {max_len} (prepare.max_len when "
+                                 "it was trained): shorten or split the input", row=i)
+            warnings.warn(f"row {i}: {len(x)} {unit}, read as its first {max_len} (the training data's max_len)",
+                          stacklevel=4)
+            xs[i] = x[:max_len]
+        return xs
 
     def predict(self, model: object, model_input: object, params: dict | None) -> pd.DataFrame:
         """The served model's answer for a request (model: the loaded SeqpipeModel)."""
         raise NotImplementedError
+
+    def run_cli(self, args: argparse.Namespace, model: object) -> None:
+        """What `self.command` does on the command line besides what every model does (`seqpipe generate`)."""
+        raise SeqpipeError(f"a {self.name!r} model answers rows: use `seqpipe {self.command}`")
+
+
+class ExampleTask(Task):
+    """A task on independent examples, each an input sequence and a target: prepared by
+    seqpipe.data.prepare_examples (read, dedupe, split, fit the input kind and the targets)."""
+    key = "label"      # the document field holding the target
+    stratify = True    # split so that each label keeps its share in every split
+    dedupe = True      # prepare.dedupe applies: an input seen twice would be in train and test
+
+    def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
+        return prepare_examples(cfg, self, docs, raw_file)
+
+    def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
+        """What serving needs to know about targets (labels, a size), from the configured or found labels."""
+        return {"labels": label_set(cfg, Counter(d[self.key] for d in docs))}  # type: ignore[literal-required]
+
+    def encode_target(self, doc: Document, target: dict) -> object:
+        """One document's target as numbers: a class index, a list of them (one per step) or a float."""
+        return target["labels"].index(doc[self.key])  # type: ignore[literal-required]
+
+    def fit_example(self, doc: Document, x: list | object, target: object, max_len: int | None) -> tuple | None:
+        """An example's (input, target) as training reads it: cut to max_len (both sides when the target has one
+        value per step), or None to drop it when the task refuses long inputs (a cut pair would be wrong)."""
+        if not max_len or len(x) <= max_len and (not isinstance(target, list) or len(target) <= max_len):  # type: ignore
+            return x, target
+        if self.long_inputs == "refuse":
+            return None
+        return x[:max_len], target[:max_len] if isinstance(target, list) else target  # type: ignore[index]
+
+    def fit_targets(self, cfg: DictConfig, splits: dict[str, list[dict]], target: dict) -> dict | None:
+        """After the split: what the targets need from the train split (a target vocabulary), into `target`, and
+        each row's `target` encoded with it; returns figures for prepare's report."""
+        return None
+
+    def collate(self, cfg: DictConfig) -> tuple[object, object]:
+        """(collate, train-split collate) for the data module; None: pad inputs and targets."""
+        return None, None
+
+    def datamodule(self, cfg: DictConfig, meta: dict) -> LightningDataModule:
+        d = cfg.data
+        collate, train_collate = self.collate(cfg)
+        return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
+                                 cfg.seed, d.bucket_factor, collate=collate, train_collate=train_collate)
+
+
+def evaluated_decoding(cfg: DictConfig) -> dict:
+    """The decoding evaluate scored a model with (beam width, length penalty, output limit): what a decoding task's
+    served model uses by default."""
+    return {k: cfg.evaluate.get(k) for k in ("beam_width", "length_penalty", "max_output_len")}
 
 
 def test_scores(cfg: DictConfig, module: object, dm: LightningDataModule) -> dict:

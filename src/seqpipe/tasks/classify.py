@@ -4,6 +4,7 @@ the served model answers with a label and class probabilities (or one tag per po
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +12,22 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from seqpipe.data.inputs import kind_of
+from seqpipe.data.prepare_examples import label_set
 from seqpipe.data.vocab import IGNORE_INDEX
+from seqpipe.errors import SeqpipeError
+from seqpipe.models.nets import SequenceClassifier, SequenceTagger
 from seqpipe.recipes import Document
-from seqpipe.tasks.base import Step, Task
+from seqpipe.tasks.base import ExampleTask, Step
+from seqpipe.tasks.classify_eval import evaluate_labels
 
 
-class Classify(Task):
+class Classify(ExampleTask):
     name = "classify"
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.models.nets import SequenceClassifier
-
         model = {k: v for k, v in model.items() if k != "tie_weights"}
         return SequenceClassifier(meta["inputs"], len(meta["target"]["labels"]), **model)
 
@@ -33,27 +38,18 @@ class Classify(Task):
         return Step(loss, int((y != IGNORE_INDEX).sum()), logits.detach(), y)
 
     def metrics(self, meta: dict) -> dict:
-        from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-
         n = len(meta["target"]["labels"])  # accuracy and macro-F1 over every counted target (sequence or step)
         return {"acc": MulticlassAccuracy(n, average="micro", ignore_index=IGNORE_INDEX),
                 "f1": MulticlassF1Score(n, average="macro", ignore_index=IGNORE_INDEX)}
 
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
-        from seqpipe.tasks.classify_eval import evaluate_labels
-
         return evaluate_labels(module, dm, out_dir)
 
     def output_example(self, meta: dict) -> dict:
+        return {**self.answer_example(), **kind_of(meta["inputs"]).output_columns()}
+
+    def answer_example(self) -> dict:
         return {"label": ["x"]}
-
-    def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.data.requests import WHO, example_input, infer
-
-        example = example_input(cfg, meta, self)
-        tokens = meta["inputs"]["kind"] == "tokens"
-        output = {**self.output_example(meta), **({"unk_fraction": [0.0]} if tokens else {}), **WHO}
-        return infer(example, pd.DataFrame(output)), example
 
     @torch.no_grad()
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
@@ -76,35 +72,32 @@ class Tag(Classify):
     key = "tags"
     stratify = False
     dedupe = False
-    reads_prefix = False  # one tag per position: every position is read
-    aligned = True
+    long_inputs = "read"  # one tag per position: every position is read
 
     def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
-        from collections import Counter
-
-        from seqpipe.data.prepare_examples import label_set
-
         return {"labels": label_set(cfg, Counter(tag for d in docs for tag in d["tags"])), "per_step": True}
 
     def encode_target(self, doc: Document, target: dict) -> list[int]:
         index = {label: i for i, label in enumerate(target["labels"])}
         return [index[t] for t in doc["tags"]]
 
-    def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.models.nets import SequenceTagger
+    def fit_example(self, doc: Document, x: list | object, target: object, max_len: int | None) -> tuple | None:
+        if len(target) != len(x):  # type: ignore[arg-type]
+            raise SeqpipeError(f"example {doc['id']!r}: {len(x)} tokens but {len(target)} tags; tagging needs one tag "  # type: ignore[arg-type]
+                               "per character (prepare.tokenizer = CharTokenizer)")
+        return super().fit_example(doc, x, target, max_len)
 
+    def build_net(self, meta: dict, model: dict):  # noqa: ANN201
         model = {k: v for k, v in model.items() if k not in ("tie_weights", "pooling")}
         return SequenceTagger(meta["inputs"], len(meta["target"]["labels"]), **model)
 
     def final_step_only(self, batch: dict) -> dict:
-        import torch
-
         rows, last = torch.arange(len(batch["lengths"])), batch["lengths"] - 1
         y = torch.full_like(batch["y"], IGNORE_INDEX)
         y[rows, last] = batch["y"][rows, last]
         return {**batch, "y": y}
 
-    def output_example(self, meta: dict) -> dict:
+    def answer_example(self) -> dict:
         return {"tags": ["x"], "confidence": [1.0]}
 
     def answer(self, probs: np.ndarray, length: int, labels: list[str]) -> dict:

@@ -22,9 +22,13 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from seqpipe.data.requests import InputError
 from seqpipe.errors import SeqpipeError
+from seqpipe.models.nets import SequenceTagger
 from seqpipe.recipes import Document
-from seqpipe.tasks.base import Step, Task
+from seqpipe.tasks.base import ExampleTask, Step, evaluated_decoding
+from seqpipe.tasks.ctc_decode import greedy, prefix_beam_search, snap
+from seqpipe.tasks.ctc_eval import evaluate
 
 BLANK = "<blank>"  # index 0 of meta["target"]["tokens"]
 UNITS = ("char", "word")
@@ -73,8 +77,6 @@ class CTCNet(nn.Module):
 
     def __init__(self, inputs: dict, num_classes: int, stack: int = 1, **encoder: object):
         super().__init__()
-        from seqpipe.models.nets import SequenceTagger
-
         self.stack = stack
         # the stacked frame is k frames side by side: their standardisation is the frame's, k times over
         stacked = {**inputs, "features": inputs["features"] * stack,
@@ -108,15 +110,14 @@ class CTCNet(nn.Module):
         return out
 
 
-class CTC(Task):
+class CTC(ExampleTask):
     name = "ctc"
     inputs = ("frames",)
-    column = "frames"
     key = "output"
     stratify = False
-    reads_prefix = False
-    refuses_long = True  # the first max_len frames do not hold the whole transcript
-    decodes = True
+    long_inputs = "refuse"  # the first max_len frames do not hold the whole transcript
+    params = PARAMS
+    section, trained_by = "ctc", ("ctc.stack", "ctc.spec_augment")
 
     def check(self, cfg: DictConfig) -> None:
         super().check(cfg)
@@ -178,18 +179,18 @@ class CTC(Task):
         model = {k: v for k, v in cfg.model.items() if k not in ("pooling", "tie_weights")}
         return {**model, "stack": int(cfg.ctc.stack)}
 
-    def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
-        from seqpipe.data.examples import ExampleDataModule
+    def collate(self, cfg: DictConfig) -> tuple[object, object]:
+        masks = dict(cfg.ctc.spec_augment)
+        train_collate = partial(augmented_collate, rng=np.random.default_rng(cfg.seed), **masks) \
+            if masks["freq_masks"] or masks["time_masks"] else None
+        return collate, train_collate
 
+    def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
         if meta["target"]["stack"] != cfg.ctc.stack:  # prepare kept the examples with frames enough for its stack
             raise SeqpipeError(f"{cfg.paths.prepared} was prepared with ctc.stack={meta['target']['stack']}, but the "
                                f"config says ctc.stack={cfg.ctc.stack}: run the prepare stage again (`dvc repro "
                                "prepare`)")
-        d, masks = cfg.data, dict(cfg.ctc.spec_augment)
-        train_collate = partial(augmented_collate, rng=np.random.default_rng(cfg.seed), **masks) \
-            if masks["freq_masks"] or masks["time_masks"] else None
-        return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
-                                 cfg.seed, d.bucket_factor, collate=collate, train_collate=train_collate)
+        return super().datamodule(cfg, meta)
 
     def build_net(self, meta: dict, model: dict) -> CTCNet:
         return CTCNet(meta["inputs"], len(meta["target"]["tokens"]), **model)
@@ -205,9 +206,10 @@ class CTC(Task):
 
     # --- test and serving ---------------------------------------------------------------------------------------------
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
-        from seqpipe.tasks.ctc_eval import evaluate
-
         return evaluate(cfg, module, dm, out_dir, self.text(dm.meta))
+
+    def decoding(self, cfg: DictConfig) -> dict:
+        return evaluated_decoding(cfg)
 
     @staticmethod
     def text(meta: dict):  # noqa: ANN205
@@ -215,16 +217,10 @@ class CTC(Task):
         tokens, sep = meta["target"]["tokens"], " " if meta["target"]["unit"] == "word" else ""
         return lambda ids: sep.join(tokens[i] for i in ids)
 
-    def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.data.requests import WHO, example_input, infer
-
-        example = example_input(cfg, meta, self)
-        return infer(example, pd.DataFrame({"text": ["x"], "score": [-0.5], **WHO}), params=PARAMS), example
+    def output_example(self, meta: dict) -> dict:
+        return {"text": ["x"], "score": [-0.5]}
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.data.requests import InputError
-        from seqpipe.tasks.ctc_decode import greedy, prefix_beam_search, snap
-
         p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
         if unknown := sorted(set(p) - set(PARAMS)):
             raise InputError(f"unknown params {unknown}; this model takes: {', '.join(PARAMS)}")

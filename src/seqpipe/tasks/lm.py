@@ -3,6 +3,7 @@ carried from chunk to chunk; next-token cross-entropy, bits per character and pe
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -11,12 +12,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seqpipe.atomic import atomic_path, write_json, write_text
 from seqpipe.data.meta import META
+from seqpipe.data.requests import PARAMS, generation_params, texts_from
+from seqpipe.data.splits import SPLITS, split_documents
+from seqpipe.data.streams import StreamDataModule, encode_splits
+from seqpipe.data.text_tokens import load_tokenizer
 from seqpipe.data.vocab import IGNORE_INDEX, UNK_ID
 from seqpipe.errors import SeqpipeError
+from seqpipe.models.nets import RecurrentLM
+from seqpipe.models.sampling import complete
 from seqpipe.recipes import Document
 from seqpipe.tasks.base import Step, Task, test_scores
 
@@ -26,7 +34,8 @@ class LanguageModelling(Task):
     inputs = ("tokens",)
     column = "prompt"
     carries_state = True
-    generates = True
+    command = "generate"
+    params = PARAMS
 
     def check(self, cfg: DictConfig) -> None:
         if cfg.prepare.inputs != "tokens":
@@ -37,11 +46,6 @@ class LanguageModelling(Task):
                                "left to right; set model.bidirectional=false")
 
     def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
-        from hydra.utils import instantiate
-
-        from seqpipe.data.splits import SPLITS, split_documents
-        from seqpipe.data.streams import encode_splits
-
         p = cfg.prepare
         if missing := [d["id"] for d in docs if "text" not in d]:
             raise SeqpipeError(f"{raw_file}: {len(missing)} rows have no text (first: {missing[0]}); a language model "
@@ -67,14 +71,10 @@ class LanguageModelling(Task):
         return stats
 
     def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
-        from seqpipe.data.streams import StreamDataModule
-
         d = cfg.data
         return StreamDataModule(cfg.paths.prepared, d.batch_size, d.bptt, d.eval_batch_size, d.num_workers)
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.models.nets import RecurrentLM
-
         model = {k: v for k, v in model.items() if k != "pooling"}
         return RecurrentLM(meta["inputs"]["vocab_size"], **model)
 
@@ -96,10 +96,6 @@ class LanguageModelling(Task):
 
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
         """Test loss in nats, bits and perplexity per token (per character at character level), and a sample."""
-
-        from seqpipe.data.text_tokens import load_tokenizer
-        from seqpipe.models.sampling import complete
-
         scores = test_scores(cfg, module, dm)
         loss = float(scores["test/loss"])
         e, vocab = cfg.evaluate, dm.vocab
@@ -109,15 +105,10 @@ class LanguageModelling(Task):
         print(f"--- sample ---\n{sample}\n---")
         return {"test/loss": loss, **self.loss_metrics("test", loss)}
 
-    def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.data.requests import PARAMS, WHO, infer
-
-        example = pd.DataFrame({"prompt": [cfg.evaluate.prompt]})
-        return infer(example, pd.DataFrame({"text": ["generated text"], **WHO}), params=PARAMS), example
+    def output_example(self, meta: dict) -> dict:
+        return {"text": ["generated text"]}
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.data.requests import generation_params, texts_from
-
         texts = texts_from(model_input, self.column)
         p = generation_params(params, model.limits)
         model.check_size(model.tokenize(texts), p["max_new_tokens"] * p["beam_width"])
@@ -129,3 +120,29 @@ class LanguageModelling(Task):
                 rows[-1] |= {"logprob": sum(lp for _, lp in logprobs), "token_logprobs": json.dumps(
                     [[piece, round(lp, 5)] for piece, lp in logprobs], ensure_ascii=False)}
         return pd.DataFrame(rows)
+
+    def run_cli(self, args: argparse.Namespace, model: object) -> None:
+        """`seqpipe generate`: the prompt's continuation printed as it comes (a long generation shows progress, and
+        Ctrl-C keeps the text so far), with --logprobs each token's log-probability."""
+        params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
+                  "seed": args.seed, "beam_width": args.beam_width}
+        logprobs: list[tuple[str, float]] = []
+        pieces = model.stream(args.prompt, params, logprobs, bos=args.bos)  # type: ignore[attr-defined]
+        out, n = sys.stdout, 0  # the limits refuse what they refuse above, before anything is printed
+        out.write(args.prompt)
+        try:
+            for piece in pieces:
+                out.write(piece)
+                out.flush()
+                n += 1
+        except KeyboardInterrupt:
+            out.write("\n")
+            out.flush()
+            print(f"seqpipe: interrupted after {n} new tokens; the text so far is above", file=sys.stderr)
+            raise SystemExit(130) from None
+        out.write("\n")
+        if args.logprobs:
+            for piece, lp in logprobs:
+                print(f"{piece!r}\t{lp:.4f}", file=sys.stderr)
+            print(f"total log-probability {sum(lp for _, lp in logprobs):.4f} over {len(logprobs)} tokens",
+                  file=sys.stderr)

@@ -9,6 +9,7 @@ chorales are transposed at random by up to `pianoroll.transpose` semitones each 
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import math
@@ -20,13 +21,32 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from mlflow.models import infer_signature
 from omegaconf import DictConfig
 from torch import Tensor
 from torchmetrics import Metric
 
+from seqpipe.atomic import atomic_path, write_json, write_text
+from seqpipe.data.examples import ExampleDataModule, save_examples
 from seqpipe.data.meta import META
-from seqpipe.data.music import Notes, check_steps, fit_range, from_roll, midi_bytes, pitches_of, plot_roll, to_roll
+from seqpipe.data.music import (
+    Notes,
+    check_steps,
+    fit_range,
+    frame_count,
+    from_roll,
+    midi_bytes,
+    pitches_of,
+    plot_roll,
+    read_midi,
+    to_roll,
+)
+from seqpipe.data.requests import WHO, InputError, column_values
+from seqpipe.data.sampling_bounds import check_seed, check_temperature
+from seqpipe.data.splits import SPLITS, split_examples
 from seqpipe.errors import SeqpipeError
+from seqpipe.models.decoding import generator
+from seqpipe.models.nets import SequenceTagger
 from seqpipe.recipes import Document
 from seqpipe.tasks.base import Step, Task, test_scores
 
@@ -82,10 +102,10 @@ def shift(roll: Tensor, rng: np.random.Generator, transpose: int) -> Tensor:
 class PianoRoll(Task):
     name = "pianoroll"
     inputs = ("frames",)
-    column = "primer"
-    generates = True
-    key = "notes"
-    stratify = False
+    column = "primer"  # JSON text of frames of MIDI pitches, not the frames the network reads
+    command = "generate"
+    params = PARAMS
+    section, trained_by = "pianoroll", ("pianoroll.transpose",)
 
     def check(self, cfg: DictConfig) -> None:
         super().check(cfg)
@@ -98,10 +118,6 @@ class PianoRoll(Task):
                                "pitches; 21..108 is the piano)")
 
     def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
-        from seqpipe.atomic import atomic_path, write_json
-        from seqpipe.data.examples import save_examples
-        from seqpipe.data.splits import SPLITS, split_examples
-
         p, r = cfg.prepare, cfg.pianoroll
         rows, seen, stats = [], set(), {"dropped_duplicates": 0}
         for d in docs:
@@ -145,8 +161,6 @@ class PianoRoll(Task):
         return stats
 
     def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
-        from seqpipe.data.examples import ExampleDataModule
-
         d = cfg.data
         return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
                                  cfg.seed, d.bucket_factor, collate=collate,
@@ -154,8 +168,6 @@ class PianoRoll(Task):
                                                        rng=np.random.default_rng(cfg.seed)))
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.models.nets import SequenceTagger
-
         model = {k: v for k, v in model.items() if k not in ("tie_weights", "pooling")}
         return SequenceTagger(meta["inputs"], meta["inputs"]["features"], **model)
 
@@ -181,8 +193,6 @@ class PianoRoll(Task):
         """Test NLL per frame and frame accuracy; a piece generated from nothing and one continuing the opening
         of a held-out chorale, as MIDI, notes (JSON) and piano-roll pictures."""
 
-        from seqpipe.atomic import write_json, write_text
-
         scores = test_scores(cfg, module, dm)
         r, target, net = cfg.pianoroll, dm.meta["target"], module.net.cpu().eval()
         dm.setup("test")
@@ -203,16 +213,12 @@ class PianoRoll(Task):
         return {"test/loss": loss, **self.loss_metrics("test", loss), "test/frame_acc": float(scores["test/frame_acc"])}
 
     def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.data.requests import WHO, infer
-
+        """A primer is JSON text of notes (not the frames the network reads): its own example."""
         example = pd.DataFrame({"primer": [json.dumps([[60, 64, 67]])]})
-        return infer(example, pd.DataFrame({"notes": ["[[60, 64, 67]]"], "midi_base64": ["TVRoZA=="], **WHO}),
-                     params=PARAMS), example
+        output = pd.DataFrame({"notes": ["[[60, 64, 67]]"], "midi_base64": ["TVRoZA=="], **WHO})
+        return infer_signature(example, output, params=PARAMS), example
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.data.music import frame_count
-        from seqpipe.data.requests import InputError, column_values
-
         p = music_params(params, model.limits)
         values = column_values(model_input, self.column, model.limits)
         for i, value in enumerate(values):
@@ -241,12 +247,38 @@ class PianoRoll(Task):
         return pd.DataFrame(rows)
 
 
+    def run_cli(self, args: argparse.Namespace, model: object) -> None:
+        """`seqpipe generate`: frames from nothing or after a primer MIDI file -> a MIDI file (--out), a piano-roll
+        PNG beside it, and the notes printed one frame per line."""
+        target, limits = model.meta["target"], model.limits  # type: ignore[attr-defined]
+        try:  # the served model's checks and limits: what a server refuses, this refuses, before anything is written
+            p = music_params({"steps": args.steps, "temperature": args.temperature, "seed": args.seed,
+                              "out_of_range": args.out_of_range}, limits)
+            out = Path(args.out or "generated.mid")
+            if out.suffix.lower() not in (".mid", ".midi"):
+                raise SeqpipeError(f"--out {out}: give a .mid file name (a PNG of the piano roll is written beside it)")
+            # counted from the notes' times before any frame is made (a tiny file can ask for billions of frames)
+            primer = read_midi(args.primer, target["frame"], limits["max_input_tokens"]) if args.primer else []
+            model.check_size([primer], p["steps"])  # type: ignore[attr-defined]
+        except InputError as e:  # the reason alone: "row 0" would say nothing here
+            raise SeqpipeError(e.reason) from None
+        primer = fit_range(primer, target["low"], target["high"], p["out_of_range"])
+        steps = p["steps"]
+        notes = generate(model.net, target, primer, steps, p["temperature"], p["seed"])  # type: ignore[attr-defined]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text(out.with_suffix(".json"), json.dumps(notes) + "\n")
+        plot_roll(notes, out.with_suffix(".png"), f"{out.name}: {steps} frames generated", primer=len(primer))
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(midi_bytes(notes, target["frame"]))
+        for frame in notes:
+            print(" ".join(map(str, frame)) or "-")
+        print(f"generate: {len(primer)} primer + {steps} new frames -> {out} (and {out.with_suffix('.png').name}, "
+              f"{out.with_suffix('.json').name})", file=sys.stderr)
+
+
 def music_params(params: dict | None, limits: dict) -> dict:
     """The served model's params with defaults, checked (steps within the model's limit; temperature and seed
     within the ranges sampling is defined on)."""
-    from seqpipe.data.requests import InputError
-    from seqpipe.data.sampling_bounds import check_seed, check_temperature
-
     p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
     if unknown := sorted(set(p) - set(PARAMS)):
         raise InputError(f"unknown params {unknown}; this model takes: {', '.join(PARAMS)}")
@@ -266,8 +298,6 @@ def generate(net: torch.nn.Module, target: dict, primer: Notes, steps: int, temp
              seed: int = -1) -> Notes:
     """The primer (frames of MIDI pitches, may be empty) followed by `steps` sampled frames: each pitch on with
     probability sigmoid(logit / temperature); temperature 0 turns on every pitch with p > 0.5."""
-    from seqpipe.models.decoding import generator
-
     low, high = target["low"], target["high"]
     gen = generator(seed, next(net.parameters()).device)
     roll = torch.from_numpy(to_roll(primer, low, high)).float()                     # (P, F)

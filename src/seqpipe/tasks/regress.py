@@ -14,9 +14,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torchmetrics import MeanMetric, Metric
 
+from seqpipe.atomic import atomic_path, write_text
+from seqpipe.data.batching import pad_collate
 from seqpipe.errors import SeqpipeError
+from seqpipe.models.nets import SequenceClassifier
 from seqpipe.recipes import Document
-from seqpipe.tasks.base import Step, Task
+from seqpipe.tasks.base import ExampleTask, Step
 
 TOLERANCE = 0.04  # "solved" on the adding problem: within 0.04 of the target (Le et al. 2015)
 
@@ -28,7 +31,7 @@ class WithinTolerance(MeanMetric):
         super().update(((preds - target).abs() <= TOLERANCE).float())
 
 
-class Regress(Task):
+class Regress(ExampleTask):
     name = "regress"
     key = "target"
     stratify = False
@@ -45,8 +48,6 @@ class Regress(Task):
         return float(value)
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.models.nets import SequenceClassifier
-
         model = {k: v for k, v in model.items() if k != "tie_weights"}
         return SequenceClassifier(meta["inputs"], 1, **model)  # one output: the value
 
@@ -60,8 +61,6 @@ class Regress(Task):
 
     @torch.no_grad()
     def predictions(self, module, dm, split: str) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
-        from seqpipe.data.batching import pad_collate
-
         dm.setup("test")
         ds, net = dm.splits[split], module.net.eval()
         preds, targets = [], []
@@ -72,8 +71,6 @@ class Regress(Task):
         return torch.cat(preds).numpy(), torch.cat(targets).numpy()
 
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
-        from seqpipe.atomic import write_text
-
         pred, target = self.predictions(module, dm, "test")
         err = pred - target
         mean = dm.meta["target"]["mean"]
@@ -84,11 +81,8 @@ class Regress(Task):
                 "test/within": float((np.abs(err) <= TOLERANCE).mean()),
                 "test/mean_baseline_loss": float(((target - mean) ** 2).mean())}
 
-    def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.data.requests import WHO, example_input, infer
-
-        example = example_input(cfg, meta, self)
-        return infer(example, pd.DataFrame({"prediction": [0.5], **WHO})), example
+    def output_example(self, meta: dict) -> dict:
+        return {"prediction": [0.5]}
 
     @torch.no_grad()
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
@@ -100,12 +94,10 @@ class Regress(Task):
 
 
 def plot_predictions(pred: np.ndarray, target: np.ndarray, out_png: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy, as in every plot: pyplot takes ~0.5 s to import and only evaluate draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from seqpipe.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.scatter(target, pred, s=4, alpha=0.4)

@@ -8,19 +8,25 @@ BLEU. The served model maps strings to strings, with beam width, n-best and samp
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 import lightning.pytorch as L
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
+from torchmetrics.classification import MulticlassAccuracy
 
+from seqpipe.data.text_tokens import load_tokenizer
 from seqpipe.data.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, UNK_ID, Vocab
 from seqpipe.errors import SeqpipeError
+from seqpipe.models.attention import ATTENTIONS, Seq2Seq
 from seqpipe.recipes import Document
-from seqpipe.tasks.base import Step, Task
+from seqpipe.tasks.base import ExampleTask, Step, evaluated_decoding
+from seqpipe.tasks.seq2seq_eval import DECODE_PARAMS, evaluate_seq2seq, serve
 
 
 def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -51,20 +57,18 @@ class TeacherForcing(L.Callback):
         pl_module.net.teacher_forcing = self.ratio(progress)  # type: ignore[union-attr]
 
 
-class Seq2SeqTask(Task):
+class Seq2SeqTask(ExampleTask):
     name = "seq2seq"
     inputs = ("tokens",)
     key = "output"
     stratify = False
     dedupe = False       # an input may have several outputs (pronunciations): all are kept, in one split (group)
-    reads_prefix = False
-    refuses_long = True  # half an input does not map to its whole output
-    decodes = True
+    long_inputs = "refuse"  # half an input does not map to its whole output
+    params = DECODE_PARAMS
+    section, trained_by = "seq2seq", ("seq2seq",)
 
     def check(self, cfg: DictConfig) -> None:
         super().check(cfg)
-        from seqpipe.models.attention import ATTENTIONS
-
         s, e = cfg.seq2seq, cfg.evaluate
         if s.attention not in ATTENTIONS:
             raise SeqpipeError(f"seq2seq.attention={s.attention!r} is not allowed; choose one of: "
@@ -88,8 +92,6 @@ class Seq2SeqTask(Task):
         return dict(t if t is not None else cfg.prepare.tokenizer)
 
     def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
-        from hydra.utils import instantiate
-
         self._tokenizer = instantiate(self.target_tokenizer(cfg))
         return {"tokenizer": self.target_tokenizer(cfg)}
 
@@ -102,8 +104,6 @@ class Seq2SeqTask(Task):
     def fit_targets(self, cfg: DictConfig, splits: dict[str, list[dict]], target: dict) -> dict:
         """The output vocabulary from the train split (its tokens go into meta.json, so a registered model carries
         them), and every row's output as ids."""
-        from collections import Counter
-
         p = cfg.prepare
         vocab = Vocab.build(Counter(t for r in splits["train"] for t in r["target"]), p.min_freq, p.max_size,
                             tokenizer=target["tokenizer"])
@@ -129,16 +129,10 @@ class Seq2SeqTask(Task):
         return [TeacherForcing(float(s.teacher_forcing), None if s.teacher_forcing_end is None
                                else float(s.teacher_forcing_end))]
 
-    def datamodule(self, cfg: DictConfig, meta: dict):  # noqa: ANN201
-        from seqpipe.data.examples import ExampleDataModule
-
-        d = cfg.data
-        return ExampleDataModule(cfg.paths.prepared, d.batch_size, d.eval_batch_size, d.bucketing, d.num_workers,
-                                 cfg.seed, d.bucket_factor, collate=collate)
+    def collate(self, cfg: DictConfig) -> tuple[object, object]:
+        return collate, None
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        from seqpipe.models.attention import Seq2Seq
-
         return Seq2Seq(meta["inputs"], len(meta["target"]["tokens"]), **model)
 
     def step(self, net, batch, state) -> Step:  # noqa: ANN001
@@ -148,28 +142,26 @@ class Seq2SeqTask(Task):
         return Step(loss, int((y != IGNORE_INDEX).sum()), logits.detach(), y)
 
     def metrics(self, meta: dict) -> dict:
-        from torchmetrics.classification import MulticlassAccuracy
-
         # next-token accuracy with the true previous tokens given (teacher forced), <eos> included
         return {"token_acc": MulticlassAccuracy(len(meta["target"]["tokens"]), average="micro",
                                                 ignore_index=IGNORE_INDEX)}
 
     # --- test and serving ----------------------------------------------------------------------------------------
     def evaluate(self, cfg: DictConfig, module, dm, out_dir: Path) -> dict:  # noqa: ANN001
-        from seqpipe.tasks.seq2seq_eval import evaluate_seq2seq
-
         return evaluate_seq2seq(cfg, module, dm, out_dir)
 
-    def signature(self, cfg: DictConfig, meta: dict) -> tuple[object, pd.DataFrame]:
-        from seqpipe.data.requests import WHO, infer
-        from seqpipe.tasks.seq2seq_eval import DECODE_PARAMS
+    def decoding(self, cfg: DictConfig) -> dict:
+        return evaluated_decoding(cfg)
 
-        example = pd.DataFrame({"text": [cfg.evaluate.prompt]})
-        output = pd.DataFrame({"output": ["x"], "score": [-0.5], "complete": [True], "unk_fraction": [0.0],
-                               "n_best": ['[["x", -0.5]]'], **WHO})
-        return infer(example, output, params=DECODE_PARAMS), example
+    def output_example(self, meta: dict) -> dict:
+        return {"output": ["x"], "score": [-0.5], "complete": [True], "unk_fraction": [0.0],
+                "n_best": ['[["x", -0.5]]']}
+
+    def load_served(self, meta: dict) -> dict:
+        """The output vocabulary and its tokenizer (meta.json's target: a registered model carries them)."""
+        target = meta["target"]
+        return {"target_vocab": Vocab(target["tokens"], target["tokenizer"]),
+                "target_tokenizer": load_tokenizer(target["tokenizer"])}
 
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        from seqpipe.tasks.seq2seq_eval import serve
-
         return serve(model, model_input, params)

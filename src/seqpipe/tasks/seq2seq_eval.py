@@ -17,9 +17,15 @@ import torch
 from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 
+from seqpipe.atomic import atomic_path, write_text
+from seqpipe.data.requests import InputError, texts_from
+from seqpipe.data.sampling_bounds import check_seed, check_temperature
+from seqpipe.data.text_tokens import load_tokenizer
 from seqpipe.data.vocab import EOS_ID, PAD_ID, SUPPRESS, Vocab
 from seqpipe.metrics.text import bleu, error_rates
+from seqpipe.models.attention import DecoderState
 from seqpipe.models.decoding import Hypothesis, beam_search, generator, greedy, sample
+from seqpipe.tasks.base import test_scores
 
 # The served model's options; beam_width, length_penalty and max_output_len default to what the model was evaluated
 # with (evaluate.* when it was registered). temperature > 0 samples (with top_k and seed) instead of searching.
@@ -38,8 +44,6 @@ def decode(net: torch.nn.Module, xs: Sequence[torch.Tensor], width: int = 1, max
            seed: int | None = None, batch_size: int = 64) -> list[list[Hypothesis]]:
     """The best `n_best` outputs of every source `xs[i]` (token ids), best first: beam search for width > 1, greedy
     for width 1, sampling for temperature > 0. Sources are decoded in batches of similar lengths."""
-    from seqpipe.models.attention import DecoderState
-
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
@@ -106,11 +110,6 @@ def test_sources(dm: object) -> tuple[list[torch.Tensor], list[list[list[int]]]]
 def evaluate_seq2seq(cfg: DictConfig, module: object, dm: object, out_dir: Path) -> dict:
     """Teacher-forced test loss; then the test sources decoded (evaluate.beam_width, and greedy for comparison)
     and scored; predictions.tsv and attention.png in out_dir."""
-
-    from seqpipe.atomic import write_text
-    from seqpipe.data.text_tokens import load_tokenizer
-    from seqpipe.tasks.base import test_scores
-
     scores = test_scores(cfg, module, dm)
     meta, e = dm.meta, cfg.evaluate  # type: ignore[attr-defined]
     net = module.net.cpu()  # type: ignore[attr-defined]
@@ -161,8 +160,6 @@ def plot_attention(sources: list[list[str]], outputs: list[list[str]], weights: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from seqpipe.atomic import atomic_path
-
     n = max(len(sources), 1)
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 4), squeeze=False)
     for ax, src, out, w in zip(axes[0], sources, outputs, weights):
@@ -183,9 +180,6 @@ def plot_attention(sources: list[list[str]], outputs: list[list[str]], weights: 
 # --- serving -------------------------------------------------------------------------------------------------------
 def decode_params(params: dict | None, model: object) -> dict:
     """The request's decoding options with the model's defaults, checked against their ranges and its limits."""
-    from seqpipe.data.requests import InputError
-    from seqpipe.data.sampling_bounds import check_seed, check_temperature
-
     defaults = getattr(model, "decode", {}) or {}
     p = {**DECODE_PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
     if unknown := sorted(set(p) - set(DECODE_PARAMS)):
@@ -224,14 +218,7 @@ def decode_params(params: dict | None, model: object) -> dict:
 def serve(model: object, model_input: object, params: dict | None) -> pd.DataFrame:
     """Every input string's best output (with its log-probability, whether it ended with <eos>, the share of its
     tokens the source vocabulary does not know) and its n-best list as JSON [[output, score], ...]."""
-    from seqpipe.data.requests import texts_from
-    from seqpipe.data.text_tokens import load_tokenizer
-
     p = decode_params(params, model)
-    if not hasattr(model, "target_vocab"):
-        target = model.meta["target"]  # type: ignore[attr-defined]
-        model.target_vocab = Vocab(target["tokens"], target["tokenizer"])  # type: ignore[attr-defined]
-        model.target_tokenizer = load_tokenizer(target["tokenizer"])  # type: ignore[attr-defined]
     xs, unk = model.encode(model_input, "translate")  # type: ignore[attr-defined]
     texts = model.tokenize(texts_from(model_input, model.column))  # type: ignore[attr-defined]
     for i, tokens in enumerate(texts):
@@ -239,7 +226,7 @@ def serve(model: object, model_input: object, params: dict | None) -> pd.DataFra
             warnings.warn(f"row {i}: not in the source vocabulary, read as <unk>: {unknown!r}", stacklevel=3)
     found = decode(model.net, xs, p["width"], p["max_len"], p["alpha"], p["n_best"],  # type: ignore[attr-defined]
                    temperature=p["temperature"], top_k=p["top_k"], seed=p["seed"])
-    vocab, tok = model.target_vocab, model.target_tokenizer  # type: ignore[attr-defined]
+    vocab, tok = model.state["target_vocab"], model.state["target_tokenizer"]  # type: ignore[attr-defined]
     rows = []
     for i, hyps in enumerate(found):
         texts = [tok.detokenize(vocab.decode(h.tokens)) for h in hyps]
