@@ -108,6 +108,16 @@ def test_an_added_key_is_refused_before_it_reaches_the_network():
         validate(compose(["+model.extra=1"], config_dir=CONF))
 
 
+def test_a_tasks_own_section_is_closed_because_the_task_says_it_owns_it():
+    """seq2seq, pianoroll and ctc name their sections (Task.section); a key added there is a typo nothing reads."""
+    from seqpipe.tasks import task_sections
+
+    assert set(task_sections()) == {"seq2seq", "pianoroll", "ctc"}
+    with pytest.raises(SeqpipeError, match="'\\+ctc.stak=2' adds a key that seqpipe does not read; the keys under "
+                                           "'ctc' are: .*stack"):
+        check_override_keys(["+ctc.stak=2"], CONF)
+
+
 def test_store_bounds_in_conf_match_the_command_line_defaults():
     """`seqpipe generate/predict` take no config: they check the store with check_store's defaults, which must be
     conf/'s mlflow.timeout_s and mlflow.retries."""

@@ -1,0 +1,72 @@
+"""The contracts between the stages and the tasks / input kinds: what a stage asks of them, checked on each of them
+(a new task or kind that breaks one fails here, not in a pipeline run)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from seqpipe.data.inputs import Audio, Frames, Tokens, kind_of
+from seqpipe.data.requests import InputError
+from seqpipe.tasks import NAMES, TASKS, get_task
+from seqpipe.tasks.base import ExampleTask, Task
+
+
+def test_the_table_names_every_task_and_each_loads_as_its_class():
+    assert NAMES == tuple(TASKS)
+    for name in NAMES:
+        task = get_task(name)
+        assert isinstance(task, Task) and task.name == name
+        assert task.long_inputs in ("cut", "refuse", "read")
+        assert task.command in ("predict", "generate")
+        assert get_task(name) is not task  # a fresh one each time: a task may keep state while it prepares
+    # the example-based tasks share ExampleTask's prepare; lm and pianoroll bring their own
+    assert {n for n in NAMES if isinstance(get_task(n), ExampleTask)} == {"classify", "tag", "regress", "seq2seq",
+                                                                          "ctc"}
+
+
+def test_the_served_params_of_the_decoding_tasks_take_a_beam_width():
+    for name in NAMES:
+        task = get_task(name)
+        assert ("beam_width" in task.params) == (name in ("lm", "seq2seq", "ctc"))
+
+
+@pytest.mark.parametrize(("name", "lengths"), [("classify", [3, 3]), ("tag", [3, 5])])
+def test_long_inputs_are_cut_or_read_whole_as_the_task_says(name, lengths):
+    xs = [torch.arange(3), torch.arange(5)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fitted = get_task(name).fit_length(xs, 3, "tokens")
+    assert [len(x) for x in fitted] == lengths
+    assert bool(caught) == (name == "classify") and ("row 1: 5 tokens, read as its first 3" in str(caught[0].message)
+                                                     if caught else True)
+
+
+def test_a_task_that_refuses_long_inputs_names_the_row_and_the_limit():
+    with pytest.raises(InputError, match="row 1: 5 steps; this model reads inputs of at most 3 "):
+        get_task("ctc").fit_length([torch.zeros(2, 4), torch.zeros(5, 4)], 3, "steps")
+    assert get_task("ctc").fit_length([torch.zeros(5, 4)], None, "steps")[0].shape == (5, 4)  # no max_len: all
+
+
+def test_prepare_drops_a_long_pair_for_a_refusing_task_and_cuts_it_otherwise():
+    doc = {"id": "a"}
+    assert get_task("seq2seq").fit_example(doc, list("abcde"), [1, 2], 3) is None
+    assert get_task("classify").fit_example(doc, list("abcde"), 1, 3) == (list("abc"), 1)
+    assert get_task("tag").fit_example(doc, list("abcde"), [0, 1, 0, 1, 0], 3) == (list("abc"), [0, 1, 0])
+    with pytest.raises(Exception, match="5 tokens but 2 tags"):
+        get_task("tag").fit_example(doc, list("abcde"), [0, 1], 3)
+
+
+def test_the_kind_of_a_model_comes_from_its_meta():
+    assert isinstance(kind_of({"kind": "tokens", "vocab_size": 9}), Tokens)
+    assert isinstance(kind_of(9), Tokens)  # seqpipe 0.1's weights carried a vocabulary size only
+    assert type(kind_of({"kind": "frames", "features": 3})) is Frames
+    audio = kind_of({"kind": "frames", "features": 40, "audio": {"sample_rate": 16000}})
+    assert isinstance(audio, Audio) and audio.column("text") == "audio"
+    assert kind_of({"kind": "tokens", "vocab_size": 9}).column("prompt") == "prompt"  # the task names text's column
+    # the network's input layer
+    assert isinstance(kind_of(9).layer(4), torch.nn.Embedding)
+    layer = kind_of({"kind": "frames", "features": 3, "mean": [1.0, 1.0, 1.0], "std": [2.0, 2.0, 2.0]}).layer(4)
+    assert layer(torch.ones(1, 2, 3)).shape == (1, 2, 4)
