@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import mlflow
+from matplotlib.figure import Figure
 from mlflow.entities import Metric
 from omegaconf import DictConfig
 
@@ -51,14 +52,10 @@ def load_checkpoint(path: str | Path, meta: dict | None = None) -> SeqModule:
 
 
 def plot_learning_curve(history_csv: Path, out_png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with open(history_csv) as f:
         rows = list(csv.DictReader(f))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for key in ("train/loss", "val/loss"):
         pts = [(int(r["epoch"]) + 1, float(r[key])) for r in rows if r.get(key)]
         if pts:
@@ -71,7 +68,6 @@ def plot_learning_curve(history_csv: Path, out_png: Path) -> None:
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 SYMBOLS = {"+": "plus", "-": "minus", ".": "dot"}  # one-character labels MLflow would refuse or garble in a key

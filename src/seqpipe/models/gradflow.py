@@ -18,16 +18,18 @@ from pathlib import Path
 import lightning.pytorch as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import move_data_to_device
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from seqpipe.errors import SeqpipeError
+from seqpipe.models.attention import Seq2Seq
 from seqpipe.models.nets import Encoder
 
 
 def check_net(net: nn.Module) -> Encoder:
     """The unidirectional recurrent encoder whose steps the profile measures; other networks are refused."""
-    from seqpipe.models.attention import Seq2Seq
-
     if isinstance(net, Seq2Seq):
         raise SeqpipeError("train.gradient_flow measures the gradient that travels back through time from a "
                            "sequence's last step; a sequence-to-sequence decoder attends to every encoder step "
@@ -104,18 +106,13 @@ def plot_profile(ax: object, values: np.ndarray, **style: object) -> None:
 
 
 def save_plot(values: np.ndarray, title: str, out_png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     plot_profile(ax, values, marker=".", markersize=3)
     ax.set_ylabel("||dL/dh_(T-k)|| (top layer)")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100, format="png")
-    plt.close(fig)
 
 
 class GradientFlow(L.Callback):
@@ -151,16 +148,12 @@ class GradientFlow(L.Callback):
             return
         if self._batch is None:
             self._batch = self._first_val_batch(trainer)
-        from lightning.pytorch.utilities import move_data_to_device
-
         batch = move_data_to_device(self._batch, module.device)
         values = profile(module.task, module.net, batch)
         self.profiles[epoch] = values
         self._log(trainer, epoch, values, rows_per_distance(self._batch, len(values)))
 
     def _log(self, trainer: L.Trainer, epoch: int, values: np.ndarray, rows: list[int]) -> None:
-        from lightning.pytorch.loggers import MLFlowLogger
-
         logger = trainer.logger
         if not isinstance(logger, MLFlowLogger):
             return

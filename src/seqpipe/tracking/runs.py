@@ -9,6 +9,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
+from mlflow.entities import Param
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 # Files that differ from the commit without changing what ran: composing rewrites params.yaml (its content is logged
@@ -89,9 +92,6 @@ def create_run(cfg: DictConfig, digest: str, params: dict[str, str], tags: dict[
     """A new run in the recipe's experiment, named for what runs (plus the start of its id), with its tags (and
     `tags`, e.g. `mlflow.parentRunId` for a trial of a sweep) and params; returns its id. The store must already be
     the current one (`connect`)."""
-    import mlflow
-    from mlflow.entities import Param
-
     client = mlflow.MlflowClient()
     experiment_id = experiment_id_for(client, cfg.mlflow.experiment)
     run_id = client.create_run(experiment_id, tags={**run_tags(cfg, digest), **(tags or {})}).info.run_id
@@ -104,8 +104,6 @@ def create_run(cfg: DictConfig, digest: str, params: dict[str, str], tags: dict[
 
 def experiment_id_for(client: object, name: str) -> str:
     """The id of the MLflow experiment `name`, created if it does not exist yet."""
-    from mlflow.exceptions import MlflowException
-
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -123,8 +121,6 @@ def ended_if_failed(run_id: str | None) -> Iterator[None]:
         yield
     except BaseException as e:
         if run_id is not None:
-            import mlflow
-
             client = mlflow.MlflowClient()
             with contextlib.suppress(Exception):  # the store may be what failed: the error that matters is `e`
                 if client.get_run(run_id).info.status == "RUNNING":

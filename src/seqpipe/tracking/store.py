@@ -12,6 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.utils.models import get_model_name_and_version
+from mlflow.utils.credentials import get_default_host_creds
+from mlflow.utils.rest_utils import http_request
 from omegaconf import DictConfig
 
 from seqpipe.errors import SeqpipeError
@@ -38,10 +43,6 @@ FIX = ("start the server, or point MLFLOW_TRACKING_URI (or mlflow.tracking_uri i
 
 
 def _check_server(uri: str, timeout_s: float, retries: int) -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
-
     creds = get_default_host_creds(uri)
     reason, t0 = "", time.monotonic()
     for attempt in range(retries + 1):
@@ -61,10 +62,8 @@ def _check_server(uri: str, timeout_s: float, retries: int) -> None:
         raise SeqpipeError(f"the MLflow tracking server {shown_uri(uri)} does not answer ({reason}; {retries + 1} "
                            f"tries in {time.monotonic() - t0:.1f} s): {FIX}")
     try:  # it answers: can it read its own store, and may we?
-        from mlflow import MlflowClient
-
         with bounded_http(timeout_s):
-            MlflowClient(uri).search_experiments(max_results=1)
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except MlflowException as e:
         first = str(e.message).splitlines()[0][:300]
         hint = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" if "401" in first or "403" in first
@@ -118,9 +117,6 @@ def connect(cfg: DictConfig, must_exist: bool = False) -> str:
 
 
 def run_exists(run_id: str) -> bool:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
         mlflow.MlflowClient().get_run(run_id)
     except MlflowException as e:
@@ -132,8 +128,6 @@ def run_exists(run_id: str) -> bool:
 
 def require_run(run_id: str, what: str) -> None:
     """Refuse to go on when the store does not hold the run that `what` (a report file) names."""
-    import mlflow
-
     if not run_exists(run_id):
         raise SeqpipeError(f"{what} names MLflow run {run_id}, which the store {shown_uri(mlflow.get_tracking_uri())} "
                            "does not hold: the model was trained against another store. Point MLFLOW_TRACKING_URI at "
@@ -144,9 +138,6 @@ def check_model_files(model_uri: str) -> None:
     """Refuse a registered model (models:/NAME@ALIAS or models:/NAME/VERSION) whose files are not where the store
     says, naming the folder that is missing: a file store's artifacts (mlruns/) moved or deleted. Call it once the
     model is known to be registered; remote artifact stores are left to MLflow."""
-    import mlflow
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
-
     if not model_uri.startswith("models:/"):
         return
     client = mlflow.MlflowClient()
@@ -195,7 +186,5 @@ def env_unchanged() -> contextlib.AbstractContextManager[None]:
 def use_tracking_uri(uri: str) -> None:
     """Point this process's MLflow calls at `uri` without exporting it: mlflow.set_tracking_uri also sets
     MLFLOW_TRACKING_URI, which would then override every later config in the process (tests, notebooks)."""
-    import mlflow
-
     with env_unchanged():
         mlflow.set_tracking_uri(uri)
