@@ -8,8 +8,12 @@ import shlex
 from pathlib import Path
 
 import yaml
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from seqpipe.atomic import write_text
 from seqpipe.errors import SeqpipeError
 from seqpipe.tasks import NAMES, get_task, task_sections
 
@@ -51,10 +55,6 @@ def conf_dir() -> Path:
 
 def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path | None = None) -> DictConfig:
     """The config conf/ gives with `overrides`, interpolations resolved (as DVC composes it)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(Path(config_dir or conf_dir()).resolve()), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=list(overrides))
@@ -91,8 +91,6 @@ def write_params(overrides: list[str] | tuple[str, ...] = (), path: str | Path =
                  config_dir: str | Path | None = None) -> bool:
     """Compose conf/ into params.yaml, refusing bad values; touch the file only when its content changes. True if it
     changed."""
-    from seqpipe.atomic import write_text
-
     cfg = compose(overrides, config_dir)
     validate(cfg)
     text = OmegaConf.to_yaml(cfg)
@@ -119,8 +117,6 @@ def save_overrides(overrides: list[str] | tuple[str, ...], config_dir: str | Pat
     """Keep `overrides` in conf/local/overrides.yaml, which conf/config.yaml composes after the recipe, so every way
     of composing (`seqpipe compose`, `seqpipe train`, `dvc exp run -S`) builds on them. They replace the overrides
     saved before; none removes the file. The composition is validated before anything is written."""
-    from seqpipe.atomic import write_text
-
     config_dir = Path(config_dir or conf_dir())
     path = config_dir / SAVED
     if not overrides:

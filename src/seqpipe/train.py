@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import lightning.pytorch as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
@@ -109,8 +110,6 @@ def resumable(cfg: DictConfig, digest: str) -> dict | None:
 
 def available_memory(accelerator: str) -> int:
     """Bytes a new network can take: the GPU's free memory, else the RAM Linux says is available."""
-    import torch
-
     if accelerator in ("gpu", "cuda") and torch.cuda.is_available():
         return torch.cuda.mem_get_info()[0]
     try:
@@ -123,8 +122,6 @@ def available_memory(accelerator: str) -> int:
 def check_memory(cfg: DictConfig, meta: dict) -> None:
     """Refuse a network whose weights, gradients and AdamW's two moments (float32) would not fit in memory, counted
     on a network built without storage (torch's meta device), before any of it is allocated."""
-    import torch
-
     task, m = get_task(cfg.task), cfg.model
     sizes = f"model.hidden_size={m.hidden_size}, num_layers={m.num_layers}, embedding_dim={m.embedding_dim}"
     fix = "lower model.hidden_size (or model.num_layers, model.embedding_dim)"

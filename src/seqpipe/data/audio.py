@@ -59,7 +59,7 @@ class Clip:
 def open_file(path: Path, raw_rate: int = 16000) -> Clip:
     """A local audio file named by the user or a recipe (never by a request): WAV, FLAC, OGG, or headerless 16-bit
     mono PCM at `raw_rate` (.raw, .pcm), whose duration comes from its size."""
-    import soundfile as sf
+    import soundfile as sf  # lazy, as every audio library here: only speech models read audio (librosa: ~1 s)
 
     path = Path(path).expanduser()
     if not path.is_file():

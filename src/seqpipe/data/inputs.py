@@ -59,16 +59,16 @@ class InputKind:
         raise NotImplementedError
 
     def fit(self, cfg: DictConfig, train: list) -> dict:
-        """meta["inputs"] (and figures for prepare's report under "stats") from the train split's inputs."""
+        """meta["inputs"], fitted on the train split's inputs (a vocabulary, or each feature's mean and std)."""
         raise NotImplementedError
 
     def key(self, x: list[str] | np.ndarray) -> object:
         """What makes two inputs the same (prepare.dedupe)."""
-        return x.tobytes()  # type: ignore[union-attr]
+        raise NotImplementedError
 
     def stats(self) -> dict:
         """prepare's figures for the fitted input side."""
-        return {"features": self.inputs["features"]}
+        raise NotImplementedError
 
     def store(self, xs: list) -> tuple[list[np.ndarray], np.dtype]:
         """A split's inputs as the arrays prepare saves, and their dtype."""
@@ -250,6 +250,12 @@ class Frames(InputKind):
     def fit(self, cfg: DictConfig, train: list) -> dict:
         self.inputs = fit_frames(train)
         return self.inputs
+
+    def key(self, x: list[str] | np.ndarray) -> object:
+        return x.tobytes()  # type: ignore[union-attr]
+
+    def stats(self) -> dict:
+        return {"features": self.inputs["features"]}
 
     def summary(self) -> str:
         return f"{self.inputs['features']} features per step"

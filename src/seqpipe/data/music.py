@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from seqpipe.atomic import atomic_path
 from seqpipe.errors import SeqpipeError
 
 Notes = list[list[int]]  # one sorted list of MIDI pitches per frame
@@ -205,16 +207,10 @@ def sample_spans(spans: list[tuple[float, float, int]], frame: float) -> Notes:
 
 def plot_roll(notes: Notes, out_png: Path, title: str = "", primer: int = 0) -> None:
     """A piano-roll picture (time across, pitch up); the first `primer` frames shaded as the given primer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from seqpipe.atomic import atomic_path
-
     points = [(t, p) for t, frame in enumerate(notes) for p in frame]
     # a tenth of an inch a frame, up to 600 inches (60,000 pixels): Agg refuses images over 2**23 pixels wide
-    fig, ax = plt.subplots(figsize=(min(max(6.0, len(notes) / 10), 600.0), 3.5))
+    fig = Figure(figsize=(min(max(6.0, len(notes) / 10), 600.0), 3.5))
+    ax = fig.subplots()
     if points:
         t, p = zip(*points)
         ax.scatter(np.asarray(t) + 0.5, p, marker="s", s=12, color="black", linewidths=0)
@@ -228,7 +224,6 @@ def plot_roll(notes: Notes, out_png: Path, title: str = "", primer: int = 0) -> 
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 def check_steps(steps: int, limit: int | None = None) -> int:

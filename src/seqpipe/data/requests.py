@@ -12,7 +12,9 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from seqpipe.data.audio import AudioError, features, open_request
 from seqpipe.data.frames import frames_array
+from seqpipe.data.sampling_bounds import check_seed, check_temperature
 
 # Generation params (language models); seed -1: a fresh seed per call; beam_width > 1: beam search (deterministic,
 # temperature/top_k/seed unused); logprobs: add each new token's log-probability (column token_logprobs, JSON).
@@ -65,8 +67,6 @@ def texts_from(model_input: object, column: str, limits: dict | None = None) -> 
 
 def generation_params(params: dict | None, limits: dict) -> dict:
     """Generation params with defaults, checked against their ranges and the model's limits."""
-    from seqpipe.data.sampling_bounds import check_seed, check_temperature
-
     p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
     unknown = sorted(set(p) - set(PARAMS))
     if unknown:
@@ -111,8 +111,6 @@ def audio_from(model_input: object, spec: dict, limits: dict) -> list[np.ndarray
     OGG), the bytes themselves, or an array of samples (then column `sample_rate` gives its rate). The work is
     bounded before it is done: the rows are counted, then every clip's size and duration (from its header) checked
     against the model's limits, and only then is any clip decoded. A silent or empty clip gives no frames."""
-    from seqpipe.data.audio import AudioError, features, open_request
-
     clips = column_values(model_input, "audio", limits)
     rates = column_values(model_input, "sample_rate") if has_column(model_input, "sample_rate") else [None] * len(clips)
     opened, max_bytes = [], int(limits["max_audio_mb"] * 1_000_000)

@@ -68,6 +68,6 @@ class DnaTokenizer(CharTokenizer):
 
 def load_tokenizer(config: dict) -> CharTokenizer | WordTokenizer | DnaTokenizer:
     """Build the tokenizer a vocabulary file or a config names by `_target_`."""
-    from hydra.utils import instantiate
+    from hydra.utils import instantiate  # lazy: `import seqpipe` aliases this module (seqpipe.tokenize), hydra ~0.3 s
 
     return instantiate(dict(config))

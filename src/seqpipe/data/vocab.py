@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from seqpipe.atomic import write_json
+from seqpipe.errors import SeqpipeError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)  # ids 0..3, always, in every vocabulary
@@ -22,8 +23,6 @@ def prepared_vocab(prepared_dir: str | Path) -> Path:
     """The vocabulary file of a prepared data folder, refused with the fix when prepare has not run."""
     path = Path(prepared_dir) / "vocab.json"
     if not path.is_file():
-        from seqpipe.errors import SeqpipeError
-
         raise SeqpipeError(f"{path} not found: run the prepare stage first (`dvc repro prepare`)")
     return path
 

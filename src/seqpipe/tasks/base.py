@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import lightning.pytorch as L
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -209,8 +210,6 @@ def evaluated_decoding(cfg: DictConfig) -> dict:
 
 def test_scores(cfg: DictConfig, module: object, dm: LightningDataModule) -> dict:
     """The module's test-split figures (test/loss and the task's metrics), from a bare one-device Trainer."""
-    import lightning.pytorch as L
-
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=cfg.trainer.enable_progress_bar)
     (scores,) = trainer.test(module, datamodule=dm, verbose=False)

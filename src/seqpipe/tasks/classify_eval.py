@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_confusion_matrix,
@@ -59,13 +60,9 @@ def scores(pred: np.ndarray, target: np.ndarray, labels: list[str]) -> dict:
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str], out_png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     norm = matrix / matrix.sum(1, keepdims=True).clip(min=1)
-    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.2 * len(labels) + 1.5))
+    fig = Figure(figsize=(1.2 * len(labels) + 2, 1.2 * len(labels) + 1.5))
+    ax = fig.subplots()
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(labels)):
         for j in range(len(labels)):
@@ -78,7 +75,6 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], out_png: Path) -> None
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 def evaluate_labels(module: SeqModule, dm: ExampleDataModule, out_dir: Path) -> dict:

@@ -12,18 +12,19 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from seqpipe.atomic import write_text
+from seqpipe.data.audio import clip_frames
 from seqpipe.errors import SeqpipeError
 from seqpipe.metrics.text import error_rates_of
+from seqpipe.recipes import speech
 from seqpipe.tasks.base import test_scores
+from seqpipe.tasks.ctc_decode import decode, snap
 
 
 def evaluate(cfg: DictConfig, module, dm, out_dir: Path, text) -> dict:  # noqa: ANN001
     """Test metrics: the loss, then the test split decoded with evaluate.beam_width and greedily: CER, WER and exact
     match overall, onto the lexicon and per source (the speech recipe's noise conditions); predictions.tsv; and the
     real recordings of evaluate.real_speech. `text`: ids -> the output string."""
-    from seqpipe.atomic import write_text
-    from seqpipe.tasks.ctc_decode import decode, snap
-
     scores = test_scores(cfg, module, dm)
     ds, net = dm.splits["test"], module.net.cpu().eval()
     xs, refs = zip(*(ds[i] for i in range(len(ds))))
@@ -61,17 +62,12 @@ def evaluate(cfg: DictConfig, module, dm, out_dir: Path, text) -> dict:  # noqa:
 def real_speech(cfg: DictConfig, meta: dict, net, width: int, out_dir: Path, text) -> dict:  # noqa: ANN001
     """Real recordings (evaluate.real_speech: CMU Sphinx's test data) transcribed through the served model's
     audio front end and scored apart as real/*, never trained on; real_predictions.tsv lists them."""
-    from seqpipe.atomic import write_text
-    from seqpipe.data.audio import clip_frames
-    from seqpipe.recipes.speech import real_speech
-    from seqpipe.tasks.ctc_decode import decode, snap
-
     spec = meta["inputs"].get("audio")
     if not spec:
         raise SeqpipeError(f"evaluate.real_speech={cfg.evaluate.real_speech} scores recordings, but this model "
                            "reads frames that were not computed from audio (no recipe.audio): set "
                            "evaluate.real_speech=null")
-    clips = real_speech(cfg.evaluate.real_speech)
+    clips = speech.real_speech(cfg.evaluate.real_speech)
     if not clips:
         return {}
     xs = [torch.from_numpy(clip_frames(Path(c["audio"]), spec, name=c["id"])) for c in clips]  # local files

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from omegaconf import DictConfig
 from torchmetrics import MeanMetric, Metric
 
@@ -94,12 +95,8 @@ class Regress(ExampleTask):
 
 
 def plot_predictions(pred: np.ndarray, target: np.ndarray, out_png: Path) -> None:
-    import matplotlib  # lazy, as in every plot: pyplot takes ~0.5 s to import and only evaluate draws
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     ax.scatter(target, pred, s=4, alpha=0.4)
     low, high = float(min(target.min(), pred.min())), float(max(target.max(), pred.max()))
     ax.plot([low, high], [low, high], color="black", lw=1, label="prediction = target")
@@ -110,4 +107,3 @@ def plot_predictions(pred: np.ndarray, target: np.ndarray, out_png: Path) -> Non
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 
@@ -155,13 +156,9 @@ def evaluate_seq2seq(cfg: DictConfig, module: object, dm: object, out_dir: Path)
 def plot_attention(sources: list[list[str]], outputs: list[list[str]], weights: list[list[torch.Tensor]],
                    out_png: Path) -> None:
     """One heatmap per example: output steps (rows) over source tokens (columns)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = max(len(sources), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4 * n, 4), squeeze=False)
+    fig = Figure(figsize=(4 * n, 4))
+    axes = fig.subplots(1, n, squeeze=False)
     for ax, src, out, w in zip(axes[0], sources, outputs, weights):
         grid = torch.stack(w).numpy() if w else np.zeros((1, len(src)))
         ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
@@ -174,7 +171,6 @@ def plot_attention(sources: list[list[str]], outputs: list[list[str]], weights: 
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 # --- serving -------------------------------------------------------------------------------------------------------
