@@ -11,16 +11,31 @@ plots (seqpipe.experiments.study_report) go to `<study.out>/<study>-<recipe>/`.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import cache
 from pathlib import Path
 
 import lightning.pytorch as L
+import mlflow
+import torch
+from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seqpipe import fetch, prepare, train
+from seqpipe.config import CELLS, validate
+from seqpipe.data.meta import prepared_meta
 from seqpipe.errors import SeqpipeError
+from seqpipe.evaluate import flat_metrics, load_checkpoint
+from seqpipe.experiments.study_report import write_report
+from seqpipe.models.gradflow import GradientFlow, check_net
+from seqpipe.tasks import get_task
+from seqpipe.tracking.runs import create_run, data_digest
+from seqpipe.tracking.store import connect, sqlite_path, use_tracking_uri
 
 STUDIES = ("gating",)
 REFERENCE = "lstm"  # the cell whose parameter count at model.hidden_size every cell matches
@@ -28,8 +43,6 @@ REFERENCE = "lstm"  # the cell whose parameter count at model.hidden_size every 
 
 def check(cfg: DictConfig, name: str) -> None:
     """The study's name and settings, refused with the fix before any work."""
-    from seqpipe.config import CELLS, validate
-
     if name not in STUDIES:
         raise SeqpipeError(f"no study called {name!r}; the studies are: {', '.join(STUDIES)}")
     validate(cfg)
@@ -66,8 +79,6 @@ def with_values(cfg: DictConfig, values: dict) -> DictConfig:
 
 def prepare_data(cfg: DictConfig, work: Path, length: int | None) -> DictConfig:
     """Fetch and prepare the recipe (at `length`) into the work folder, as the pipeline's stages do."""
-    from seqpipe import fetch, prepare
-
     folder = work / "data" / (f"T{length}" if length else "all")
     values = {"paths.raw": str(folder / "raw"), "paths.prepared": str(folder / "prepared"),
               "paths.reports": str(folder)}
@@ -80,9 +91,6 @@ def prepare_data(cfg: DictConfig, work: Path, length: int | None) -> DictConfig:
 
 
 def param_count(cfg: DictConfig, meta: dict, cell: str, hidden: int) -> int:
-    from seqpipe.models.gradflow import check_net
-    from seqpipe.tasks import get_task
-
     task = get_task(cfg.task)
     net = task.build_net(meta, task.net_config(with_values(cfg, cell_values(cell, hidden))))
     check_net(net)  # a network gradient flow cannot measure is refused here, before any training
@@ -108,8 +116,6 @@ def matched_size(count: object, target: int) -> int:
 
 def match_cells(cfg: DictConfig, meta: dict) -> tuple[int, dict[str, tuple[int, int]]]:
     """The reference parameter count and each cell's (hidden size, parameter count)."""
-    from functools import cache
-
     target = param_count(cfg, meta, REFERENCE, cfg.model.hidden_size)
     sizes = {}
     for cell in cfg.study.cells:
@@ -121,8 +127,6 @@ def match_cells(cfg: DictConfig, meta: dict) -> tuple[int, dict[str, tuple[int, 
 
 def run_config(data_cfg: DictConfig, cell: str, hidden: int, folder: Path) -> DictConfig:
     """One run's config: the cell at its hidden size, gradient flow on, the study's budget, its own folders."""
-    from seqpipe.config import validate
-
     budget = {f"trainer.{k}": v for k, v in data_cfg.study.trainer.items() if v is not None}
     cfg = with_values(data_cfg, {**cell_values(cell, hidden), **budget, "train.gradient_flow": True,
                                  "train.gradient_flow_every": 1, "train.resume": False,
@@ -134,21 +138,12 @@ def run_config(data_cfg: DictConfig, cell: str, hidden: int, folder: Path) -> Di
 
 def run(cfg: DictConfig, name: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Run the study; return where its table and plots are and one row per run."""
-    import mlflow
-
-    from seqpipe.data.meta import prepared_meta
-    from seqpipe.experiments.study_report import write_report
-    from seqpipe.tracking.runs import create_run, data_digest
-    from seqpipe.tracking.store import connect
-
     check(cfg, name)
     study = f"{name}-{cfg.recipe.name}"
     work, out_dir = Path(cfg.study.work).resolve() / study, Path(cfg.study.out) / study
     cfg = with_values(cfg, {f"paths.{k}": str(Path(v).resolve()) for k, v in cfg.paths.items()})
     uri = connect(cfg)  # a store that does not answer stops the study before the data work
     if uri.startswith("sqlite:///"):  # the same store from a worker process, whatever its working directory
-        from seqpipe.tracking.store import sqlite_path
-
         uri = f"sqlite:///{sqlite_path(uri).resolve()}"
     cfg = with_values(cfg, {"mlflow.tracking_uri": uri})
     lengths = lengths_of(cfg)
@@ -206,16 +201,11 @@ def run(cfg: DictConfig, name: str, overrides: list[str] | tuple[str, ...] = ())
 def train_all(specs: list[dict], parallel: int) -> list[dict]:
     """Every run: in this process one after another, or `parallel` at a time in worker processes."""
     if parallel == 1 or len(specs) == 1:
-        import torch
-
         before = torch.get_num_threads()
         try:
             return [train_one(spec) for spec in specs]
         finally:
             torch.set_num_threads(before)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     # spawn: a fresh interpreter per worker (forking a process that has started torch's threads is unsafe)
     with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
         # the longest sequences first, so that the runs left at the end, when a worker may idle, are short ones
@@ -246,17 +236,6 @@ class Progress(L.Callback):
 
 def train_one(spec: dict) -> dict:
     """One run of the study (here or in a worker): train with gradient flow, test, record; a row of the table."""
-    import mlflow
-    import torch
-    from mlflow.entities import Metric
-
-    from seqpipe import train
-    from seqpipe.data.meta import prepared_meta
-    from seqpipe.evaluate import flat_metrics, load_checkpoint
-    from seqpipe.models.gradflow import GradientFlow
-    from seqpipe.tasks import get_task
-    from seqpipe.tracking.store import use_tracking_uri
-
     torch.set_num_threads(spec["threads"])
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # each run's lines are the study's own
     cfg = OmegaConf.create(spec["config"])

@@ -9,8 +9,10 @@ import io
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from seqpipe.atomic import atomic_path, write_text
+from seqpipe.models.gradflow import plot_profile
 
 BASELINE = "test/mean_baseline_loss"  # a task's "always predict the train mean" figure (regression), when it has one
 
@@ -119,21 +121,15 @@ def _color(cell: str, i: int) -> str:
     return COLORS.get(cell, f"C{4 + i}")
 
 
-def _panels(n: int, width: float = 4.2):  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n, figsize=(width * n + 0.6, 3.8), squeeze=False)
-    return plt, fig, list(axes[0])
+def _panels(n: int, width: float = 4.2) -> tuple[Figure, list]:
+    fig = Figure(figsize=(width * n + 0.6, 3.8))
+    return fig, list(fig.subplots(1, n, squeeze=False)[0])
 
 
-def _save(plt: object, fig: object, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 def _title(length: int | None) -> str:
@@ -142,7 +138,7 @@ def _title(length: int | None) -> str:
 
 def plot_test_loss(rows: list[dict], path: Path) -> None:
     by_length = groups(rows)
-    plt, fig, (ax,) = _panels(1, 1.6 + 1.6 * len(by_length))
+    fig, (ax,) = _panels(1, 1.6 + 1.6 * len(by_length))
     cells = list(dict.fromkeys(r["cell"] for r in rows))
     width = 0.8 / len(cells)
     for g, group in enumerate(by_length.values()):
@@ -161,12 +157,12 @@ def plot_test_loss(rows: list[dict], path: Path) -> None:
     ax.set_title("test loss, parameter counts matched")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3, axis="y")
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def plot_loss_steps(rows: list[dict], path: Path, monitor: str = "val/loss") -> None:
     by_length = groups(rows)
-    plt, fig, axes = _panels(len(by_length))
+    fig, axes = _panels(len(by_length))
     for ax, (length, group) in zip(axes, by_length.items()):
         values = []
         for i, r in enumerate(group):
@@ -186,14 +182,12 @@ def plot_loss_steps(rows: list[dict], path: Path, monitor: str = "val/loss") -> 
         ax.set_title(_title(length))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def plot_gradient_flow(rows: list[dict], path: Path) -> None:
-    from seqpipe.models.gradflow import plot_profile
-
     by_length = groups(rows)
-    plt, fig, axes = _panels(len(by_length))
+    fig, axes = _panels(len(by_length))
     for ax, (length, group) in zip(axes, by_length.items()):
         for i, r in enumerate(group):
             color = _color(r["cell"], i)
@@ -205,7 +199,7 @@ def plot_gradient_flow(rows: list[dict], path: Path) -> None:
         ax.set_ylabel("||dL/dh_(T-k)|| / ||dL/dh_T||")
         ax.set_title(f"{_title(length) + ': ' if length else ''}gradient from the last step", fontsize=10)
         ax.legend(fontsize=8, title="last epoch (dotted: first)", title_fontsize=7)
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def write_report(rows: list[dict], about: dict, out_dir: Path) -> list[Path]:

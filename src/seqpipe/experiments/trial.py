@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as L
+import mlflow
+import torch
 from omegaconf import OmegaConf, open_dict
+from ray import tune
+from ray.train._internal.session import get_session
+from ray.tune.trainable.function_trainable import wrap_function
 
+from seqpipe import train
 from seqpipe.atomic import write_json
 from seqpipe.experiments.sweep_common import STOP_WAIT_S, metric_name, trial_dir
+from seqpipe.tracking.runs import create_run, data_digest, flatten
+from seqpipe.tracking.store import connect
 
 
 class ReportToTune(L.Callback):
@@ -24,8 +33,6 @@ class ReportToTune(L.Callback):
         self.monitor, self.stopped, self.epochs = monitor, False, 0
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        from ray import tune
-
         if trainer.sanity_checking or self.stopped:
             return
         metrics = {metric_name(k): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -39,12 +46,6 @@ class ReportToTune(L.Callback):
 
 def run_trial(config: dict, base: dict, sweep: dict) -> None:
     """One trial (in a Ray worker): the base config with the sampled values, trained by train.run."""
-    import mlflow
-    import torch
-    from ray import tune
-
-    from seqpipe import train
-
     os.chdir(sweep["root"])  # Ray starts trials in their own folder; the config's relative paths are the project's
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the sweep's store is in the config
     torch.set_num_threads(max(1, int(sweep["cpus"])))  # its share of the cores: more threads slow every trial
@@ -79,11 +80,6 @@ def run_trial(config: dict, base: dict, sweep: dict) -> None:
 def record_failure(cfg: object, tags: dict, error: Exception) -> None:
     """Mark the trial's MLflow run FAILED with the error; a trial that failed before its run existed (out of memory
     while building the network) gets one, so every trial of the sweep is in the table."""
-    import mlflow
-
-    from seqpipe.tracking.runs import create_run, data_digest, flatten
-    from seqpipe.tracking.store import connect
-
     connect(cfg)
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
@@ -99,11 +95,6 @@ def trainable(base: dict, sweep: dict) -> type:
     """Ray's function trainable for run_trial, except that stopping a trial waits for its training thread to end
     its run (Ray's own waits for nothing, so a trial stopped last would be killed mid-write, its MLflow run left
     RUNNING). This and reusing a worker rely on Ray 2.60's function-trainable session (pinned)."""
-    from functools import partial
-
-    from ray.train._internal.session import get_session
-    from ray.tune.trainable.function_trainable import wrap_function
-
     class SeqpipeTrial(wrap_function(partial(run_trial, base=base, sweep=sweep), name="trial")):
         def cleanup(self) -> None:
             session = get_session()

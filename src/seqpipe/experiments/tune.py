@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import socket
@@ -16,11 +17,25 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import mlflow
+import ray
+import yaml
+from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf, open_dict
+from ray import tune
+from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+from ray.tune import ExperimentAnalysis
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from seqpipe.atomic import atomic_path, write_json, write_text
+from seqpipe.config import conf_dir, validate
+from seqpipe.data.meta import prepared_meta
 from seqpipe.errors import SeqpipeError
 from seqpipe.experiments.sweep_common import STOP_WAIT_S, metric_name
+from seqpipe.experiments.trial import trainable
+from seqpipe.tracking.runs import create_run, data_digest
+from seqpipe.tracking.store import connect, sqlite_path
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "lograndint")
 LISTS = ("choice", "grid")  # distributions over a list of values
@@ -56,8 +71,6 @@ def space_items(space: DictConfig | dict) -> list[tuple[str, str, list]]:
 def check_space(cfg: DictConfig) -> list[tuple[str, str, list]]:
     """Refuse a space that cannot be sampled or that names keys the config does not have; every value a trial can
     draw must pass the same checks as `seqpipe train` (the ends of a range stand for it)."""
-    from seqpipe.config import validate
-
     items = space_items(cfg.tune.space)
     if not items:
         raise SeqpipeError("tune.space is empty: give at least one config key to sample (see conf/tune/)")
@@ -95,8 +108,6 @@ def check_space(cfg: DictConfig) -> list[tuple[str, str, list]]:
 
 
 def ray_space(items: list[tuple[str, str, list]]) -> dict:
-    from ray import tune
-
     make = {"choice": lambda a: tune.choice(a), "grid": lambda a: tune.grid_search(a),
             "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
             "randint": lambda a: tune.randint(a[0], a[1] + 1),  # Ray's integer upper bounds are exclusive
@@ -121,8 +132,6 @@ def check_address(address: str | None) -> None:
 
 
 def start_ray(cfg: DictConfig) -> None:
-    import ray
-
     address = cfg.tune.address
     # A reused worker waits this long for the trial before it to finish (Ray's default, 2 s, is shorter than a
     # trial takes to save and log after ASHA stops it, and Ray then fails the next trial instead of waiting).
@@ -135,10 +144,6 @@ def start_ray(cfg: DictConfig) -> None:
         else:
             # Ray 2.60 turns token authentication on for `ray start` when ~/.ray/auth_token exists (any local sweep
             # writes one), but a client given an address sends the token only in token mode: turn it on likewise.
-            from ray._private.authentication.authentication_token_setup import (
-                maybe_enable_token_auth_if_token_available,
-            )
-
             maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
             ray.init(address=address, **kwargs)
     except ConnectionError as e:
@@ -151,14 +156,10 @@ def sweep_dirs(storage: Path) -> list[Path]:
 
 
 def _absolute_uri(uri: str) -> str:
-    from seqpipe.tracking.store import sqlite_path
-
     return f"sqlite:///{sqlite_path(uri).resolve()}" if uri.startswith("sqlite:///") else uri
 
 
 def _scheduler(cfg: DictConfig):  # noqa: ANN202
-    from ray.tune.schedulers import ASHAScheduler
-
     s = cfg.tune.scheduler
     return ASHAScheduler(time_attr="training_iteration", max_t=int(cfg.trainer.max_epochs),
                          grace_period=int(s.grace_period), reduction_factor=float(s.reduction_factor))
@@ -185,9 +186,6 @@ def check_settings(cfg: DictConfig) -> None:
 def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bool = False) -> dict:
     """Run (or, with `resume`, continue) a sweep; return its summary (best trial, counts, folder). Everything is
     checked (config, space, Ray address, data, MLflow store) before anything is written."""
-    from seqpipe.config import validate
-    from seqpipe.data.meta import prepared_meta
-
     storage = Path(cfg.tune.storage).resolve()
     if resume:
         found = [storage / cfg.tune.name / STATE] if cfg.tune.name else sweep_dirs(storage)[-1:]
@@ -201,12 +199,6 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
     items = check_space(cfg)
     check_address(cfg.tune.address)
     prepared_meta(cfg)
-
-    import mlflow
-    from ray import tune
-
-    from seqpipe.tracking.runs import create_run, data_digest
-    from seqpipe.tracking.store import connect
 
     uri = connect(cfg)
     with open_dict(cfg):
@@ -232,8 +224,6 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
     sweep_dir = storage / name
     sweep = {"root": os.getcwd(), "dir": str(sweep_dir), "name": name, "parent": parent,
              "cpus": cfg.tune.cpus_per_trial}
-    from seqpipe.experiments.trial import trainable
-
     trial = tune.with_resources(trainable(OmegaConf.to_container(cfg), sweep),
                                 {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
     t0 = time.perf_counter()
@@ -243,8 +233,6 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
         if resume:
             tuner = tune.Tuner.restore(str(sweep_dir), trial, resume_unfinished=True, resume_errored=False)
         else:
-            from ray.tune.search.basic_variant import BasicVariantGenerator
-
             tuner = tune.Tuner(
                 trial, param_space=ray_space(items),
                 tune_config=tune.TuneConfig(
@@ -255,8 +243,6 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
                                           failure_config=tune.FailureConfig(max_failures=0)))
         tuner.fit()
     finally:
-        import ray
-
         ray.shutdown()
     return finish(cfg, sweep_dir, name, parent, time.perf_counter() - t1, t1 - t0)
 
@@ -264,8 +250,6 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
 def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float, ray_start: float) -> dict:
     """Results table, plot and (once every trial has ended) the best trial's experiment file; logged to the parent
     run."""
-    import mlflow
-
     client = mlflow.MlflowClient()
     statuses = trial_statuses(sweep_dir)
     pending = sum(s not in ("TERMINATED", "ERROR") for s in statuses.values())
@@ -301,10 +285,6 @@ def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float
 
 def trial_statuses(sweep_dir: Path) -> dict[str, str]:
     """Ray's saved view of each trial (TERMINATED, ERROR; PENDING when an interrupted sweep would run it again)."""
-    import logging
-
-    from ray.tune import ExperimentAnalysis
-
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # trials without results yet
     return {t.trial_id: t.status for t in ExperimentAnalysis(str(sweep_dir)).trials}
 
@@ -341,12 +321,8 @@ def results_csv(rows: list[dict]) -> str:
 def plot_sweep(rows: list[dict], out_png: Path, monitor: str) -> None:
     """Best validation value against hidden size, one line per depth, each point labelled with its cell; trials ASHA
     stopped are hollow, failed ones are marked x at the top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     x_key = "model.hidden_size" if any("model.hidden_size" in r["values"] for r in rows) else None
     depth_key = "model.num_layers"
     scored = [r for r in rows if r["best"] is not None and math.isfinite(r["best"])]
@@ -379,14 +355,11 @@ def plot_sweep(rows: list[dict], out_png: Path, monitor: str) -> None:
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 def write_experiment(cfg: DictConfig, best: dict, name: str) -> Path:
     """conf/experiment/best_<recipe>.yaml: the recipe and the best trial's values, as overrides on top of it.
     The sweep's budget (trainer.*) is left out: the pipeline trains with the full trainer config."""
-    from seqpipe.config import conf_dir
-
     values = OmegaConf.create()
     for key, value in best["values"].items():
         OmegaConf.update(values, key, yaml_value(value), force_add=True)
@@ -400,8 +373,6 @@ def write_experiment(cfg: DictConfig, best: dict, name: str) -> Path:
 
 def yaml_value(text: str) -> object:
     """A sampled value as it was (the tags hold strings): 2 -> int, 0.003 -> float, gru -> str."""
-    import yaml
-
     return yaml.safe_load(text)
 
 
