@@ -1,4 +1,5 @@
-"""The `seqpipe` command. Heavy libraries are imported inside each command, so `--help` stays fast."""
+"""The `seqpipe` command. What a command needs is imported inside it (lazy, on purpose): the stages, sweeps and
+models together load torch, Lightning, MLflow and Ray (~6 s on 2 cores), while this module and `--help` take 0.07 s."""
 
 from __future__ import annotations
 

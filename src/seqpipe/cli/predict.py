@@ -6,8 +6,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from tqdm import tqdm
+
+from seqpipe.atomic import atomic_path
+from seqpipe.data.requests import InputError
 from seqpipe.errors import SeqpipeError
-from seqpipe.tracking.store import shown_uri
+from seqpipe.tasks import get_task
+from seqpipe.tracking.store import check_model_files, check_store, shown_uri, use_tracking_uri
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -23,9 +31,6 @@ def describe_registry(client: object, name: str) -> str:
 def check_model_uri(uri: str) -> None:
     """Raise a message listing what exists when `uri` names a model, version or alias that does not; a local path
     must be a model directory."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     if uri.startswith("models:/") and not _URI.match(uri):
         name = uri.removeprefix("models:/").strip("/")
         raise SeqpipeError(f"model URI {uri!r} names no version: use models:/{name}@champion (an alias) or "
@@ -68,11 +73,6 @@ def load_model(model_uri: str, tracking_uri: str, command: str) -> object:
     """The registered pyfunc, refused with a clear message when `command` (predict, generate) is not the one its task
     answers with. The store is checked first (within seconds), so a server that is down never looks like a missing
     model."""
-    import mlflow
-
-    from seqpipe.tasks import get_task
-    from seqpipe.tracking.store import check_model_files, check_store, use_tracking_uri
-
     if "://" in model_uri or model_uri.startswith(("models:/", "runs:/")):
         check_store(tracking_uri, must_exist=True)
     use_tracking_uri(tracking_uri)
@@ -87,8 +87,6 @@ def load_model(model_uri: str, tracking_uri: str, command: str) -> object:
 
 
 def generate(model_uri: str, prompts: list[str], tracking_uri: str, **params: object) -> list[str]:
-    import pandas as pd
-
     model = load_model(model_uri, tracking_uri, "generate")
     return model.predict(pd.DataFrame({"prompt": prompts}), params=params)["text"].tolist()
 
@@ -111,12 +109,6 @@ def predict_file(model: object, input_path: Path, output_path: Path, column: str
     """Predictions for every row of `input_path` (CSV, TSV, JSONL, or .txt: one input per line; for a model that
     reads audio, also a folder of clips or a list of them), written beside its columns to `output_path` (atomically;
     tab-separated when it ends in .tsv). The model's input kind reads the file and builds each request."""
-    import pandas as pd
-    from tqdm import tqdm
-
-    from seqpipe.atomic import atomic_path
-    from seqpipe.data.requests import InputError
-
     served = model.unwrap_python_model()  # type: ignore[attr-defined]
     kind, limits = served.kind, served.limits
     frame = kind.table(input_path, column)
