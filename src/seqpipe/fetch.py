@@ -16,8 +16,8 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seqpipe.atomic import atomic_path
+from seqpipe.data.documents import Document
 from seqpipe.errors import SeqpipeError, unreadable
-from seqpipe.recipes import Document
 
 DOCUMENTS = "documents.jsonl"
 FRAMES = "frames.npz"

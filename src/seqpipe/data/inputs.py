@@ -19,7 +19,6 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,14 +30,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from seqpipe.data.audio import AudioError, open_file, wav_base64
+from seqpipe.data.documents import Document
 from seqpipe.data.frames import FrameInput, fit_frames, frames_array
 from seqpipe.data.requests import InputError, audio_from, frames_from, has_column, texts_from
 from seqpipe.data.text_tokens import load_tokenizer
 from seqpipe.data.vocab import PAD_ID, UNK_ID, Vocab, prepared_vocab
 from seqpipe.errors import SeqpipeError
-
-if TYPE_CHECKING:
-    from seqpipe.recipes import Document
 
 JSONL = (".jsonl", ".json", ".ndjson")
 AUDIO = (".wav", ".flac", ".ogg", ".mp3", ".raw", ".pcm")  # what a folder's clips are

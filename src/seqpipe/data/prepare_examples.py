@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from seqpipe.atomic import atomic_path, write_json
+from seqpipe.data.documents import Document
 from seqpipe.data.examples import save_examples
 from seqpipe.data.inputs import KINDS, InputKind, configured
 from seqpipe.data.meta import META
@@ -21,7 +22,6 @@ from seqpipe.data.splits import SPLITS, split_examples
 from seqpipe.errors import SeqpipeError
 
 if TYPE_CHECKING:  # annotations only: the tasks call this module, not the other way round
-    from seqpipe.recipes import Document
     from seqpipe.tasks.base import ExampleTask
 
 

@@ -4,12 +4,10 @@ together) for the rest; the same split for the same seed."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from seqpipe.recipes import Document
+from seqpipe.data.documents import Document
 
 SPLITS = ("train", "val", "test")
 

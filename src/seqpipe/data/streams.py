@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from seqpipe.data.documents import Document
 from seqpipe.data.splits import SPLITS
 from seqpipe.data.vocab import BOS, BOS_ID, EOS, EOS_ID, SPECIALS, UNK_ID, Vocab, prepared_vocab
 from seqpipe.errors import SeqpipeError
@@ -23,7 +24,6 @@ from seqpipe.errors import SeqpipeError
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from seqpipe.recipes import Document
 
 
 def encode_splits(splits: dict[str, list[Document]], tokenizer, p: DictConfig) -> tuple[Vocab, dict]:  # noqa: ANN001

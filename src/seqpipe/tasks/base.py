@@ -23,6 +23,7 @@ import lightning.pytorch as L
 import pandas as pd
 from omegaconf import DictConfig
 
+from seqpipe.data.documents import Document
 from seqpipe.data.examples import ExampleDataModule
 from seqpipe.data.inputs import kind_of
 from seqpipe.data.prepare_examples import label_set, prepare_examples
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
     from torchmetrics import Metric
 
-    from seqpipe.recipes import Document
 
 
 @dataclass

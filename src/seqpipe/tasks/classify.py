@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from seqpipe.data.documents import Document
 from seqpipe.data.inputs import kind_of
 from seqpipe.data.prepare_examples import label_set
 from seqpipe.data.vocab import IGNORE_INDEX
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.nets import SequenceClassifier, SequenceTagger
-from seqpipe.recipes import Document
 from seqpipe.tasks.base import ExampleTask, Step
 from seqpipe.tasks.classify_eval import evaluate_labels
 

@@ -22,10 +22,10 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from seqpipe.data.documents import Document
 from seqpipe.data.requests import InputError
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.nets import SequenceTagger
-from seqpipe.recipes import Document
 from seqpipe.tasks.base import ExampleTask, Step, evaluated_decoding
 from seqpipe.tasks.ctc_decode import greedy, prefix_beam_search, snap
 from seqpipe.tasks.ctc_eval import evaluate

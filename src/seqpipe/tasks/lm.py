@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seqpipe.atomic import atomic_path, write_json, write_text
+from seqpipe.data.documents import Document
 from seqpipe.data.meta import META
 from seqpipe.data.requests import PARAMS, generation_params, texts_from
 from seqpipe.data.splits import SPLITS, split_documents
@@ -25,7 +26,6 @@ from seqpipe.data.vocab import IGNORE_INDEX, UNK_ID
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.nets import RecurrentLM
 from seqpipe.models.sampling import complete
-from seqpipe.recipes import Document
 from seqpipe.tasks.base import Step, Task, test_scores
 
 

@@ -27,6 +27,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from seqpipe.atomic import atomic_path, write_json, write_text
+from seqpipe.data.documents import Document
 from seqpipe.data.examples import ExampleDataModule, save_examples
 from seqpipe.data.meta import META
 from seqpipe.data.music import (
@@ -47,7 +48,6 @@ from seqpipe.data.splits import SPLITS, split_examples
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.decoding import generator
 from seqpipe.models.nets import SequenceTagger
-from seqpipe.recipes import Document
 from seqpipe.tasks.base import Step, Task, test_scores
 
 PARAMS = {"steps": 64, "temperature": 1.0, "seed": -1, "out_of_range": "error"}  # the served model's params

@@ -17,9 +17,9 @@ from torchmetrics import MeanMetric, Metric
 
 from seqpipe.atomic import atomic_path, write_text
 from seqpipe.data.batching import pad_collate
+from seqpipe.data.documents import Document
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.nets import SequenceClassifier
-from seqpipe.recipes import Document
 from seqpipe.tasks.base import ExampleTask, Step
 
 TOLERANCE = 0.04  # "solved" on the adding problem: within 0.04 of the target (Le et al. 2015)

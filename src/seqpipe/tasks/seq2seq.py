@@ -20,11 +20,11 @@ from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 from torchmetrics.classification import MulticlassAccuracy
 
+from seqpipe.data.documents import Document
 from seqpipe.data.text_tokens import load_tokenizer
 from seqpipe.data.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, UNK_ID, Vocab
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.attention import ATTENTIONS, Seq2Seq
-from seqpipe.recipes import Document
 from seqpipe.tasks.base import ExampleTask, Step, evaluated_decoding
 from seqpipe.tasks.seq2seq_eval import DECODE_PARAMS, evaluate_seq2seq, serve
 
