@@ -16,7 +16,6 @@ from seqpipe.atomic import write_text
 from seqpipe.data.audio import clip_frames
 from seqpipe.errors import SeqpipeError
 from seqpipe.metrics.text import error_rates_of
-from seqpipe.recipes import speech
 from seqpipe.tasks.base import test_scores
 from seqpipe.tasks.ctc_decode import decode, snap
 
@@ -67,6 +66,10 @@ def real_speech(cfg: DictConfig, meta: dict, net, width: int, out_dir: Path, tex
         raise SeqpipeError(f"evaluate.real_speech={cfg.evaluate.real_speech} scores recordings, but this model "
                            "reads frames that were not computed from audio (no recipe.audio): set "
                            "evaluate.real_speech=null")
+    # lazy: read only when evaluate.real_speech names recordings; at the top, every stage that loads the tasks would
+    # depend on the speech recipe and espeak behind it (dvc.yaml, tests/test_dag.py)
+    from seqpipe.recipes import speech
+
     clips = speech.real_speech(cfg.evaluate.real_speech)
     if not clips:
         return {}
