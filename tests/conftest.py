@@ -10,6 +10,7 @@ import random
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -68,12 +69,25 @@ TINY = [
 ]
 
 
+# For runs whose test checks what a run leaves (folders, MLflow runs, loaded modules), not what it learns: one epoch
+# of two batches, one validation batch, a short sample.
+FEW_BATCHES = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+               "evaluate.sample_tokens=5"]
+
+
 def tiny_overrides(root: Path) -> list[str]:
     """Overrides that point every path of a run into `root` and keep the run to seconds."""
     return [*TINY, f"recipe.fetch.paths=[{root / 'corpus'}]", f"paths.downloads={root / 'downloads'}",
             f"paths.raw={root / 'data/raw'}", f"paths.prepared={root / 'data/prepared'}",
             f"paths.models={root / 'models'}", f"paths.reports={root / 'reports'}",
             f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}"]
+
+
+def here_overrides(root: Path) -> list[str]:
+    """`tiny_overrides`, but naming the corpus relative to the working directory (`root`): prepared data records
+    the recipe's settings, so a `clone` of the folder, worked on from inside it, was prepared from the same ones."""
+    return [o if not o.startswith("recipe.fetch.paths=") else "recipe.fetch.paths=[corpus]"
+            for o in tiny_overrides(root)]
 
 
 @pytest.fixture
@@ -83,6 +97,23 @@ def tiny_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DictConfig:
     monkeypatch.chdir(tmp_path)  # MLflow puts artifacts under the working directory
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return compose(tiny_overrides(tmp_path), config_dir=CONF)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny language model of `here_overrides` (text_file, 2 epochs), trained once a session: fetched, prepared,
+    trained, evaluated and registered (seqpipe-text_file v1, champion) in a store of its own, inside `root`. Tests
+    read it as it is, or work on a `clone` of `root` (registering more versions, damaging files)."""
+    root = tmp_path_factory.mktemp("tiny_lm")
+    write_corpus(root / "corpus")
+    with working_dir(root):
+        cfg = compose(here_overrides(root), config_dir=CONF)
+        fetch.run(cfg)
+        prepare.run(cfg)
+        trained = train.run(cfg)
+        metrics = evaluate.run(cfg)
+        registered = register.run(cfg)
+    return {"root": root, "cfg": cfg, "train": trained, "metrics": metrics, "registered": registered}
 
 
 @contextlib.contextmanager
@@ -137,6 +168,27 @@ def run_pipeline(root: Path, overrides: list[str], store: Path | None = None) ->
     metrics = evaluate.run(cfg)
     registered = register.run(cfg)
     return {"cfg": cfg, "stats": stats, "metrics": metrics, "registered": registered}
+
+
+def clone(src: Path, dst: Path) -> Path:
+    """A copy of a project folder (data, models, reports, MLflow stores and artifacts) that stands alone: every path
+    into `src` that its SQLite stores hold (artifact locations, model version sources, params) names `dst` instead,
+    so a test that registers, trains or deletes in the copy leaves a shared fixture's folder as it was."""
+    shutil.copytree(src, dst, symlinks=True)
+    old, new = str(src), str(dst)
+    for db in dst.rglob("*.db"):
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for column in [c[1] for c in con.execute(f'PRAGMA table_info("{table}")')
+                               if any(k in c[2].upper() for k in ("CHAR", "TEXT", "CLOB"))]:
+                    con.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                                f'WHERE instr("{column}", ?) > 0', (old + "/", new + "/", old + "/"))
+                    con.execute(f'UPDATE "{table}" SET "{column}" = ? WHERE "{column}" = ?', (new, old))
+            con.commit()
+    for mlmodel in dst.rglob("MLmodel"):  # what a logged model records of where it was logged from
+        mlmodel.write_text(mlmodel.read_text().replace(old + "/", new + "/"))
+    return dst
 
 
 def free_port() -> int:

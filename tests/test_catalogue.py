@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import CONF, run_pipeline, tiny_overrides, working_dir, write_corpus, write_reviews
+from conftest import CONF, clone, here_overrides, run_pipeline, tiny_overrides, working_dir, write_corpus, write_reviews
 
 from seqpipe import cli, evaluate, fetch, prepare
 from seqpipe.config import compose
@@ -34,14 +34,13 @@ FRAMES = "models:/seqpipe-ts_file@champion"  # a frames classifier (the frames_m
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A tiny registered language model and classifier in one MLflow store."""
-    root = tmp_path_factory.mktemp("catalogue")
-    write_corpus(root / "corpus")
+def models(tiny_lm, tmp_path_factory):
+    """A tiny registered language model (the session's, conftest.tiny_lm, in a copy: its folders at the top) and
+    classifier (clf/) in one MLflow store."""
+    root = clone(tiny_lm["root"], tmp_path_factory.mktemp("catalogue") / "project")
     write_reviews(root / "reviews.csv", n=300)
     store = root / "mlflow.db"
     with working_dir(root):
-        run_pipeline(root / "lm", [*tiny_overrides(root), "trainer.max_epochs=1"], store)
         run_pipeline(root / "clf", ["recipe=text_csv", f"recipe.fetch.path={root / 'reviews.csv'}",
                                     "recipe.fetch.text_column=review", "recipe.fetch.label_column=sentiment",
                                     "prepare.max_len=12", "model.hidden_size=8", "trainer.max_epochs=1"], store)
@@ -616,23 +615,20 @@ def test_damaged_store_is_refused(models, tmp_path, capsys):
     assert code == 2 and "no MLflow store at" in text and not (tmp_path / "none.db").exists()
 
 
-def test_training_against_a_damaged_store_keeps_the_checkpoints(tmp_path):
+def test_training_against_a_damaged_store_keeps_the_checkpoints(tiny_lm, tmp_path):
     """A stage that needs the store checks it before it removes anything (here: the checkpoints of another config
     that train would clear)."""
     from seqpipe import train
 
-    write_corpus(tmp_path / "corpus")
-    with working_dir(tmp_path):
-        cfg = _cfg(tmp_path, "trainer.max_epochs=1")
-        fetch.run(cfg)
-        prepare.run(cfg)
-        train.run(cfg)
-        checkpoints = {p.name: p.read_bytes() for p in (tmp_path / "models" / "checkpoints").iterdir()}
-        db = tmp_path / "mlflow.db"
-        db.write_bytes(db.read_bytes()[:4096])
-        with pytest.raises(SeqpipeError, match="is not a readable MLflow store"):
-            train.run(_cfg(tmp_path, "trainer.max_epochs=2"))  # another config: would clear the checkpoints
-    assert {p.name: p.read_bytes() for p in (tmp_path / "models" / "checkpoints").iterdir()} == checkpoints
+    root = clone(tiny_lm["root"], tmp_path / "project")  # trained, its checkpoints in models/checkpoints
+    checkpoints = {p.name: p.read_bytes() for p in (root / "models" / "checkpoints").iterdir()}
+    assert checkpoints
+    db = root / "mlflow.db"
+    db.write_bytes(db.read_bytes()[:4096])
+    with working_dir(root), pytest.raises(SeqpipeError, match="is not a readable MLflow store"):
+        train.run(compose([*here_overrides(root), "trainer.max_epochs=3"], config_dir=CONF))  # another config:
+        # it would clear the checkpoints
+    assert {p.name: p.read_bytes() for p in (root / "models" / "checkpoints").iterdir()} == checkpoints
 
 
 def test_a_store_without_the_trained_run_is_refused(models, tmp_path):
@@ -642,10 +638,8 @@ def test_a_store_without_the_trained_run_is_refused(models, tmp_path):
     root, _ = models
     empty = tmp_path / "empty.db"
     mlflow.MlflowClient(f"sqlite:///{empty}").search_experiments()  # an MLflow store with no runs
-    cfg = compose([*tiny_overrides(root), f"paths.raw={root}/lm/data/raw", f"paths.prepared={root}/lm/data/prepared",
-                   f"paths.models={root}/lm/models", f"paths.reports={root}/lm/reports",
-                   f"mlflow.tracking_uri=sqlite:///{empty}"], config_dir=CONF)
-    metrics = (root / "lm" / "reports" / "metrics.json").read_bytes()
+    cfg = compose([*here_overrides(root), f"mlflow.tracking_uri=sqlite:///{empty}"], config_dir=CONF)
+    metrics = (root / "reports" / "metrics.json").read_bytes()
     with working_dir(root):  # where it was trained: train.json names the checkpoint relative to it
         with pytest.raises(SeqpipeError, match=r"train\.json names MLflow run \w+, which the store .*empty\.db does "
                                                r"not hold.*Point MLFLOW_TRACKING_URI at that store"):
@@ -654,7 +648,7 @@ def test_a_store_without_the_trained_run_is_refused(models, tmp_path):
 
         with pytest.raises(SeqpipeError, match="which the store"):
             register.run(cfg)
-    assert (root / "lm" / "reports" / "metrics.json").read_bytes() == metrics
+    assert (root / "reports" / "metrics.json").read_bytes() == metrics
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs SIGINT")

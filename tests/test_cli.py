@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import tiny_overrides
+from conftest import FEW_BATCHES, tiny_overrides
 
 from seqpipe import fetch, prepare
 
@@ -32,7 +32,7 @@ def test_train_multirun_runs_each_point_of_the_grid_once_in_its_own_folder(tiny_
     keep = [o for o in tiny_overrides(tmp_path) if not o.startswith(("paths.models", "paths.reports"))]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     done = subprocess.run([SEQPIPE, "train", "--multirun", "model.cell=rnn,gru", "model.num_layers=1,2",
-                           "trainer.max_epochs=1", *keep, f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path,
+                           *keep, *FEW_BATCHES, f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path,
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("train: best val/loss") == 4

@@ -8,9 +8,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import CONF, models_serve, post_json, tiny_overrides, working_dir, write_corpus
+from conftest import CONF, FEW_BATCHES, clone, here_overrides, models_serve, post_json, working_dir
 
-from seqpipe import cli, evaluate, fetch, prepare, register, train
+from seqpipe import cli, evaluate, register, train
 from seqpipe.cli.predict import generate
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
@@ -21,17 +21,12 @@ NAME = "seqpipe-text_file"
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    write_corpus(root / "corpus")
+def pipeline(tiny_lm, tmp_path_factory):
+    """The session's tiny language model (conftest.tiny_lm), in a copy of its own: the tests below register more
+    versions of it, in this order."""
+    root = clone(tiny_lm["root"], tmp_path_factory.mktemp("e2e") / "project")
     with working_dir(root):
-        cfg = compose(tiny_overrides(root), config_dir=CONF)
-        fetch.run(cfg)
-        prepare.run(cfg)
-        trained = train.run(cfg)
-        metrics = evaluate.run(cfg)
-        registered = register.run(cfg)
-        yield {"root": root, "cfg": cfg, "train": trained, "metrics": metrics, "registered": registered}
+        yield {**tiny_lm, "root": root, "cfg": compose(here_overrides(root), config_dir=CONF)}
 
 
 def test_training_learns_and_is_tracked(pipeline):
@@ -83,7 +78,7 @@ def test_worse_model_never_takes_champion(pipeline):
     again = register.run(cfg)  # the same training run again: nothing new
     assert (again["version"], again["new_version"], again["promoted"]) == (1, False, True)
     root = pipeline["root"]
-    worse = compose([*tiny_overrides(root), "trainer.max_epochs=1", "seed=2", f"paths.models={root}/worse/models",
+    worse = compose([*here_overrides(root), *FEW_BATCHES, "seed=2", f"paths.models={root}/worse/models",
                      f"paths.reports={root}/worse/reports"], config_dir=CONF)
     with working_dir(root):
         train.run(worse)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import models_serve_process, run_pipeline, tiny_overrides, working_dir, write_corpus
+from conftest import clone, models_serve_process, run_pipeline, working_dir
 
 pytestmark = pytest.mark.slow
 
@@ -30,18 +30,18 @@ PATHS = ["/etc/passwd", "/etc/shadow", "../../../../../../etc/passwd", "/dev/zer
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    """The three tiny models, trained in seconds, registered in one store and each served on its own port."""
+def servers(tiny_lm, tmp_path_factory):
+    """The three tiny models, trained in seconds, registered in one store and each served on its own port (the
+    language model is the session's, conftest.tiny_lm, in a copy of its folder)."""
     from seqpipe.recipes.chorales import cached_parse
 
-    root = tmp_path_factory.mktemp("hostile")
+    root = clone(tiny_lm["root"], tmp_path_factory.mktemp("hostile") / "project")
     store = root / "mlflow.db"
-    write_corpus(root / "corpus")
+    (root / "lm").mkdir()  # where its server runs
     cache = root / "downloads"
     cached_parse(1.0, "10.5.1", str(cache), limit=12)
     small = ["model.num_layers=1", "model.hidden_size=16", "model.embedding_dim=8", "trainer.max_epochs=1"]
     with working_dir(root):
-        run_pipeline(root / "lm", [*tiny_overrides(root), "trainer.max_epochs=1"], store)
         run_pipeline(root / "speech", ["recipe=speech", "recipe.fetch.train_size=40", "recipe.fetch.test_size=6",
                                        "recipe.fetch.kinds=[digits]", "recipe.fetch.snrs=[null]", *small,
                                        f"paths.downloads={cache}", "evaluate.real_speech=null"], store)

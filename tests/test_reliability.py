@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF, ROOT, tiny_overrides, working_dir, write_corpus
+from conftest import CONF, ROOT, clone, here_overrides, tiny_overrides, working_dir, write_corpus
 
 from seqpipe import evaluate, fetch, prepare, train
 from seqpipe.config import compose
@@ -30,6 +30,33 @@ def prepared_cfg(root: Path, extra: list[str] = ()):  # noqa: ANN201
     fetch.run(cfg)
     prepare.run(cfg)
     return cfg
+
+
+ONE_EPOCH = ["trainer.max_epochs=1"]  # of the tiny run of conftest (not RUN: these tests need no time to kill in)
+
+
+def at(root: Path, extra: list[str] = ()):  # noqa: ANN201
+    """The config of a tiny run in `root` (the corpus named relative to it: run it from inside `root`)."""
+    return compose([*here_overrides(root), *ONE_EPOCH, *extra], config_dir=CONF)
+
+
+def fresh(root: Path):  # noqa: ANN201
+    """A corpus in `root`, fetched, prepared and trained for one epoch; its config."""
+    write_corpus(root / "corpus")
+    with working_dir(root):
+        cfg = at(root)
+        fetch.run(cfg)
+        prepare.run(cfg)
+        train.run(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One tiny run, trained once for the tests below (not evaluated, not registered); each works on a `clone`."""
+    root = tmp_path_factory.mktemp("trained")
+    fresh(root)
+    return root
 
 
 def train_in_subprocess(root: Path) -> subprocess.Popen:
@@ -71,22 +98,20 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert len(history) == 1 + 4  # every epoch's row, those before the kill included
 
 
-def test_same_seed_same_metrics(tmp_path):
+def test_same_seed_same_metrics(trained, tmp_path):
     results = []
-    for name in ("a", "b"):
-        root = tmp_path / name
-        root.mkdir()
+    for root in (clone(trained, tmp_path / "a"), tmp_path / "b"):  # trained before, and again here
+        if root.name == "b":
+            fresh(root.mkdir() or root)
         with working_dir(root):
-            cfg = prepared_cfg(root, ["trainer.max_epochs=1"])
-            train.run(cfg)
-            results.append(evaluate.run(cfg)["test/loss"])
+            results.append(evaluate.run(at(root))["test/loss"])
     assert results[0] == results[1]
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(trained, tmp_path):
+    tmp_path = clone(trained, tmp_path / "project")
     with working_dir(tmp_path):
-        cfg = prepared_cfg(tmp_path, ["trainer.max_epochs=1"])
-        train.run(cfg)
+        cfg = at(tmp_path)
         # An interrupted run whose optimizer is about to diverge: its checkpoint's learning rate is huge.
         last = tmp_path / "models" / "checkpoints" / "last.ckpt"
         ckpt = torch.load(last, weights_only=True)
@@ -103,10 +128,10 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
         assert last.read_bytes() == before
 
 
-def test_corrupt_checkpoint_is_refused_and_kept(tmp_path):
+def test_corrupt_checkpoint_is_refused_and_kept(trained, tmp_path):
+    tmp_path = clone(trained, tmp_path / "project")
     with working_dir(tmp_path):
-        cfg = prepared_cfg(tmp_path, ["trainer.max_epochs=1"])
-        train.run(cfg)
+        cfg = at(tmp_path)
         best = tmp_path / "models" / "checkpoints" / "best.ckpt"
         best.write_bytes(best.read_bytes()[: 1000])  # truncated
         metrics = tmp_path / "reports" / "metrics.json"
@@ -141,10 +166,10 @@ def test_prepare_killed_half_way_leaves_no_output_and_reruns_clean(tmp_path):
     assert stats["train_tokens"] > 1_000_000
 
 
-def test_vocabulary_mismatch_is_refused(tmp_path):
+def test_vocabulary_mismatch_is_refused(trained, tmp_path):
+    tmp_path = clone(trained, tmp_path / "project")
     with working_dir(tmp_path):
-        cfg = prepared_cfg(tmp_path, ["trainer.max_epochs=1"])
-        train.run(cfg)
+        cfg = at(tmp_path)
         vocab = tmp_path / "data" / "prepared" / "vocab.json"
         data = json.loads(vocab.read_text())
         vocab.write_text(json.dumps({**data, "tokens": [*data["tokens"], "\u2603"]}))
@@ -152,21 +177,32 @@ def test_vocabulary_mismatch_is_refused(tmp_path):
             evaluate.run(cfg)
 
 
-def test_concurrent_registrations_do_not_corrupt_the_store(tmp_path):
+def test_concurrent_registrations_do_not_corrupt_the_store(trained, tmp_path):
     import mlflow
 
+    tmp_path = clone(trained, tmp_path / "project")
     with working_dir(tmp_path):
-        cfg = prepared_cfg(tmp_path, ["trainer.max_epochs=1"])
-        train.run(cfg)
+        cfg = at(tmp_path)
         evaluate.run(cfg)
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from pathlib import Path; "
-            "from conftest import *; from seqpipe import register; from seqpipe.config import compose; "
-            f"register.run(compose([*tiny_overrides(Path({str(tmp_path)!r})), *{RUN!r}, 'trainer.max_epochs=1'], "
-            "config_dir=CONF))")
+    # The three start registering together: each, its imports done, says so and waits for the word (started alone,
+    # one on a loaded machine could find another's version already registered and rightly add none).
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    ready.mkdir()
+    code = (f"import os, sys, time; sys.path.insert(0, {str(ROOT / 'tests')!r}); from pathlib import Path; "
+            "from conftest import *; import mlflow, torch; from seqpipe import register; "
+            "from seqpipe.config import compose; "
+            f"cfg = compose([*here_overrides(Path({str(tmp_path)!r})), *{ONE_EPOCH!r}], config_dir=CONF); "
+            f"Path({str(ready)!r}, str(os.getpid())).touch()\n"
+            f"while not Path({str(go)!r}).exists(): time.sleep(0.01)\n"
+            "register.run(cfg)")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    errors = [p.communicate()[1] for p in procs]
+    deadline = time.monotonic() + 300
+    while len(list(ready.iterdir())) < 3 and all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    errors = [p.communicate(timeout=300)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errors
     client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
     versions = sorted(int(v.version) for v in client.search_model_versions("name='seqpipe-text_file'"))
