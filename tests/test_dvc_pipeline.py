@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CONF, ROOT, TINY, free_port, write_corpus
+from conftest import CONF, FEW_BATCHES, ROOT, TINY, clone, free_port, write_corpus
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
@@ -32,6 +32,18 @@ def sh(*cmd: str, cwd: Path, check: bool = True, env: dict | None = None) -> sub
 def repo(tmp_path: Path) -> Path:
     """A copy of the project as a git + DVC repo, set up as a user would for their own text: `seqpipe compose` with
     the tiny settings, which it saves in conf/local/overrides.yaml."""
+    return make_repo(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A `repo` after its first `dvc repro`, made once for the tests that start there (each works on a `clone`), and
+    what that repro printed."""
+    root = make_repo(tmp_path_factory.mktemp("reproduced"))
+    return root, sh("dvc", "repro", cwd=root)
+
+
+def make_repo(tmp_path: Path) -> Path:
     for name in ("src", "dvc.yaml", ".dvcignore", "pyproject.toml"):
         src = ROOT / name
         (shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -42,7 +54,7 @@ def repo(tmp_path: Path) -> Path:
     sh("git", "init", "-q", cwd=tmp_path)
     sh("dvc", "init", "-q", cwd=tmp_path)
     sh("dvc", "config", "hydra.enabled", "true", cwd=tmp_path)
-    sh("seqpipe", "compose", *TINY, "recipe.fetch.paths=[corpus]", cwd=tmp_path)
+    sh("seqpipe", "compose", *TINY, *FEW_BATCHES, "recipe.fetch.paths=[corpus]", cwd=tmp_path)
     sh("git", "add", "-A", cwd=tmp_path)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=tmp_path)
     return tmp_path
@@ -53,8 +65,8 @@ def ran(out: subprocess.CompletedProcess) -> list[str]:
             if line.startswith("Running stage '")]
 
 
-def test_repro_runs_then_is_a_noop_and_params_rerun_only_what_they_touch(repo):
-    first = sh("dvc", "repro", cwd=repo)
+def test_repro_runs_then_is_a_noop_and_params_rerun_only_what_they_touch(reproduced, tmp_path):
+    repo, first = clone(reproduced[0], tmp_path / "repo"), reproduced[1]
     assert sorted(ran(first)) == ["config", "evaluate", "fetch", "prepare", "register", "train"]
     assert (repo / "reports" / "metrics.json").is_file() and (repo / "reports" / "registry.json").is_file()
     assert ran(sh("dvc", "repro", cwd=repo)) == []
@@ -87,8 +99,8 @@ def test_edited_conf_is_never_silently_ignored(repo):
     assert ran(sh("dvc", "repro", "train", cwd=repo))[-1] == "train"
 
 
-def test_a_tracking_server_that_is_down_stops_train_within_seconds_and_loses_nothing(repo):
-    sh("dvc", "repro", cwd=repo)
+def test_a_tracking_server_that_is_down_stops_train_within_seconds_and_loses_nothing(reproduced, tmp_path):
+    repo = clone(reproduced[0], tmp_path / "repo")
     kept = ["reports/train.json", "reports/history.csv", "reports/metrics.json", "reports/registry.json",
             *[str(p.relative_to(repo)) for p in (repo / "models").rglob("*") if p.is_file()]]
     before = {name: (repo / name).read_bytes() for name in kept}
