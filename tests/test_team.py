@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import CONF, mlflow_server, tiny_overrides, working_dir, write_corpus
+from conftest import CONF, FEW_BATCHES, mlflow_server, tiny_overrides, working_dir, write_corpus
 from omegaconf import OmegaConf
 
 from seqpipe import cli, evaluate, fetch, prepare, register, train
@@ -45,7 +45,7 @@ def team(server, tmp_path_factory):
     root = tmp_path_factory.mktemp("team")
     write_corpus(root / "corpus")
     write_corpus(root / "other" / "corpus", n_docs=4, seed=7)
-    base = [*tiny_overrides(root), "trainer.max_epochs=1", f"mlflow.tracking_uri={server}"]
+    base = [*tiny_overrides(root), *FEW_BATCHES, f"mlflow.tracking_uri={server}"]
     with working_dir(root):
         cfg = compose(base, config_dir=CONF)
         fetch.run(cfg)
@@ -57,7 +57,7 @@ def team(server, tmp_path_factory):
             train.run(c)
             evaluate.run(c)
             cfgs.append(c)
-        other = compose([*tiny_overrides(root / "other"), "trainer.max_epochs=1", f"mlflow.tracking_uri={server}",
+        other = compose([*tiny_overrides(root / "other"), *FEW_BATCHES, f"mlflow.tracking_uri={server}",
                          f"paths.downloads={root}/downloads"], config_dir=CONF)
         fetch.run(other)
         prepare.run(other)
