@@ -11,9 +11,9 @@ import typing
 from pathlib import Path
 
 import pytest
-from conftest import CONF, tiny_overrides, working_dir, write_corpus
+from conftest import CONF, FEW_BATCHES, clone, tiny_overrides, working_dir, write_corpus
 
-from seqpipe import evaluate, fetch, prepare, register, train
+from seqpipe import evaluate, fetch, prepare, train
 from seqpipe.cli import main
 from seqpipe.config import ACCELERATORS, PRECISIONS, compose, load_params, validate, write_params
 from seqpipe.errors import SeqpipeError
@@ -118,7 +118,7 @@ def test_prepared_data_of_another_recipe_or_corpus_is_refused(prepared, capsys, 
 
 
 def test_evaluate_refuses_data_prepared_since_from_another_corpus(prepared):
-    cfg = compose(tiny_overrides(prepared), config_dir=CONF)
+    cfg = compose([*tiny_overrides(prepared), *FEW_BATCHES], config_dir=CONF)
     train.run(cfg)
     write_corpus(prepared / "other", n_docs=4, seed=1)  # the data is prepared again from another corpus
     other = compose([*tiny_overrides(prepared), f"recipe.fetch.paths=[{prepared / 'other'}]"], config_dir=CONF)
@@ -164,15 +164,9 @@ def test_a_path_without_brackets_in_a_list_argument_is_a_list_of_one(tmp_path, c
     assert "recipe.fetch.paths='corpus' read as a list of one: [corpus]" in capsys.readouterr().err
 
 
-def test_generate_with_the_artifact_folder_moved_names_the_folder(tmp_path, capsys):
-    write_corpus(tmp_path / "corpus")
+def test_generate_with_the_artifact_folder_moved_names_the_folder(tiny_lm, tmp_path, capsys):
+    tmp_path = clone(tiny_lm["root"], tmp_path / "project")  # the session's tiny model, registered, in a copy
     with working_dir(tmp_path):
-        cfg = compose(tiny_overrides(tmp_path), config_dir=CONF)
-        fetch.run(cfg)
-        prepare.run(cfg)
-        train.run(cfg)
-        evaluate.run(cfg)
-        register.run(cfg)
         shutil.move(tmp_path / "mlruns", tmp_path / "elsewhere")
         capsys.readouterr()
         code = main(["generate", "--model", "models:/seqpipe-text_file@champion", "--max-new-tokens", "5",
