@@ -107,13 +107,8 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("tiny_lm")
     write_corpus(root / "corpus")
     with working_dir(root):
-        cfg = compose(here_overrides(root), config_dir=CONF)
-        fetch.run(cfg)
-        prepare.run(cfg)
-        trained = train.run(cfg)
-        metrics = evaluate.run(cfg)
-        registered = register.run(cfg)
-    return {"root": root, "cfg": cfg, "train": trained, "metrics": metrics, "registered": registered}
+        done = run_stages(compose(here_overrides(root), config_dir=CONF))
+    return {"root": root, **done}
 
 
 @contextlib.contextmanager
@@ -162,12 +157,17 @@ def run_pipeline(root: Path, overrides: list[str], store: Path | None = None) ->
                    f"paths.models={root}/models", f"paths.reports={root}/reports",
                    f"mlflow.tracking_uri=sqlite:///{store or root / 'mlflow.db'}", "trainer.enable_progress_bar=false",
                    "trainer.enable_model_summary=false"], config_dir=CONF)
+    return run_stages(cfg)
+
+
+def run_stages(cfg: DictConfig) -> dict:
+    """The five stages on a composed config: what prepare, train, evaluate and register returned."""
     fetch.run(cfg)
     stats = prepare.run(cfg)
-    train.run(cfg)
+    trained = train.run(cfg)
     metrics = evaluate.run(cfg)
     registered = register.run(cfg)
-    return {"cfg": cfg, "stats": stats, "metrics": metrics, "registered": registered}
+    return {"cfg": cfg, "stats": stats, "train": trained, "metrics": metrics, "registered": registered}
 
 
 def clone(src: Path, dst: Path) -> Path:

@@ -289,8 +289,8 @@ class Frames(InputKind):
 
 class Audio(Frames):
     """Frames computed from audio by the recipe's `audio` spec; the served model computes them the same way from the
-    audio a request sends (or reads frames sent as they are)."""
-    name = "frames"  # what is prepared and what the network reads
+    audio a request sends (or reads frames sent as they are). Its name is Frames' own: frames are what is prepared
+    and what the network reads."""
 
     def fit(self, cfg: DictConfig, train: list) -> dict:
         super().fit(cfg, train)
