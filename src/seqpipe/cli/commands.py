@@ -239,7 +239,9 @@ def parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate text from a registered model")
     g.add_argument("--model", default="models:/seqpipe-shakespeare@champion",
-                   help="models:/NAME@ALIAS, models:/NAME/VERSION or a model path (default: %(default)s)")
+                   help="models:/NAME@ALIAS, models:/NAME/VERSION, a model path, or this checkout's training "
+                   "checkpoint: models/ or a .ckpt file, read with params.yaml and data/prepared "
+                   "(default: %(default)s)")
     g.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     g.add_argument("--bos", action="store_true", help="read --prompt as the start of a document, after <bos> (an "
                    "empty prompt always is), e.g. a tweet's rating: --bos --prompt '1★ '")
@@ -265,7 +267,8 @@ def parser() -> argparse.ArgumentParser:
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     pr = sub.add_parser("predict", help="label texts or frame sequences (classifier), tag sequences (tagger) or "
                         "score them (regression) with a registered model")
-    pr.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or a model path")
+    pr.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION, a model path, or "
+                    "this checkout's training checkpoint (models/ or a .ckpt file)")
     pr.add_argument("--text", help="one text to label")
     pr.add_argument("--audio", help="speech models: one clip to transcribe (WAV, FLAC, OGG; any rate, mono or "
                     "stereo); prints the words")

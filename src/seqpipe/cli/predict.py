@@ -1,9 +1,12 @@
 """Load a registered model (`models:/name@alias` or `models:/name/version`): generate text from a language model;
-label, tag or score rows (texts, or frame sequences) with any other model."""
+label, tag or score rows (texts, or frame sequences) with any other model. A training checkpoint of this checkout's
+pipeline loads too (`models/`, or a .ckpt file), as the model `register` would log from it: a clone that pulled
+models/ and data/ from a DVC remote answers without the MLflow store."""
 
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -17,6 +20,7 @@ from seqpipe.errors import SeqpipeError
 from seqpipe.tasks import get_task
 from seqpipe.tracking.store import check_model_files, check_store, shown_uri, use_tracking_uri
 
+BEST = Path("checkpoints") / "best.ckpt"  # what the train stage writes under paths.models
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -38,8 +42,8 @@ def check_model_uri(uri: str) -> None:
     if "://" not in uri and ":/" not in uri:
         path = Path(uri)
         if not path.exists():
-            raise SeqpipeError(f"no model at {uri}: give models:/NAME@ALIAS, models:/NAME/VERSION or the path of a "
-                               "model directory")
+            raise SeqpipeError(f"no model at {uri}: give models:/NAME@ALIAS, models:/NAME/VERSION, the path of a "
+                               "model directory or a training checkpoint (models/)")
         if not (path / "MLmodel").is_file():
             raise SeqpipeError(f"{uri} is not an MLflow model (it has no MLmodel file): give the directory that "
                                "holds MLmodel, or models:/NAME@ALIAS")
@@ -69,16 +73,72 @@ def check_model_uri(uri: str) -> None:
         raise SeqpipeError(f"model {name!r} has no {what}; {describe_registry(client, name)}") from None
 
 
+def checkpoint_path(model_uri: str) -> Path | None:
+    """The training checkpoint `model_uri` names: a .ckpt file, or a models/ folder (its checkpoints/best.ckpt);
+    None for anything else (an MLflow model directory, a models:/ or runs:/ URI)."""
+    path = Path(model_uri)
+    if path.suffix == ".ckpt" and ":/" not in model_uri:
+        return path
+    if path.is_dir() and not (path / "MLmodel").exists() and (path / BEST).exists():
+        return path / BEST
+    return None
+
+
+def load_checkpoint_model(checkpoint: Path, params_file: str | Path = "params.yaml") -> object:
+    """The pyfunc that `register` would log from `checkpoint`, built without MLflow's store: the weights, the
+    prepared data's vocabulary and params.yaml's serving limits and decoding (the pipeline's own files, as a DVC
+    pull brings them); refused when the prepared data is not the data the checkpoint was trained on."""
+    from omegaconf import OmegaConf
+
+    from seqpipe.config import load_params
+    from seqpipe.data.inputs import kind_of
+    from seqpipe.data.meta import prepared_meta
+    from seqpipe.register import export_weights
+    from seqpipe.serving.pyfunc import SeqpipeModel
+
+    if not Path(params_file).is_file():
+        raise SeqpipeError(f"{checkpoint} is a training checkpoint, read with the pipeline's {params_file}, which is "
+                           "not here: run `seqpipe generate` in the checkout the model was trained in")
+    cfg = load_params(params_file, check_fresh=False)  # what the pipeline ran with (dvc.lock), edits of conf/ aside
+    meta, task = prepared_meta(cfg), get_task(cfg.task)
+    limits = OmegaConf.to_container(cfg.serve)
+    with tempfile.TemporaryDirectory(prefix="seqpipe-ckpt-") as tmp:
+        weights = Path(tmp) / "model.pt"
+        trained = export_weights(str(checkpoint), weights, cfg.prepare.max_len, limits, task.decoding(cfg))
+        if trained["inputs"] != meta["inputs"]:
+            raise SeqpipeError(f"checkpoint {checkpoint} was trained on other data than {cfg.paths.prepared} holds "
+                               f"({trained['inputs']} vs {meta['inputs']}): `dvc pull` (or `dvc repro`) so that "
+                               "both come from the same run")
+        saved = Path(tmp) / "model"
+        mlflow.pyfunc.save_model(
+            saved, python_model=SeqpipeModel(), signature=task.signature(cfg, meta)[0],
+            artifacts={"weights": str(weights), **kind_of(meta["inputs"]).artifacts(cfg.paths.prepared)},
+            metadata={"task": cfg.task, "inputs": meta["inputs"]["kind"], "limits": limits},
+            pip_requirements=[])  # never served from here: no requirements to infer (that would load it twice)
+        model = mlflow.pyfunc.load_model(str(saved))  # everything is read into memory here
+    model.unwrap_python_model().model = f"checkpoint {checkpoint}"  # what answers name instead of a version
+    return model
+
+
 def load_model(model_uri: str, tracking_uri: str, command: str) -> object:
-    """The registered pyfunc, refused with a clear message when `command` (predict, generate) is not the one its task
-    answers with. The store is checked first (within seconds), so a server that is down never looks like a missing
-    model."""
-    if "://" in model_uri or model_uri.startswith(("models:/", "runs:/")):
-        check_store(tracking_uri, must_exist=True)
-    use_tracking_uri(tracking_uri)
-    check_model_uri(model_uri)
-    check_model_files(model_uri)  # a moved mlruns/ folder is named, not an MLflow traceback
-    model = mlflow.pyfunc.load_model(model_uri)
+    """The registered pyfunc (or a training checkpoint's: `load_checkpoint_model`), refused with a clear message
+    when `command` (predict, generate) is not the one its task answers with. The store is checked first (within
+    seconds), so a server that is down never looks like a missing model."""
+    if (checkpoint := checkpoint_path(model_uri)) is not None:
+        model = load_checkpoint_model(checkpoint)
+    else:
+        if "://" in model_uri or model_uri.startswith(("models:/", "runs:/")):
+            try:
+                check_store(tracking_uri, must_exist=True)
+            except SeqpipeError as e:  # e.g. a clone that pulled models/ from a DVC remote: no store, a checkpoint
+                if (Path("models") / BEST).is_file():
+                    raise SeqpipeError(f"{e}; or answer with this checkout's training checkpoint: --model models/") \
+                        from None
+                raise
+        use_tracking_uri(tracking_uri)
+        check_model_uri(model_uri)
+        check_model_files(model_uri)  # a moved mlruns/ folder is named, not an MLflow traceback
+        model = mlflow.pyfunc.load_model(model_uri)
     task = get_task((model.metadata.metadata or {}).get("task", "lm"))
     if task.command != command:  # the one question the CLI asks a task: which command answers with its model
         raise SeqpipeError(f"{model_uri} is a {task.name!r} model, which `seqpipe {task.command}` answers with: use "
