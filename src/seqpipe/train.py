@@ -33,7 +33,7 @@ from seqpipe.models.gradflow import GradientFlow
 from seqpipe.tasks import get_task, trained_by
 from seqpipe.tasks.lightning import SeqModule
 from seqpipe.tracking.runs import create_run, data_digest, ended_if_failed, flatten
-from seqpipe.tracking.store import connect, env_unchanged, run_exists, shown_uri
+from seqpipe.tracking.store import connect, env_unchanged, run_exists, shown_uri, store_lost
 
 
 def build_datamodule(cfg: DictConfig, meta: dict) -> L.LightningDataModule:
@@ -209,7 +209,9 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
                 if resume:
                     print(f"train: resuming from {resume['checkpoint']} (MLflow run {run_id})", file=sys.stderr)
             start = time.perf_counter()
-            trainer.fit(module, datamodule=dm, ckpt_path=resume["checkpoint"] if resume else None)
+            with store_lost(uri, "training", f"the checkpoints in {ckpt_dir} are kept: run it again once the store "
+                            "answers, and training resumes from the last one in the same MLflow run"):
+                trainer.fit(module, datamodule=dm, ckpt_path=resume["checkpoint"] if resume else None)
     fit_seconds = time.perf_counter() - start
 
     result = {

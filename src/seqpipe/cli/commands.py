@@ -192,6 +192,45 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"predict: {n} rows -> {output}", file=sys.stderr)
 
 
+def _team_server(args: argparse.Namespace) -> None:
+    """`seqpipe team-server start|stop`: PostgreSQL and `mlflow server` on it, in a folder (seqpipe.tracking)."""
+    from pathlib import Path
+
+    from seqpipe.tracking import team_server
+
+    if args.action == "stop":
+        team = team_server.stop(Path(args.dir))
+        print(f"team server in {team.folder} stopped (its data stays for the next start)", file=sys.stderr)
+        return
+    team = team_server.start(Path(args.dir), args.port, args.host)
+    print(f"team server: PostgreSQL on 127.0.0.1:{team.pg_port} ({team.pgdata}), mlflow server on {team.url} "
+          f"(artifacts in {team.folder}/artifacts, log {team.folder}/mlflow.log); on each machine that trains:",
+          file=sys.stderr)
+    print(f"export MLFLOW_TRACKING_URI={team.url}")
+
+
+def _migrate_store(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from seqpipe.errors import SeqpipeError
+    from seqpipe.tracking.migrate import migrate
+    from seqpipe.tracking.store import shown_uri
+    from seqpipe.tracking.team_server import Team
+
+    if (Path(args.target) / "team.json").is_file():  # a `seqpipe team-server` folder: its database and server
+        team = Team.load(Path(args.target))
+        args.target, args.server = team.db_uri, args.server or team.url
+    if not args.server:
+        raise SeqpipeError("--server is needed with a database URI as --to: the server stores the artifacts")
+    done = migrate(args.source, args.target, args.server)
+    rows = done["rows"]
+    print(f"migrate-store: {rows.get('experiments', 0)} experiments, {rows.get('runs', 0)} runs, "
+          f"{rows.get('metrics', 0)} metric values, {rows.get('registered_models', 0)} registered models "
+          f"({rows.get('model_versions', 0)} versions), {done['artifact_bytes'] / 2**20:.1f} MiB of artifacts from "
+          f"{args.source} to {shown_uri(args.target)} (served by {args.server}) in {done['seconds']} s; run ids, "
+          "version numbers and aliases are unchanged", file=sys.stderr)
+
+
 def _at_least(low: float, kind: type = int, check=None):  # noqa: ANN001, ANN202
     """An argparse type: a `kind` (int or float) >= low, finite, and passing `check` (a function that raises
     ValueError, e.g. the served model's own range check); the message names the value and the bound."""
@@ -283,6 +322,21 @@ def parser() -> argparse.ArgumentParser:
                     help="seq2seq: how many outputs per input (column n_best, JSON), at most the beam width")
     pr.add_argument("--tracking-uri", default=None,
                     help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    ts = sub.add_parser("team-server", help="start or stop a team tracking server here: PostgreSQL and mlflow "
+                        "server on it, artifacts served by the server (docs/team.md)")
+    ts.add_argument("action", choices=("start", "stop"))
+    ts.add_argument("--dir", default=".team", help="where its database, artifacts and logs live (default: "
+                    "%(default)s)")
+    ts.add_argument("--port", type=int, default=5000, help="the mlflow server's port (default: %(default)s)")
+    ts.add_argument("--host", default="127.0.0.1", help="the address it listens on; 0.0.0.0 for other machines "
+                    "(default: %(default)s)")
+    ms = sub.add_parser("migrate-store", help="copy an SQLite MLflow store (runs, models, aliases, artifacts) into "
+                        "a team server's empty database, keeping every id (docs/team.md)")
+    ms.add_argument("--from", dest="source", required=True, help="the SQLite store, e.g. sqlite:///mlflow.db")
+    ms.add_argument("--to", dest="target", required=True, help="the folder of `seqpipe team-server` (.team), or "
+                    "the server's database: postgresql+psycopg://mlflow:PASSWORD@HOST:5432/mlflow")
+    ms.add_argument("--server", default=None, help="the tracking server on that database, which stores the "
+                    "artifacts, e.g. http://HOST:5000 (default with a team-server folder: its server)")
     return p
 
 
@@ -312,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
             _generate(args)
         elif args.command == "predict":
             _predict(args)
+        elif args.command == "team-server":
+            _team_server(args)
+        elif args.command == "migrate-store":
+            _migrate_store(args)
     except SeqpipeError as e:
         print(f"seqpipe: error: {e}", file=sys.stderr)
         return 2

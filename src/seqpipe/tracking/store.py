@@ -29,8 +29,9 @@ def tracking_uri(cfg: DictConfig | None = None) -> str:
 
 
 def shown_uri(uri: str) -> str:
-    """The URI for messages, without a password (http://user:secret@host -> http://user:***@host)."""
-    return re.sub(r"^(\w+://[^/:@]+):[^/@]*@", r"\1:***@", uri)
+    """The URI for messages, without a password (http://user:secret@host -> http://user:***@host; database URIs
+    such as postgresql+psycopg://user:secret@host/db too)."""
+    return re.sub(r"^([\w+.-]+://[^/:@]+):[^/@]*@", r"\1:***@", uri)
 
 
 def sqlite_path(uri: str) -> Path:
@@ -175,6 +176,19 @@ def bounded_http(timeout_s: float, retries: int = 0) -> Iterator[None]:
     with restored_env(*keys):
         os.environ.update(keys)
         yield
+
+
+@contextlib.contextmanager
+def store_lost(uri: str, during: str, kept: str) -> Iterator[None]:
+    """One line instead of a traceback when the store, which answered when the command began (`connect`), stops
+    answering for longer than MLflow's client retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES, 7 by default: about 4
+    minutes; a PostgreSQL restart behind a server takes seconds and is carried through by them)."""
+    try:
+        yield
+    except MlflowException as e:
+        reason = str(e.message).splitlines()[0][:200]
+        raise SeqpipeError(f"the MLflow store {shown_uri(uri)} stopped answering during {during} ({reason}); {kept}"
+                           ) from None
 
 
 def env_unchanged() -> contextlib.AbstractContextManager[None]:
