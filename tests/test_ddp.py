@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +19,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import CONF, tiny_overrides, working_dir, write_corpus, write_reviews
+from conftest import CONF, free_port, tiny_overrides, working_dir, write_corpus, write_reviews
 
 from seqpipe import evaluate, fetch, prepare, train
 from seqpipe.config import compose, write_params
@@ -28,6 +29,7 @@ from seqpipe.evaluate import load_checkpoint
 
 pytestmark = pytest.mark.slow
 REL_TOL = 1e-4  # DDP vs one process, per-epoch train/loss and val/loss (measured: equal to the last digit)
+BIN = Path(sys.executable).parent
 ENV = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "SEQPIPE_CONF_DIR": str(CONF)}
 
 
@@ -51,6 +53,11 @@ def _lm_overrides(root: Path, store: str) -> list[str]:
     return [*keep, f"mlflow.tracking_uri=sqlite:///{root / store}"]
 
 
+def _lm_ddp(root: Path, name: str) -> list[str]:
+    """The DDP side of `lm`: 4 streams per rank, tracked in NAME.db."""
+    return [*_lm_overrides(root, f"{name}.db"), "data.batch_size=4", "data.eval_batch_size=2"]
+
+
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     """A tiny LM trained twice for 2 epochs with the same global batch: by `seqpipe train trainer=ddp_cpu` with 4
@@ -61,8 +68,7 @@ def lm(tmp_path_factory):
         cfg = compose(tiny_overrides(root), config_dir=CONF)
         fetch.run(cfg)
         prepare.run(cfg)
-        done = _run(["train", "trainer=ddp_cpu", *_lm_overrides(root, "ddp.db"), "data.batch_size=4",
-                     "data.eval_batch_size=2", f"hydra.run.dir={root / 'ddp'}"], root)
+        done = _run(["train", "trainer=ddp_cpu", *_lm_ddp(root, "ddp"), f"hydra.run.dir={root / 'ddp'}"], root)
         one = compose([*_lm_overrides(root, "one.db"), "data.batch_size=8", "data.eval_batch_size=4",
                        f"paths.models={root / 'one/models'}", f"paths.reports={root / 'one/reports'}"],
                       config_dir=CONF)
@@ -77,14 +83,19 @@ def _history(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_ddp_losses_match_one_process_with_the_same_global_batch(lm):
-    root, done = lm
-    ddp, one = _history(root / "ddp/reports/history.csv"), _history(root / "one/reports/history.csv")
-    assert len(ddp) == len(one) == 2
-    for a, b in zip(ddp, one):
+def _same_losses(history: Path, reference: Path, rel_tol: float = REL_TOL) -> None:
+    """Two runs' history.csv: as many epochs, the same optimizer steps, per-epoch losses within rel_tol."""
+    ours, theirs = _history(history), _history(reference)
+    assert len(ours) == len(theirs) == 2
+    for a, b in zip(ours, theirs):
         assert a["step"] == b["step"]  # the same number of optimizer steps
         for key in ("train/loss", "val/loss"):
-            assert math.isclose(float(a[key]), float(b[key]), rel_tol=REL_TOL), (key, a[key], b[key])
+            assert math.isclose(float(a[key]), float(b[key]), rel_tol=rel_tol), (key, a[key], b[key])
+
+
+def test_ddp_losses_match_one_process_with_the_same_global_batch(lm):
+    root, done = lm
+    _same_losses(root / "ddp/reports/history.csv", root / "one/reports/history.csv")
     assert done.stdout.count("train: best val/loss") == 1  # rank 1 reports nothing
 
 
@@ -129,6 +140,99 @@ def test_language_model_streams_are_split_across_ranks(lm):
         parts.append(dm._streams("train", 4, strict=True))
     both = batchify(np.load(root / "data/prepared/train.npy"), 8)
     assert torch.equal(torch.cat(parts), both)  # rank r: rows [4r, 4r + 4), the rows one process with 8 streams reads
+
+
+# Two nodes: torchrun started twice on 127.0.0.1 with one process each (node 0 hosts the rendezvous), both running
+# the same `seqpipe train` into the same Hydra folder, as two machines sharing a filesystem would (docs/training.md).
+TWO_NODES = ["trainer=ddp_cpu", "trainer.devices=1", "+trainer.num_nodes=2"]
+
+
+def _start_nodes(root: Path, name: str) -> list[subprocess.Popen]:
+    """The DDP run of `lm` as two torchrun nodes of one process each, in folder NAME, tracked in NAME.db; each node's
+    output appended to NAME-node{0,1}.log."""
+    port = free_port()
+    env = {**ENV, "OMP_NUM_THREADS": "1"}  # a core per node: two 2-thread processes on 2 cores slow each other
+    procs = []
+    for node in (0, 1):
+        argv = [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", f"--node-rank={node}",
+                "--master-addr", "127.0.0.1", f"--master-port={port}",
+                str(BIN / "seqpipe"), "train", *TWO_NODES, *_lm_ddp(root, name), f"hydra.run.dir={root / name}"]
+        with open(root / f"{name}-node{node}.log", "a") as log:
+            procs.append(subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+    return procs
+
+
+def _node_logs(root: Path, name: str) -> str:
+    return "\n".join(f"--- node {n}:\n" + (root / f"{name}-node{n}.log").read_text()[-3000:] for n in (0, 1))
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """What losing its machine does to a node: its torchrun agent and the training process the agent started (in a
+    session of its own) killed at once."""
+    import psutil
+
+    agent = psutil.Process(proc.pid)
+    for p in [agent, *agent.children(recursive=True)]:
+        p.suspend()  # stopped first, so the agent cannot restart or outlive its worker
+    for p in [*agent.children(recursive=True), agent]:
+        p.kill()
+    proc.wait()
+
+
+def _finish(procs: list[subprocess.Popen], root: Path, name: str) -> None:
+    for proc in procs:
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                _kill(p) if p.poll() is None else None
+            raise AssertionError(f"two-node run {name} did not end in 300 s:\n{_node_logs(root, name)}") from None
+    assert [p.returncode for p in procs] == [0, 0], _node_logs(root, name)
+
+
+def test_two_nodes_are_one_run_with_the_losses_of_one_node(lm):
+    root, _ = lm
+    start = time.monotonic()
+    _finish(_start_nodes(root, "nodes"), root, "nodes")
+    print(f"two nodes (torchrun x2, 1 process each): {time.monotonic() - start:.1f} s")
+    _same_losses(root / "nodes/reports/history.csv", root / "ddp/reports/history.csv")
+    (run,) = _runs(root / "nodes.db")  # one MLflow run, from rank 0 on node 0
+    assert run.info.status == "FINISHED" and run.data.params["trainer.num_nodes"] == "2"
+    assert sorted(p.name for p in (root / "nodes/models/checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    logs = _node_logs(root, "nodes")
+    assert logs.count("train: best val/loss") == 1, logs  # rank 1, on node 1, reports nothing
+
+
+def test_two_nodes_resume_after_one_node_is_killed(lm):
+    """Node 1 is lost after the first epoch's checkpoint: node 0 fails at its next exchange instead of waiting, and
+    the same two commands rerun resume the same MLflow run from last.ckpt to the losses of an uninterrupted run."""
+    root, _ = lm
+    procs, last = _start_nodes(root, "killed"), root / "killed/models/checkpoints/last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _kill(procs[1])
+    assert procs[0].poll() is None, f"node 0 ended before node 1 was killed:\n{_node_logs(root, 'killed')}"
+    saved = json.loads((root / "killed/models/run.json").read_text())
+    assert not saved.get("complete"), "the run finished before node 1 could be killed"
+    start = time.monotonic()
+    try:
+        assert procs[0].wait(timeout=120) != 0  # node 0 notices: it does not wait forever for a lost peer
+    except subprocess.TimeoutExpired:
+        _kill(procs[0])
+        raise AssertionError(f"node 0 still ran 120 s after node 1 was lost:\n{_node_logs(root, 'killed')}") from None
+    print(f"node 0 exited {time.monotonic() - start:.1f} s after node 1 was killed")
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # killed during the second (last) epoch
+    _finish(_start_nodes(root, "killed"), root, "killed")
+    resumed = [line for line in _node_logs(root, "killed").splitlines() if line.startswith("train: resuming from")]
+    assert len(resumed) == 1 and resumed[0].split()[3].endswith("last.ckpt"), resumed  # said once, by rank 0
+    (run,) = _runs(root / "killed.db")  # the same run, resumed
+    assert run.info.run_id == saved["run_id"] and run.info.status == "FINISHED"
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'killed.db'}")
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2  # one value an epoch, none twice
+    # a resume restarts at the epoch boundary: as test_reliability's one-process resume, within 1e-3
+    _same_losses(root / "killed/reports/history.csv", root / "ddp/reports/history.csv", rel_tol=1e-3)
 
 
 def test_classifier_trained_by_the_dvc_stage_under_ddp_evaluates_once(tmp_path):

@@ -33,7 +33,7 @@ from seqpipe.models.gradflow import GradientFlow
 from seqpipe.tasks import get_task, trained_by
 from seqpipe.tasks.lightning import SeqModule
 from seqpipe.tracking.runs import create_run, data_digest, ended_if_failed, flatten
-from seqpipe.tracking.store import connect, env_unchanged, run_exists, shown_uri, store_lost
+from seqpipe.tracking.store import connect, env_unchanged, run_exists, shown_uri, store_lost, tracking_uri
 
 
 def build_datamodule(cfg: DictConfig, meta: dict) -> L.LightningDataModule:
@@ -188,22 +188,25 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
                                   *get_task(cfg.task).callbacks(cfg), *flow, *callbacks])
 
     digest = data_digest(cfg.paths.prepared)
-    uri = connect(cfg)  # before anything is removed: a store that does not answer stops the run here
+    # Rank 0 alone opens the store (other DDP ranks log nothing): under torchrun or srun every rank starts at once,
+    # and two processes creating one SQLite store collide. Before anything is removed: a store that does not answer
+    # stops the run here.
+    rank0 = rank_zero_only.rank == 0
+    uri = connect(cfg) if rank0 else tracking_uri(cfg)
     resume = resumable(cfg, digest)
     run_id = resume["run_id"] if resume else None
-    if run_id and not run_exists(run_id) and rank_zero_only.rank == 0:  # the interrupted run was tracked elsewhere
+    if run_id and rank0 and not run_exists(run_id):  # the interrupted run was tracked elsewhere
         print(f"train: MLflow run {run_id} is not in {shown_uri(uri)}; the resumed training is tracked as a new run",
               file=sys.stderr)
         run_id = None
     with env_unchanged():
-        if run_id is None and rank_zero_only.rank == 0:  # other DDP ranks log nothing
+        if run_id is None and rank0:
             run_id = create_run(cfg, digest, {**flatten(cfg), "data.digest": digest, **input_params(meta)},
                                 tags)
-        with ended_if_failed(run_id if rank_zero_only.rank == 0 else None):  # never left RUNNING by a failed start
-            logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=uri, log_model=False,
-                                  run_id=run_id)
-            trainer.logger = logger
-            if rank_zero_only.rank == 0:
+        with ended_if_failed(run_id if rank0 else None):  # never left RUNNING by a failed start
+            trainer.logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=uri, log_model=False,
+                                          run_id=run_id) if rank0 else None
+            if rank0:
                 write_json(Path(cfg.paths.models) / "run.json", {"fingerprint": fingerprint(cfg, digest),
                                                                  "run_id": run_id})
                 if resume:
@@ -215,7 +218,7 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
     fit_seconds = time.perf_counter() - start
 
     result = {
-        "run_id": logger.run_id,
+        "run_id": run_id,
         "best_checkpoint": _portable(checkpoint.best_model_path),
         "best_val_loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "epochs": trainer.current_epoch,
@@ -224,7 +227,7 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
     }
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.models) / "run.json", {"fingerprint": fingerprint(cfg, digest),
-                                                         "run_id": logger.run_id, "complete": True})
+                                                         "run_id": run_id, "complete": True})
         reports = Path(cfg.paths.reports)
         write_text(reports / "history.csv", history_csv(module.history))
         write_json(reports / "train.json", result)
