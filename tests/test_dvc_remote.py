@@ -3,17 +3,21 @@ in tmp_path, the remote a local folder (S3, GCS and SSH remotes take the same co
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_stages, working_dir
 from test_dvc_pipeline import make_repo, ran, sh
 
+from seqpipe import register
 from seqpipe.cli.commands import main
 from seqpipe.config import load_params
+from seqpipe.errors import SeqpipeError
 
 pytestmark = pytest.mark.slow
 STAGES = ["config", "fetch", "prepare", "train", "evaluate", "register"]
@@ -101,8 +105,10 @@ def test_a_fresh_clone_pulls_every_output_and_reruns_nothing(shared):
 def test_generate_answers_from_the_pulled_checkpoint_as_the_registered_model_does(shared, monkeypatch, capsys):
     """The clone has no MLflow store; `--model models/` builds the model `register` logged from the pulled
     checkpoint, data and params.yaml: greedy decoding gives the registered champion's text."""
-    registered = sh(*GENERATE, "--model", "models:/seqpipe-text_file@champion", cwd=shared["origin"])
-    pulled = sh(*GENERATE, "--model", "models/", cwd=shared["clone"])
+    with ThreadPoolExecutor(2) as pool:  # two processes at once: each spends seconds importing torch and MLflow
+        registered = pool.submit(sh, *GENERATE, "--model", "models:/seqpipe-text_file@champion", cwd=shared["origin"])
+        pulled = pool.submit(sh, *GENERATE, "--model", "models/", cwd=shared["clone"])
+        registered, pulled = registered.result(), pulled.result()
     assert pulled.stdout.startswith("ROMEO:") and len(pulled.stdout) > len("ROMEO:\n")
     assert pulled.stdout == registered.stdout
     monkeypatch.chdir(shared["clone"])  # the checkpoint file itself, in this process
@@ -110,10 +116,30 @@ def test_generate_answers_from_the_pulled_checkpoint_as_the_registered_model_doe
     assert capsys.readouterr().out == registered.stdout
 
 
-def test_a_registry_uri_in_the_clone_names_the_missing_store_and_the_checkpoint(shared, monkeypatch, capsys):
-    monkeypatch.chdir(shared["clone"])
-    store = f"sqlite:///{shared['clone'] / 'mlflow.db'}"
+def test_the_clone_without_a_store_names_it_and_the_checkpoint(shared, monkeypatch, capsys):
+    """The MLflow store is not pushed: a models:/ URI in the clone names the store it lacks and `--model models/`;
+    the register stage, up to date for DVC, refuses to run there (its training run is in the origin's store)."""
+    clone = shared["clone"]
+    monkeypatch.chdir(clone)
+    store = f"sqlite:///{clone / 'mlflow.db'}"
     assert main(["generate", "--model", "models:/seqpipe-text_file@champion", "--tracking-uri", store]) == 2
     err = capsys.readouterr().err
-    assert f"no MLflow store at {shared['clone'] / 'mlflow.db'}" in err and "--model models/" in err
-    assert not (shared["clone"] / "mlflow.db").exists()  # a read never creates a store
+    assert f"no MLflow store at {clone / 'mlflow.db'}" in err and "--model models/" in err
+    with working_dir(clone), pytest.raises(SeqpipeError, match="no MLflow store at"):
+        register.run(load_params())
+    assert not (clone / "mlflow.db").exists()  # neither created an empty store
+
+
+def test_a_checkpoint_is_refused_without_its_params_or_with_other_data(shared, tmp_path, monkeypatch, capsys):
+    ckpt = shared["clone"] / "models" / "checkpoints" / "best.ckpt"
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    assert main(["generate", "--model", str(ckpt)]) == 2
+    assert "read with the pipeline's params.yaml, which is not here" in capsys.readouterr().err
+
+    other = shutil.copytree(shared["clone"], tmp_path / "other", ignore=shutil.ignore_patterns(".git", ".dvc"))
+    path = other / "data" / "prepared" / "vocab.json"
+    vocab = json.loads(path.read_text())
+    path.write_text(json.dumps({**vocab, "tokens": [*vocab["tokens"], "é"]}))  # prepared again from more text
+    monkeypatch.chdir(other)
+    assert main(["generate", "--model", "models/"]) == 2
+    assert "was trained on other data than data/prepared holds" in capsys.readouterr().err
