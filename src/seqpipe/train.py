@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from seqpipe.atomic import write_json, write_text
@@ -142,6 +143,16 @@ def check_memory(cfg: DictConfig, meta: dict) -> None:
                            f"gradients and optimizer state, and {have / 2**30:,.1f} GiB is free on {where}; {fix}")
 
 
+class StoreGone(L.Callback):
+    """An MLflow call that failed after all of MLflow's retries (about 4 minutes) means the store is gone: Lightning
+    ending the run as failed (its logger's finalize) would wait as long again, so later calls are tried once
+    (`store_lost` puts the setting back)."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, MlflowException):
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+
+
 def _no_advert(record: logging.LogRecord) -> bool:
     return "litlogger" not in record.getMessage()  # Lightning advertises its cloud logger at every fit
 
@@ -185,7 +196,7 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
     flow = [GradientFlow(cfg.train.gradient_flow_every)] if cfg.train.gradient_flow and not any(
         isinstance(c, GradientFlow) for c in callbacks) else []
     trainer = build_trainer(cfg, [checkpoint, early, *([bar] if cfg.trainer.enable_progress_bar else []),
-                                  *get_task(cfg.task).callbacks(cfg), *flow, *callbacks])
+                                  *get_task(cfg.task).callbacks(cfg), *flow, StoreGone(), *callbacks])
 
     digest = data_digest(cfg.paths.prepared)
     # Rank 0 alone opens the store (other DDP ranks log nothing): under torchrun or srun every rank starts at once,
@@ -213,7 +224,8 @@ def run(cfg: DictConfig, callbacks: list[L.Callback] | tuple = (), tags: dict[st
                     print(f"train: resuming from {resume['checkpoint']} (MLflow run {run_id})", file=sys.stderr)
             start = time.perf_counter()
             with store_lost(uri, "training", f"the checkpoints in {ckpt_dir} are kept: run it again once the store "
-                            "answers, and training resumes from the last one in the same MLflow run"):
+                            "answers, and training resumes from the last (saved at each epoch's end) in the same "
+                            "MLflow run"):
                 trainer.fit(module, datamodule=dm, ckpt_path=resume["checkpoint"] if resume else None)
     fit_seconds = time.perf_counter() - start
 

@@ -14,6 +14,8 @@ from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from seqpipe.tracking.store import bounded_http
+
 # Files that differ from the commit without changing what ran: composing rewrites params.yaml (its content is logged
 # as params); DVC rewrites dvc.lock and adds its outputs to .gitignore files.
 GENERATED = ("params.yaml", "dvc.lock", ".gitignore")
@@ -122,7 +124,8 @@ def ended_if_failed(run_id: str | None) -> Iterator[None]:
     except BaseException as e:
         if run_id is not None:
             client = mlflow.MlflowClient()
-            with contextlib.suppress(Exception):  # the store may be what failed: the error that matters is `e`
+            # the store may be what failed (after minutes of retries): the error that matters is `e`, now
+            with contextlib.suppress(Exception), bounded_http(5.0):
                 if client.get_run(run_id).info.status == "RUNNING":
                     client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise

@@ -184,9 +184,13 @@ def store_lost(uri: str, during: str, kept: str) -> Iterator[None]:
     answering for longer than MLflow's client retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES, 7 by default: about 4
     minutes; a PostgreSQL restart behind a server takes seconds and is carried through by them)."""
     try:
-        yield
+        with restored_env("MLFLOW_HTTP_REQUEST_MAX_RETRIES"):  # what StoreGone sets once the store is gone
+            yield
     except MlflowException as e:
-        reason = str(e.message).splitlines()[0][:200]
+        text = str(e.message)
+        status = re.search(r"too many (5\d\d) error responses|error code (5\d\d)", text)
+        reason = (f"the server answers HTTP {status[1] or status[2]}: its own store does not, see its log" if status
+                  else "connection refused" if "refused" in text.lower() else text.splitlines()[0][:200])
         raise SeqpipeError(f"the MLflow store {shown_uri(uri)} stopped answering during {during} ({reason}); {kept}"
                            ) from None
 
