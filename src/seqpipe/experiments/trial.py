@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import traceback
 from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as L
 import mlflow
+import ray
 import torch
 from omegaconf import OmegaConf, open_dict
 from ray import tune
@@ -44,6 +47,39 @@ class ReportToTune(L.Callback):
             trainer.should_stop = True
 
 
+class TrackAttempt(L.Callback):
+    """Tags the trial's run, once it exists, with the Ray node this attempt runs on and the number of attempts. A
+    trial runs again when its worker or node is lost (tune.max_failures) or the sweep is resumed; an attempt that
+    goes on from the last checkpoint keeps the run, one that starts afresh (no checkpoint yet) has a new run, and
+    the run the lost attempt left RUNNING is ended as KILLED, tagged `superseded_by` the new one."""
+
+    def __init__(self, tags: dict[str, str]):
+        self.tags = tags
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        client, run_id = mlflow.MlflowClient(), trainer.logger.run_id
+        attempts = int(client.get_run(run_id).data.tags.get("attempts", "0")) + 1
+        for key, value in {**node_tags(), "attempts": str(attempts)}.items():
+            client.set_tag(run_id, key, value)
+        for old in trial_runs(client, self.tags):
+            if old.info.run_id != run_id and old.info.status == "RUNNING":
+                client.set_tag(old.info.run_id, "superseded_by", run_id)
+                client.set_terminated(old.info.run_id, "KILLED")
+
+
+def node_tags() -> dict[str, str]:
+    """The Ray node of this worker: its id (unique, also between nodes on one machine), name and IP address."""
+    node_id = ray.get_runtime_context().get_node_id()
+    node = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
+    return {"node": node_id, "node.name": node.get("NodeName", ""), "node.ip": node.get("NodeManagerAddress", "")}
+
+
+def trial_runs(client: mlflow.MlflowClient, tags: dict) -> list:
+    """Every MLflow run of the trial: one, or more where attempts started afresh."""
+    experiment_id = client.get_run(tags["mlflow.parentRunId"]).info.experiment_id
+    return client.search_runs([experiment_id], f"tags.trial = '{tags['trial']}' and tags.sweep = '{tags['sweep']}'")
+
+
 def run_trial(config: dict, base: dict, sweep: dict) -> None:
     """One trial (in a Ray worker): the base config with the sampled values, trained by train.run."""
     os.chdir(sweep["root"])  # Ray starts trials in their own folder; the config's relative paths are the project's
@@ -61,10 +97,14 @@ def run_trial(config: dict, base: dict, sweep: dict) -> None:
             **{f"space.{k}": str(v) for k, v in config.items()}}
     reporter = ReportToTune(cfg.monitor)
     try:
-        result = train.run(cfg, callbacks=[reporter], tags=tags)
-    except Exception as e:  # Ray records the trial as errored; its run says why, and the sweep goes on
+        result = train.run(cfg, callbacks=[reporter, TrackAttempt(tags)], tags=tags)
+    except Exception as e:  # noqa: BLE001
+        # The trial's own error (a value refused, out of memory, a NaN loss): its run says why and the sweep goes on.
+        # It is not raised to Ray, which would run the trial again (tune.max_failures) to fail the same way: Ray
+        # retries the trials whose worker or node was lost.
         record_failure(cfg, tags, e)
-        raise
+        traceback.print_exc(file=sys.stderr)
+        return
     client = mlflow.MlflowClient()
     early = reporter.stopped and reporter.epochs < cfg.trainer.max_epochs
     client.set_tag(result["run_id"], "stopped", "asha" if early else "no")  # the sweep says "interrupted" if so
@@ -82,10 +122,8 @@ def record_failure(cfg: object, tags: dict, error: Exception) -> None:
     while building the network) gets one, so every trial of the sweep is in the table."""
     connect(cfg)
     client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
-    runs = client.search_runs([experiment.experiment_id], f"tags.trial = '{tags['trial']}' and tags.sweep = "
-                              f"'{tags['sweep']}'") if experiment else []
-    ids = [r.info.run_id for r in runs] or [create_run(cfg, data_digest(cfg.paths.prepared), flatten(cfg), tags)]
+    ids = [r.info.run_id for r in trial_runs(client, tags) if "superseded_by" not in r.data.tags] or [
+        create_run(cfg, data_digest(cfg.paths.prepared), flatten(cfg), {**tags, **node_tags(), "attempts": "1"})]
     for run_id in ids:
         client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
         client.set_terminated(run_id, "FAILED")

@@ -161,7 +161,9 @@ def _absolute_uri(uri: str) -> str:
 
 def _scheduler(cfg: DictConfig):  # noqa: ANN202
     s = cfg.tune.scheduler
-    return ASHAScheduler(time_attr="training_iteration", max_t=int(cfg.trainer.max_epochs),
+    # Rungs in epochs, not in reports: a trial run again (a lost worker, --resume) goes on from its checkpoint's
+    # epoch, while Ray counts its reports from 1 again.
+    return ASHAScheduler(time_attr="epoch", max_t=int(cfg.trainer.max_epochs),
                          grace_period=int(s.grace_period), reduction_factor=float(s.reduction_factor))
 
 
@@ -175,6 +177,9 @@ def check_settings(cfg: DictConfig) -> None:
                            f"trial could start; set tune.cpus_per_trial={os.cpu_count()} or less")
     if t.max_concurrent is not None and (not isinstance(t.max_concurrent, int) or t.max_concurrent < 1):
         raise SeqpipeError(f"tune.max_concurrent={t.max_concurrent!r} must be a positive integer or null")
+    if not isinstance(t.max_failures, int) or isinstance(t.max_failures, bool) or t.max_failures < -1:
+        raise SeqpipeError(f"tune.max_failures={t.max_failures!r} must be an integer: 0 or more retries of a trial "
+                           "whose worker or node is lost, or -1 to retry without end")
     if not isinstance(t.gpus_per_trial, int | float) or t.gpus_per_trial < 0:
         raise SeqpipeError(f"tune.gpus_per_trial={t.gpus_per_trial!r} must be 0 or more")
     if not isinstance(t.scheduler.grace_period, int) or t.scheduler.grace_period < 1:
@@ -194,6 +199,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
                                else "") + ": start one with `seqpipe tune [overrides]`")
         state = json.loads(found[0].read_text())
         cfg = OmegaConf.create(state["config"])  # the sweep's own config, whatever conf/ says now
+        cfg.tune.setdefault("max_failures", 0)  # a sweep started before tune.max_failures retried nothing
     validate(cfg)
     check_settings(cfg)
     items = check_space(cfg)
@@ -226,6 +232,9 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
              "cpus": cfg.tune.cpus_per_trial}
     trial = tune.with_resources(trainable(OmegaConf.to_container(cfg), sweep),
                                 {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
+    # A trial that fails by itself ends without a result (it is recorded failed, not retried: trial.run_trial), which
+    # Tune would take for a trial that forgot to report the metric.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     t0 = time.perf_counter()
     start_ray(cfg)
     t1 = time.perf_counter()
@@ -240,7 +249,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
                     num_samples=int(cfg.tune.num_samples), max_concurrent_trials=cfg.tune.max_concurrent,
                     reuse_actors=True, search_alg=BasicVariantGenerator(random_state=int(cfg.seed))),
                 run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1,
-                                          failure_config=tune.FailureConfig(max_failures=0)))
+                                          failure_config=tune.FailureConfig(max_failures=int(cfg.tune.max_failures))))
         tuner.fit()
     finally:
         ray.shutdown()
@@ -251,11 +260,13 @@ def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float
     """Results table, plot and (once every trial has ended) the best trial's experiment file; logged to the parent
     run."""
     client = mlflow.MlflowClient()
-    statuses = trial_statuses(sweep_dir)
-    pending = sum(s not in ("TERMINATED", "ERROR") for s in statuses.values())
+    trials = ray_trials(sweep_dir)
+    pending = sum(t.status not in ("TERMINATED", "ERROR") for t in trials.values())
     rows = trial_rows(client, cfg, name)
     for row in rows:
-        if statuses.get(row["trial"]) not in (None, "TERMINATED", "ERROR"):
+        trial = trials.get(row["trial"])
+        row["failures"] = trial.num_failures if trial else 0
+        if trial and trial.status not in ("TERMINATED", "ERROR"):
             row["stopped"] = "interrupted"
     table = results_csv(rows)
     write_text(sweep_dir / "results.csv", table)
@@ -264,6 +275,7 @@ def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float
     best = min(done, key=lambda r: r["best"]) if done else None
     summary = {"sweep": name, "folder": str(sweep_dir), "trials": len(rows), "failed": sum(r["status"] == "FAILED"
                for r in rows), "stopped_early": sum(r["stopped"] == "asha" for r in rows), "unfinished": pending,
+               "nodes": len({r["node"] for r in rows if r["node"]}), "retries": sum(r["failures"] for r in rows),
                "wall_seconds": round(wall, 1), "ray_start_seconds": round(ray_start, 1), "parent_run": parent,
                "fit_seconds_total": round(sum(r["fit_seconds"] for r in rows if r["fit_seconds"] is not None), 1)}
     if best:
@@ -283,27 +295,35 @@ def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float
     return summary
 
 
-def trial_statuses(sweep_dir: Path) -> dict[str, str]:
-    """Ray's saved view of each trial (TERMINATED, ERROR; PENDING when an interrupted sweep would run it again)."""
+def ray_trials(sweep_dir: Path) -> dict:
+    """Ray's saved view of each trial: its status (TERMINATED, ERROR; PENDING when an interrupted sweep would run it
+    again) and num_failures (the times its worker or node was lost)."""
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # trials without results yet
-    return {t.trial_id: t.status for t in ExperimentAnalysis(str(sweep_dir)).trials}
+    return {t.trial_id: t for t in ExperimentAnalysis(str(sweep_dir)).trials}
 
 
 def trial_rows(client: object, cfg: DictConfig, name: str) -> list[dict]:
-    """One row per trial from its MLflow run: status, sampled values, best and last monitored value, epochs."""
+    """One row per trial from its MLflow run: status, sampled values, best and last monitored value, epochs, the
+    node it ran on (last). The run of an attempt that was lost and started afresh by the next one is left out."""
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
     runs = client.search_runs([experiment.experiment_id], f"tags.sweep = '{name}' and tags.trial != ''",
                               max_results=10000)
     rows = []
     for r in sorted(runs, key=lambda r: r.info.start_time):
-        history = [m.value for m in client.get_metric_history(r.info.run_id, cfg.monitor)]
+        if "superseded_by" in r.data.tags:
+            continue
+        # one value per step: an attempt that goes on from a checkpoint may log again the epoch its last one logged
+        steps = {m.step: m.value for m in sorted(client.get_metric_history(r.info.run_id, cfg.monitor),
+                                                 key=lambda m: m.timestamp)}
+        history = [steps[k] for k in sorted(steps)]
         values = {k.removeprefix("space."): v for k, v in r.data.tags.items() if k.startswith("space.")}
         rows.append({"trial": r.data.tags["trial"], "status": r.info.status, "values": values,
                      "best": min(history) if history else None, "last": history[-1] if history else None,
                      "epochs": len(history), "stopped": r.data.tags.get("stopped", ""),
                      "fit_seconds": float(r.data.tags["fit_seconds"]) if "fit_seconds" in r.data.tags else None,
                      "error": r.data.tags.get("error", "").splitlines()[0][:200] if r.data.tags.get("error") else "",
-                     "run_id": r.info.run_id})
+                     "node": r.data.tags.get("node.name", ""), "node_id": r.data.tags.get("node", ""),
+                     "attempts": int(r.data.tags.get("attempts", "1")), "failures": 0, "run_id": r.info.run_id})
     return rows
 
 
@@ -311,10 +331,12 @@ def results_csv(rows: list[dict]) -> str:
     keys = sorted({k for r in rows for k in r["values"]})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["trial", "status", *keys, "best", "last", "epochs", "stopped", "fit_seconds", "error", "run_id"])
+    w.writerow(["trial", "status", *keys, "best", "last", "epochs", "stopped", "fit_seconds", "error", "node",
+                "node_id", "attempts", "failures", "run_id"])
     for r in rows:
         w.writerow([r["trial"], r["status"], *(r["values"].get(k, "") for k in keys), r["best"], r["last"],
-                    r["epochs"], r["stopped"], r["fit_seconds"], r["error"], r["run_id"]])
+                    r["epochs"], r["stopped"], r["fit_seconds"], r["error"], r["node"], r["node_id"], r["attempts"],
+                    r["failures"], r["run_id"]])
     return buf.getvalue()
 
 
@@ -378,8 +400,10 @@ def yaml_value(text: str) -> object:
 
 def print_summary(summary: dict, monitor: str) -> None:
     out = sys.stderr
-    print(f"tune: sweep {summary['sweep']}: {summary['trials']} trials in {summary['wall_seconds']:.0f} s, "
-          f"{summary['stopped_early']} stopped early by ASHA, {summary['failed']} failed; results in "
+    nodes = f" on {summary['nodes']} Ray nodes" if summary.get("nodes", 0) > 1 else ""
+    retries = f", {summary['retries']} run again after losing their worker" if summary.get("retries") else ""
+    print(f"tune: sweep {summary['sweep']}: {summary['trials']} trials{nodes} in {summary['wall_seconds']:.0f} s, "
+          f"{summary['stopped_early']} stopped early by ASHA, {summary['failed']} failed{retries}; results in "
           f"{summary['folder']}/results.csv and sweep.png (MLflow parent run {summary['parent_run']})", file=out)
     if summary.get("unfinished"):
         print(f"tune: {summary['unfinished']} trials did not finish: continue with `seqpipe tune --resume "
