@@ -134,8 +134,9 @@ def test_a_sweep_logs_its_trials_on_the_server(project, team, tmp_path):
     root = copy_project(project, tmp_path / "sweep")
     shutil.copytree(CONF, root / "conf")  # seqpipe tune writes conf/experiment/
     (root / "home").mkdir()
+    # RAY_ADDRESS=local: a Ray of its own, even where a `ray start` cluster runs on the machine (another test's)
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "HOME": str(root / "home"),
-           "SEQPIPE_CONF_DIR": str(root / "conf")}
+           "SEQPIPE_CONF_DIR": str(root / "conf"), "RAY_ADDRESS": "local"}
     out = subprocess.run([SEQPIPE, "tune", *overrides(root, team.url), "tune.num_samples=2", "tune.cpus_per_trial=1",
                           "tune.scheduler.grace_period=1", f"tune.storage={root / 'sweeps'}", "tune.name=pg"],
                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
