@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import mlflow
 import sqlalchemy as sa
+from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
 from seqpipe.errors import SeqpipeError
@@ -147,4 +149,20 @@ def migrate(source: str, target: str, server: str) -> dict:
                 counts[table.name] = n
         if dst.dialect.name == "postgresql":
             _fix_sequences(dcon, meta.sorted_tables)
+        sample = scon.execute(sa.text("SELECT run_uuid FROM runs LIMIT 1")).scalar()
+    if sample is not None and not _serves(server, sample):
+        raise SeqpipeError(f"the rows went into {shown_uri(target)}, but the server {server} does not show run "
+                           f"{sample}: it runs on another database (and holds the artifacts now). Run the migration "
+                           "again into a new empty database, with --server the server that runs on it")
     return {"rows": counts, "artifact_bytes": uploaded, "seconds": round(time.monotonic() - t0, 1)}
+
+
+def _serves(server: str, run_id: str) -> bool:
+    """Whether the tracking server shows a run just copied into the database (it runs on that database)."""
+    try:
+        mlflow.MlflowClient(server).get_run(run_id)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return False
+    return True
