@@ -5,8 +5,13 @@ models/ and data/ from a DVC remote answers without the MLflow store."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -84,6 +89,25 @@ def checkpoint_path(model_uri: str) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """Without MLflow's advice on logging a model (pickling, input examples) and its copy progress bars: saving a
+    model only to load it, `seqpipe generate` would print them as if the user had logged one."""
+    logger, bar = logging.getLogger("mlflow"), os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    level, os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = logger.level, "false"
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
+
+
 def load_checkpoint_model(checkpoint: Path, params_file: str | Path = "params.yaml") -> object:
     """The pyfunc that `register` would log from `checkpoint`, built without MLflow's store: the weights, the
     prepared data's vocabulary and params.yaml's serving limits and decoding (the pipeline's own files, as a DVC
@@ -110,12 +134,13 @@ def load_checkpoint_model(checkpoint: Path, params_file: str | Path = "params.ya
                                f"({trained['inputs']} vs {meta['inputs']}): `dvc pull` (or `dvc repro`) so that "
                                "both come from the same run")
         saved = Path(tmp) / "model"
-        mlflow.pyfunc.save_model(
-            saved, python_model=SeqpipeModel(), signature=task.signature(cfg, meta)[0],
-            artifacts={"weights": str(weights), **kind_of(meta["inputs"]).artifacts(cfg.paths.prepared)},
-            metadata={"task": cfg.task, "inputs": meta["inputs"]["kind"], "limits": limits},
-            pip_requirements=[])  # never served from here: no requirements to infer (that would load it twice)
-        model = mlflow.pyfunc.load_model(str(saved))  # everything is read into memory here
+        with _quiet_mlflow():
+            mlflow.pyfunc.save_model(
+                saved, python_model=SeqpipeModel(), signature=task.signature(cfg, meta)[0],
+                artifacts={"weights": str(weights), **kind_of(meta["inputs"]).artifacts(cfg.paths.prepared)},
+                metadata={"task": cfg.task, "inputs": meta["inputs"]["kind"], "limits": limits},
+                pip_requirements=[])  # never served from here: no requirements to infer (that would load it twice)
+            model = mlflow.pyfunc.load_model(str(saved))  # everything is read into memory here
     model.unwrap_python_model().model = f"checkpoint {checkpoint}"  # what answers name instead of a version
     return model
 
