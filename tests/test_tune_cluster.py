@@ -156,8 +156,7 @@ def test_sweep_places_trials_on_both_nodes(project, cluster):  # noqa: F811
 def test_a_lost_worker_node_is_retried_on_the_head(project, cluster):  # noqa: F811
     """The worker node is killed while a trial trains there: Ray runs that trial again on the head, from its last
     checkpoint and in its MLflow run, and the sweep ends with every trial finished and the best one written."""
-    proc = tune_cli(project, f"tune.address=127.0.0.1:{cluster.port}", *TWO, "tune.max_failures=1", wait=False,
-                    name="fault")
+    proc = tune_cli(project, f"tune.address=127.0.0.1:{cluster.port}", *TWO, wait=False, name="fault")
     lost = wait_for(lambda: training_on(project, "fault", "worker"), proc)
     wait_for(lambda: checkpointed(project, "fault", lost), proc, every_s=0.02)  # after its first epoch
     cluster.kill("worker")
@@ -166,20 +165,21 @@ def test_a_lost_worker_node_is_retried_on_the_head(project, cluster):  # noqa: F
     parent, children = sweep_runs(project, "fault")
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)  # one run per trial
     rows = {r["trial"]: r for r in rows_of(project, "fault")}
-    assert rows[lost]["failures"] == "1" and rows[lost]["attempts"] == "2" and rows[lost]["node"] == "head"
+    # tune.max_failures=2: losing a node can cost two (the trial's worker, then an attempt placed on the node before
+    # Ray has declared it dead)
+    assert rows[lost]["failures"] in ("1", "2") and rows[lost]["attempts"] == "2" and rows[lost]["node"] == "head"
     assert rows[lost]["epochs"] == "3"  # the attempt on the head went on from the worker's checkpoint
     assert all(r["status"] == "FINISHED" and r["best"] for r in rows.values())
     assert parent.info.status == "FINISHED"
     best = min(rows.values(), key=lambda r: float(r["best"]))
     assert f"({best['trial']}, best" in (project / "conf" / "experiment" / "best_text_file.yaml").read_text()
-    assert "1 run again after losing their worker" in out
+    assert "attempt(s) lost with a worker or node" in out
 
 
 def test_a_sweep_resumes_after_the_head_is_lost(project, cluster):  # noqa: F811
-    """The head node is lost mid-sweep, and the sweep's driver with it (it ran on the head); on a restarted cluster,
-    `seqpipe tune --resume` finishes the sweep in the same parent run."""
-    if "worker" not in cluster.nodes:  # killed by the test before
-        cluster.start("worker")
+    """The head node is lost mid-sweep, and the sweep's driver with it (it ran on the head); on a restarted cluster
+    of two nodes, `seqpipe tune --resume` finishes the sweep in the same parent run. (The sweep starts on the head
+    alone, the worker having been lost by the test before.)"""
     proc = tune_cli(project, f"tune.address=127.0.0.1:{cluster.port}", *TWO, wait=False, name="resume")
     trial = wait_for(lambda: training_on(project, "resume", "head"), proc)
     wait_for(lambda: checkpointed(project, "resume", trial), proc, every_s=0.02)

@@ -268,6 +268,12 @@ def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float
         row["failures"] = trial.num_failures if trial else 0
         if trial and trial.status not in ("TERMINATED", "ERROR"):
             row["stopped"] = "interrupted"
+        if trial and trial.status == "ERROR" and row["status"] == "RUNNING":  # no attempt of it lived to end its run
+            row["status"] = "FAILED"
+            row["error"] = (f"its worker or node was lost {trial.num_failures} times (tune.max_failures="
+                            f"{cfg.tune.max_failures})")
+            client.set_tag(row["run_id"], "error", row["error"])
+            client.set_terminated(row["run_id"], "FAILED")
     table = results_csv(rows)
     write_text(sweep_dir / "results.csv", table)
     plot_sweep(rows, sweep_dir / "sweep.png", cfg.monitor)
@@ -401,7 +407,7 @@ def yaml_value(text: str) -> object:
 def print_summary(summary: dict, monitor: str) -> None:
     out = sys.stderr
     nodes = f" on {summary['nodes']} Ray nodes" if summary.get("nodes", 0) > 1 else ""
-    retries = f", {summary['retries']} run again after losing their worker" if summary.get("retries") else ""
+    retries = f", {summary['retries']} attempt(s) lost with a worker or node" if summary.get("retries") else ""
     print(f"tune: sweep {summary['sweep']}: {summary['trials']} trials{nodes} in {summary['wall_seconds']:.0f} s, "
           f"{summary['stopped_early']} stopped early by ASHA, {summary['failed']} failed{retries}; results in "
           f"{summary['folder']}/results.csv and sweep.png (MLflow parent run {summary['parent_run']})", file=out)
