@@ -285,3 +285,22 @@ def test_an_sqlite_store_migrates_to_the_server_with_its_ids(tiny_lm, team, tmp_
         with working_dir(lm):
             again = register.run(cfg)
         assert not again["new_version"] and again["version"] == 1
+
+
+
+def test_the_team_server_commands_refuse_what_they_cannot_do(team, tmp_path, capsys):
+    def refused(*argv: str) -> str:
+        assert cli.main(list(argv)) == 2
+        return capsys.readouterr().err
+
+    assert f"the team server in {team.folder} is running already (mlflow server pid {team.pid}" in \
+        refused("team-server", "start", "--dir", team.folder, "--port", str(team.port))
+    assert "no team server in" in refused("team-server", "stop", "--dir", str(tmp_path / "none"))
+    (tmp_path / "empty.db").touch()
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert "--from takes an SQLite store that exists" in refused(
+        "migrate-store", "--from", f"sqlite:///{tmp_path / 'none.db'}", "--to", team.folder)
+    assert "--to takes the team server's database" in refused("migrate-store", "--from", empty, "--to", team.url,
+                                                              "--server", team.url)
+    assert f"the source {empty} holds no MLflow tables" in refused("migrate-store", "--from", empty, "--to",
+                                                                  team.folder)
