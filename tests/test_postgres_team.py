@@ -19,7 +19,6 @@ import lightning.pytorch as L
 import mlflow
 import pandas as pd
 import postgres
-import psycopg
 import pytest
 from conftest import (
     CONF,
@@ -41,6 +40,7 @@ from seqpipe.tracking import team_server
 from seqpipe.tracking.migrate import migrate
 from seqpipe.tracking.store import use_tracking_uri
 
+psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed: pip install -e '.[dev]'")
 pytestmark = pytest.mark.slow
 NAME = "seqpipe-text_file"
 SEQPIPE = str(Path(sys.executable).parent / "seqpipe")
