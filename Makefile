@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test test-full lint ui clean
+.PHONY: run test test-full lint ui team-server team-server-stop clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test-full: lint  ## lint, then every test, the slow end-to-end ones included (wh
 
 ui: $(VENV)/.installed  ## the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+team-server: $(VENV)/.installed  ## a team MLflow server here: PostgreSQL + mlflow server in .team/ (docs/team.md)
+	$(BIN)/seqpipe team-server start
+
+team-server-stop: $(VENV)/.installed  ## stop it (the server's process group, then PostgreSQL)
+	$(BIN)/seqpipe team-server stop
 
 clean:  ## remove pipeline outputs (not the MLflow store)
 	rm -rf data/raw data/prepared models reports/*.csv reports/*.png reports/*.txt outputs multirun tune

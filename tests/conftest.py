@@ -39,6 +39,14 @@ def _shipped_conf() -> Path:
 
 
 CONF = Path(os.environ.setdefault("SEQPIPE_TEST_CONF", str(_shipped_conf())))  # one copy, shared by subprocesses
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test-full` runs two workers (pytest -n 2) on 2 cores
+    # one core each: two workers whose torch each spreads over every core slow each other ~20x; the processes a test
+    # starts (training, DDP ranks, servers) inherit OMP_NUM_THREADS
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 WORDS = ("the king my lord good night what say you sir love heart fair sweet death noble speak "
          "come hence thou art and shall not be so well here now").split()
 
