@@ -13,6 +13,7 @@ end every Ray on the machine. The sweep's wall time leaves out connecting to the
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +80,12 @@ def sweep(args: argparse.Namespace, root: Path, nodes: int) -> dict:
             proc.wait()
         shutil.rmtree(temp, ignore_errors=True)
     s = json.loads((root / "sweeps" / name / "summary.json").read_text())
-    return {"nodes": nodes, "trials": s["trials"], "on nodes": s["nodes"], "connect s": s["ray_start_seconds"],
+    rows = list(csv.DictReader(open(root / "sweeps" / name / "results.csv")))
+    if s["failed"]:
+        errors = {r["error"] for r in rows if r["error"]}
+        raise SystemExit(f"{s['failed']} of the {nodes}-node sweep's trials failed: {'; '.join(errors)}")
+    per_node = "+".join(str(n) for n in sorted(Counter(r["node"] for r in rows).values(), reverse=True))
+    return {"nodes": nodes, "trials": s["trials"], "per node": per_node, "connect s": s["ray_start_seconds"],
             "wall s": s["wall_seconds"], "fit s": s["fit_seconds_total"], "command s": round(total, 1),
             "best": s.get("best", {}).get("val/loss")}
 
@@ -97,11 +104,11 @@ def main() -> None:
         rows = [sweep(args, root, nodes=1), sweep(args, root, nodes=2)]
     print(f"{len(DEPTHS) * len(HIDDEN)} trials of 1 CPU (depth {DEPTHS} x hidden {HIDDEN}), {args.epochs} epochs of "
           f"{args.batches} batches each, nodes of 1 CPU")
-    print(f"{'nodes':>5}{'trials':>8}{'ran on':>8}{'connect s':>11}{'wall s':>9}{'fit s':>9}{'command s':>11}"
+    print(f"{'nodes':>5}{'trials':>8}{'per node':>10}{'connect s':>11}{'wall s':>9}{'fit s':>9}{'command s':>11}"
           f"{'speed-up':>10}")
     for r in rows:
         r["speed-up"] = rows[0]["wall s"] / r["wall s"]
-        print(f"{r['nodes']:>5}{r['trials']:>8}{r['on nodes']:>8}{r['connect s']:>11.1f}{r['wall s']:>9.1f}"
+        print(f"{r['nodes']:>5}{r['trials']:>8}{r['per node']:>10}{r['connect s']:>11.1f}{r['wall s']:>9.1f}"
               f"{r['fit s']:>9.1f}{r['command s']:>11.1f}{r['speed-up']:>9.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
