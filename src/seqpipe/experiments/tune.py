@@ -140,7 +140,9 @@ def start_ray(cfg: DictConfig) -> None:
               "log_to_driver": True, "runtime_env": {"env_vars": env}}
     try:
         if address in (None, "", "local"):
-            ray.init(num_cpus=os.cpu_count(), **kwargs)
+            # address=local: a Ray of its own even where a `ray start` cluster runs on this machine (without it,
+            # ray.init joins that cluster and refuses num_cpus)
+            ray.init(address="local", num_cpus=os.cpu_count(), **kwargs)
         else:
             # Ray 2.60 turns token authentication on for `ray start` when ~/.ray/auth_token exists (any local sweep
             # writes one), but a client given an address sends the token only in token mode: turn it on likewise.
