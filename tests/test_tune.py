@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import CONF, free_port, tiny_overrides, write_corpus
+from conftest import CONF, tiny_overrides, write_corpus
 
 from seqpipe import fetch, prepare
 from seqpipe.config import compose
@@ -175,24 +175,3 @@ def test_interrupted_sweep_resumes(project):
     assert all(r.info.status == "FINISHED" for r in children)
     assert len(children) == 3  # the interrupted trial went on from its last checkpoint, in its own MLflow run
     assert "sweep resume" in best_file()
-
-
-@pytest.mark.slow
-def test_sweep_on_an_existing_ray_cluster(project):
-    """`ray start --head` makes a local cluster; tune.address points the sweep at it; `ray stop` ends it. The earlier
-    sweeps left a Ray token in HOME, so the cluster uses token authentication, as a user's would."""
-    port = free_port()
-    subprocess.run([sys.executable, "-c", "import ray; ray.init(include_dashboard=False); ray.shutdown()"],
-                   env={**os.environ, "HOME": str(project / "home")}, check=True, capture_output=True, timeout=120)
-    assert (project / "home" / ".ray" / "auth_token").is_file()
-    env = {**os.environ, "HOME": str(project / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                    "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
-    try:
-        done = tune_cli(project, f"tune.address=127.0.0.1:{port}", "tune.num_samples=2",
-                        "tune.space.model.num_layers.choice=[1]", name="cluster")
-    finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    _, children = sweep_runs(project, "cluster")
-    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +42,8 @@ class Cluster:
         # The GCS declares a lost node dead after 5 failed health checks a second apart (Ray's default: 3 s apart),
         # so the trials of a killed worker are failed, and run again, within seconds.
         self.env = {**os.environ, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0",
-                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
+                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5",
+                    "RAY_AUTH_MODE": "token"}  # the worker node sends HOME's token (docs/tuning.md)
         self.nodes: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str) -> None:
@@ -94,6 +96,11 @@ def session(sid: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def cluster(project) -> Cluster:  # noqa: F811
+    # A local sweep leaves a Ray token in HOME, as a user's earlier sweeps would; `ray start` then turns on token
+    # authentication, and the sweep given tune.address must send the token.
+    subprocess.run([sys.executable, "-c", "import ray; ray.init(include_dashboard=False); ray.shutdown()"],
+                   env={**os.environ, "HOME": str(project / "home")}, check=True, capture_output=True, timeout=120)
+    assert (project / "home" / ".ray" / "auth_token").is_file()
     c = Cluster(project / "home")
     try:
         c.start("head")
