@@ -151,8 +151,8 @@ def test_interrupted_sweep_resumes(project):
 
     best_before = best_file()
     proc = tune_cli(project, "tune.num_samples=3", "tune.max_concurrent=1", "tune.space.model.num_layers.choice=[2]",
-                    "~tune.space.model.hidden_size", "+tune.space.model.hidden_size.choice=[256]",
-                    "trainer.max_epochs=6", "tune.scheduler.grace_period=6", "trainer.limit_train_batches=1.0",
+                    "~tune.space.model.hidden_size", "+tune.space.model.hidden_size.choice=[64]",
+                    "trainer.max_epochs=4", "tune.scheduler.grace_period=4", "trainer.limit_train_batches=8",
                     wait=False, name="resume")
     deadline = time.monotonic() + 240
     while not list((project / "sweeps" / "resume" / "trials").glob("*/models/checkpoints/last.ckpt")):
