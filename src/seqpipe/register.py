@@ -140,6 +140,22 @@ def alias_version(client: mlflow.MlflowClient, name: str, alias: str) -> ModelVe
         return None
 
 
+_RACES = ("unique constraint", "integrityerror", "database is locked")  # a concurrent writer got there first
+
+
+def set_alias(client: mlflow.MlflowClient, name: str, alias: str, version: str, attempts: int = 5) -> None:
+    """Point `alias` at `version`. MLflow sets an alias by read-then-insert, so two registrations setting the same
+    new alias at once can collide (a unique-constraint error, or SQLite's lock): try again, then raise."""
+    for attempt in range(attempts):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException as e:
+            if attempt == attempts - 1 or not any(r in str(e).lower() for r in _RACES):
+                raise
+            time.sleep(random.uniform(0.05, 0.3))
+
+
 def settle_champion(client: mlflow.MlflowClient, name: str, mine: ModelVersion, force: bool,
                     attempts: int = 10) -> dict:
     """Move `champion` to the best of: the champion, our version, and the versions registered within CONCURRENT_S of
@@ -150,7 +166,7 @@ def settle_champion(client: mlflow.MlflowClient, name: str, mine: ModelVersion, 
     first = alias_version(client, name, CHAMPION)
     report = {"previous_champion": None if first is None else {"version": int(first.version), LOSS: s.loss(first)}}
     if force:
-        client.set_registered_model_alias(name, CHAMPION, mine.version)
+        set_alias(client, name, CHAMPION, mine.version)
         return report | {"promoted": True, "verdict": "champion (register.force_champion=true)"}
     for _ in range(attempts):
         champ = alias_version(client, name, CHAMPION)
@@ -173,7 +189,7 @@ def settle_champion(client: mlflow.MlflowClient, name: str, mine: ModelVersion, 
             else:
                 verdict = f"challenger only: champion v{champ.version} has {LOSS} {s.loss(champ):.4f}"
             return report | {"promoted": champ.version == mine.version, "verdict": verdict}
-        client.set_registered_model_alias(name, CHAMPION, best.version)
+        set_alias(client, name, CHAMPION, best.version)
         time.sleep(random.uniform(0.05, 0.3))  # let a concurrent writer's alias land before re-reading
     raise SeqpipeError(f"the champion alias of {name} kept moving during {attempts} tries (many registrations at "
                        "once?); run the register stage again")
@@ -213,7 +229,7 @@ def run(cfg: DictConfig) -> dict:
     else:
         print(f"register: training run {info['run_id']} is already registered as {name} v{mv.version} (same "
               "serving limits and decoding); no new version added", file=sys.stderr)
-    client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    set_alias(client, name, CHALLENGER, mv.version)
     gate = settle_champion(client, name, mv, bool(cfg.register.force_champion))
     champion = alias_version(client, name, CHAMPION)
     result = {"model_name": name, "version": int(mv.version), LOSS: test_loss, "new_version": new,
