@@ -150,10 +150,17 @@ def _compose(overrides: list[str], check: bool, reset: bool) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from seqpipe.cli.predict import load_model
-    from seqpipe.tracking.store import tracking_uri
+    from seqpipe.serving import local
+    from seqpipe.tracking.uris import tracking_uri
 
-    model = load_model(args.model, args.tracking_uri or tracking_uri(), "generate").unwrap_python_model()
+    uri = args.tracking_uri or tracking_uri()
+    if lean := local.load(args.model, uri, "generate"):  # a language model in an SQLite store: no MLflow to import
+        model, task = lean
+        task.run_cli(args, model)
+        return
+    from seqpipe.cli.predict import load_model  # MLflow: the store checked, the model resolved, the pyfunc loaded
+
+    model = load_model(args.model, uri, "generate").unwrap_python_model()
     model.task.run_cli(args, model)  # text printed as it comes (lm), or a MIDI file (pianoroll)
 
 
@@ -383,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         from hydra.errors import HydraException  # and so is a request a model refuses (its limits, bad params)
         from omegaconf.errors import OmegaConfBaseException
 
-        from seqpipe.data.requests import InputError
+        from seqpipe.data.request_checks import RequestError
 
-        if not isinstance(e, HydraException | OmegaConfBaseException | InputError):
+        if not isinstance(e, HydraException | OmegaConfBaseException | RequestError):
             raise
         print(f"seqpipe: error: {str(e).removeprefix('seqpipe: ')}", file=sys.stderr)
         return 2

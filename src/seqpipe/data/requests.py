@@ -14,25 +14,17 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from seqpipe.data.audio import AudioError, features, open_request
 from seqpipe.data.frames import frames_array
-from seqpipe.data.sampling_bounds import check_seed, check_temperature
+from seqpipe.data.request_checks import PARAMS, RequestError, check_rows, generation_params  # noqa: F401 (theirs)
 
-# Generation params (language models); seed -1: a fresh seed per call; beam_width > 1: beam search (deterministic,
-# temperature/top_k/seed unused); logprobs: add each new token's log-probability (column token_logprobs, JSON).
-PARAMS = {"max_new_tokens": 200, "temperature": 1.0, "top_k": 0, "seed": -1, "beam_width": 1, "logprobs": False,
-          "bos": False}  # bos: the prompt starts a document (a rating prefix of the tweets model)
 WHO = {"model": ["seqpipe-x/1"], "run_id": ["0" * 32]}  # the columns naming the model, in every answer
 
 
-class InputError(MlflowException, ValueError):
+class InputError(MlflowException, RequestError):
     """A request the model refuses. An MlflowException, so `mlflow models serve` answers HTTP 400 with this
     message (any other exception becomes a generic message, the reason buried in a stack trace)."""
 
     def __init__(self, reason: str, row: int | None = None):
-        self.reason, self.row = reason, row  # row: counted from 0 within the request
-        where = "" if row is None else f"row {row}: "
-        # kept apart: MLflow's scoring server rewrites `message` to echo the whole request before it
-        self.seqpipe_message = f"seqpipe: {where}{reason}"
-        super().__init__(self.seqpipe_message, error_code=INVALID_PARAMETER_VALUE)
+        MlflowException.__init__(self, self._refuse(reason, row), error_code=INVALID_PARAMETER_VALUE)
 
 
 def column_values(model_input: object, column: str, limits: dict | None = None) -> list:
@@ -51,47 +43,12 @@ def column_values(model_input: object, column: str, limits: dict | None = None) 
     return rows
 
 
-def check_rows(n: int, limits: dict) -> None:
-    if n > limits["max_rows"]:
-        raise InputError(f"{n} rows in one request; this model takes at most {limits['max_rows']} (serve.max_rows): "
-                         "split the request")
-
-
 def texts_from(model_input: object, column: str, limits: dict | None = None) -> list[str]:
     """Strings from a DataFrame (column `column`, else the first), a list, a dict or a string."""
     values = column_values(model_input, column, limits)
     if not all(isinstance(v, str) for v in values):
         raise InputError(f"every {column} must be a string")
     return values
-
-
-def generation_params(params: dict | None, limits: dict) -> dict:
-    """Generation params with defaults, checked against their ranges and the model's limits."""
-    p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
-    unknown = sorted(set(p) - set(PARAMS))
-    if unknown:
-        raise InputError(f"unknown params {unknown}; this model takes: {', '.join(PARAMS)}")
-    for key in ("max_new_tokens", "top_k", "seed", "beam_width"):
-        if isinstance(p[key], bool) or not isinstance(p[key], int | np.integer):
-            raise InputError(f"{key}={p[key]!r} must be an integer")
-    try:  # the ranges sampling is defined on, shared with the music models and `seqpipe generate`'s arguments
-        temperature, seed = check_temperature(p["temperature"]), check_seed(p["seed"])
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    if p["top_k"] < 0:
-        raise InputError(f"top_k={p['top_k']} must be >= 0 (0 = all tokens)")
-    if not 0 <= p["max_new_tokens"] <= limits["max_new_tokens"]:
-        raise InputError(f"max_new_tokens={p['max_new_tokens']} must be between 0 and {limits['max_new_tokens']}, "
-                         "this model's limit (serve.max_new_tokens when it was registered)")
-    if not 1 <= p["beam_width"] <= limits.get("max_beam_width", 16):
-        raise InputError(f"beam_width={p['beam_width']} must be between 1 and {limits.get('max_beam_width', 16)} "
-                         "(serve.max_beam_width when the model was registered)")
-    for key in ("logprobs", "bos"):
-        if not isinstance(p[key], bool | np.bool_):
-            raise InputError(f"{key}={p[key]!r} must be true or false")
-    return {"max_new_tokens": int(p["max_new_tokens"]), "temperature": temperature,
-            "top_k": int(p["top_k"]), "seed": seed, "beam_width": int(p["beam_width"]),
-            "logprobs": bool(p["logprobs"]), "bos": bool(p["bos"])}
 
 
 def frames_from(model_input: object, column: str, features: int, limits: dict | None = None) -> list[np.ndarray]:

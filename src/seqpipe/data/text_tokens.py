@@ -67,7 +67,18 @@ class DnaTokenizer(CharTokenizer):
 
 
 def load_tokenizer(config: dict) -> CharTokenizer | WordTokenizer | DnaTokenizer:
-    """Build the tokenizer a vocabulary file or a config names by `_target_`."""
+    """Build the tokenizer a vocabulary file or a config names by `_target_`: one of this module's classes with
+    plain arguments is built here (a served model's start-up does without Hydra, ~0.3 s), anything else by Hydra."""
+    config = dict(config)
+    module, _, name = str(config.get("_target_", "")).rpartition(".")
+    tokenizer = globals().get(name)
+    if module in (__name__, "seqpipe.tokenize") and tokenizer in TOKENIZERS and \
+            all(isinstance(v, str | int | float | bool | None) and (k == "_target_" or not k.startswith("_"))
+                for k, v in config.items()):
+        return tokenizer(**{k: v for k, v in config.items() if k != "_target_"})
     from hydra.utils import instantiate  # lazy: `import seqpipe` aliases this module (seqpipe.tokenize), hydra ~0.3 s
 
-    return instantiate(dict(config))
+    return instantiate(config)
+
+
+TOKENIZERS = (CharTokenizer, WordTokenizer, DnaTokenizer)

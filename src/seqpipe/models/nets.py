@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqpipe.data.inputs import kind_of
+from seqpipe.data.vocab import PAD_ID
 from seqpipe.models.cells import GRURef, LSTMRef
 
 State = Tensor | tuple[Tensor, Tensor] | None
@@ -65,6 +65,12 @@ def input_layer(inputs: int | dict, dim: int) -> nn.Module:
     """The input kind's layer (seqpipe.data.inputs): an Embedding for a vocabulary size (or {"kind": "tokens",
     "vocab_size": V}); a FrameInput for {"kind": "frames", "features": F, "mean": [...], "std": [...]}
     (prepared/meta.json's `inputs`)."""
+    if isinstance(inputs, int):  # a language model's vocabulary size, as seqpipe.data.inputs.Tokens builds it
+        return nn.Embedding(inputs, dim, padding_idx=PAD_ID)
+    # lazy: seqpipe.data.inputs loads MLflow and pandas (~1.5 s), which a language model that `seqpipe generate`
+    # loads on its own (seqpipe.serving.local) does without
+    from seqpipe.data.inputs import kind_of
+
     return kind_of(inputs).layer(dim)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow.pyfunc
+import pandas as pd
 import torch
 import yaml
 from mlflow.exceptions import MlflowException
@@ -17,26 +18,12 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
 from seqpipe.data.batching import pad_collate
 from seqpipe.data.inputs import kind_of
-from seqpipe.data.requests import InputError, check_rows, generation_params
+from seqpipe.data.request_checks import RequestError
+from seqpipe.data.requests import InputError
 from seqpipe.errors import SeqpipeError
-from seqpipe.models.sampling import beam, stream
 from seqpipe.serving import guard as server_guard
+from seqpipe.serving.served import DEFAULT_LIMITS, Served, upgrade_state_dict
 from seqpipe.tasks import get_task
-
-# The limits of models registered before limits were stored in the model (seqpipe 0.1). Newer models carry the
-# `serve` section of the config they were registered with.
-LEGACY_LIMITS = {"max_rows": 256, "max_input_tokens": 10_000, "max_total_tokens": 200_000, "max_new_tokens": 1_000,
-                 "max_total_new_tokens": 4_000}
-# Limits added since: a model registered before them gets conf/'s defaults of the time they were added.
-DEFAULT_LIMITS = {**LEGACY_LIMITS, "max_beam_width": 16, "max_audio_seconds": 60, "max_total_audio_seconds": 600,
-                  "max_audio_mb": 16, "max_request_mb": 32}
-
-
-def upgrade_state_dict(state: dict) -> dict:
-    """Weights saved by seqpipe 0.1's first language models (embedding/rnn at the top level) in today's layout."""
-    if any(k.startswith(("embedding.", "rnn.")) for k in state) and not any(k.startswith("encoder.") for k in state):
-        return {(k if k.startswith("head.") else f"encoder.{k}"): v for k, v in state.items()}
-    return state
 
 
 def identity(model_dir: Path) -> tuple[str, str]:
@@ -59,10 +46,9 @@ def legacy_meta(saved: dict) -> dict:
             "target": {"labels": saved.get("labels", [])}}
 
 
-class SeqpipeModel(mlflow.pyfunc.PythonModel):
+class SeqpipeModel(Served, mlflow.pyfunc.PythonModel):
     """The one served-model class: the network, the input kind that reads requests (seqpipe.data.inputs), and the
     task that answers them (seqpipe.tasks), with what the task loaded for itself in `state`."""
-    unit = "tokens"  # what one input step is called in messages ("steps" for frames)
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         saved = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
@@ -83,14 +69,17 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
         if server_guard.serving():  # loaded by `mlflow models serve`: bound the body, one-line error answers
             server_guard.install(self.limits)
 
-    # No type hints on predict: MLflow would read them as an input schema; the signature is logged instead.
-    def predict(self, context, model_input, params=None):  # noqa: ANN001
+    # A DataFrame in and out: MLflow infers no schema from these hints (the signature is logged instead) and, given
+    # them, does not warn on every load that predict has none.
+    def predict(self, context: object, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """The task's answer to a request. A request the model refuses raises InputError (HTTP 400, one line);
         anything else that goes wrong is logged here and answered without its stack trace (HTTP 500)."""
         try:
             return self.task.predict(self, model_input, params).assign(model=self.model, run_id=self.run_id)
         except MlflowException:
             raise
+        except RequestError as e:  # the lean checks' refusal (seqpipe.data.request_checks), as an HTTP 400
+            raise InputError(e.reason, e.row) from None
         except SeqpipeError as e:
             raise InputError(str(e)) from None
         except MemoryError:
@@ -102,49 +91,6 @@ class SeqpipeModel(mlflow.pyfunc.PythonModel):
             server_guard.log.exception("seqpipe: %s failed on a request", self.model)
             raise MlflowException(f"seqpipe: the model could not answer this request ({type(e).__name__}, an "
                                   "internal error logged by the server)", error_code=INTERNAL_ERROR) from e
-
-    def tokenize(self, texts: list[str]) -> list[list[str]]:
-        tokenized = []
-        for i, text in enumerate(texts):
-            try:
-                tokenized.append(self.tokenizer.tokenize(text))
-            except ValueError as e:  # e.g. a letter that is not a DNA base
-                raise InputError(str(e), row=i) from None
-        return tokenized
-
-    def check_size(self, rows: list, new_per_row: int) -> list:
-        """Refuse a request over the model's limits, naming the limit, before any work is done."""
-        lim, unit = self.limits, self.unit
-        check_rows(len(rows), lim)
-        for i, row in enumerate(rows):
-            if len(row) > lim["max_input_tokens"]:
-                raise InputError(f"{len(row)} {unit}; this model takes at most {lim['max_input_tokens']} per row "
-                                 "(serve.max_input_tokens)", row=i)
-        if (total := sum(map(len, rows))) > lim["max_total_tokens"]:
-            raise InputError(f"the request has {total} input {unit} in all; this model takes at most "
-                             f"{lim['max_total_tokens']} (serve.max_total_tokens): split the request")
-        if (new := len(rows) * new_per_row) > lim["max_total_new_tokens"]:
-            raise InputError(f"the request asks for {new} new tokens ({len(rows)} rows x max_new_tokens="
-                             f"{new_per_row}); this model makes at most {lim['max_total_new_tokens']} per request "
-                             "(serve.max_total_new_tokens): ask for fewer rows or fewer new tokens")
-        return rows
-
-    def stream(self, prompt: str, params: dict | None = None, logprobs: list | None = None,
-               bos: bool = False) -> Iterator[str]:
-        """The continuation of `prompt` piece by piece, within the model's limits (for `seqpipe generate`); `bos`:
-        the prompt starts a document (read after <bos>, as an empty prompt is)."""
-        p = generation_params(params, self.limits)
-        self.check_size(self.tokenize([prompt]), p["max_new_tokens"] * p["beam_width"])
-        return self.generate(prompt, p, logprobs, bos or p["bos"])
-
-    def generate(self, prompt: str, p: dict, logprobs: list | None = None, bos: bool = False) -> Iterator[str]:
-        """The continuation in pieces: sampled (or greedy) as it comes, or with beam_width > 1 the beam's best in
-        one piece; `logprobs` (a list) receives (token, log-probability) pairs; `bos` as in `stream`."""
-        if p.get("beam_width", 1) > 1:
-            return iter([beam(self.net, self.vocab, self.tokenizer, prompt, p["max_new_tokens"], p["beam_width"],
-                              logprobs=logprobs, bos=bos)])
-        return stream(self.net, self.vocab, self.tokenizer, prompt, p["max_new_tokens"], p["temperature"],
-                      p["top_k"], p["seed"], logprobs, bos)
 
     def encode(self, model_input: object, what: str) -> tuple[list[torch.Tensor], list[float] | None]:
         """Every row of a request as the network's input, read by the input kind and checked against the limits

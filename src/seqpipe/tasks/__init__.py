@@ -24,6 +24,9 @@ TASKS = {
     "ctc": "seqpipe.tasks.ctc:CTC",
 }
 NAMES = tuple(TASKS)
+# The tasks whose `seqpipe generate` can load a registered model without Lightning, pandas or MLflow: a module with
+# `build_net(meta, model)` and `run_cli(args, model)` (seqpipe.serving.local); the others load the MLflow pyfunc.
+LEAN = {"lm": "seqpipe.tasks.lm_served"}
 
 
 def get_task(name: str) -> Task:

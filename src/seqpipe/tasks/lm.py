@@ -24,8 +24,8 @@ from seqpipe.data.streams import StreamDataModule, encode_splits
 from seqpipe.data.text_tokens import load_tokenizer
 from seqpipe.data.vocab import IGNORE_INDEX, UNK_ID
 from seqpipe.errors import SeqpipeError
-from seqpipe.models.nets import RecurrentLM
 from seqpipe.models.sampling import complete
+from seqpipe.tasks import lm_served
 from seqpipe.tasks.base import Step, Task, test_scores
 
 
@@ -75,8 +75,7 @@ class LanguageModelling(Task):
         return StreamDataModule(cfg.paths.prepared, d.batch_size, d.bptt, d.eval_batch_size, d.num_workers)
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        model = {k: v for k, v in model.items() if k != "pooling"}
-        return RecurrentLM(meta["inputs"]["vocab_size"], **model)
+        return lm_served.build_net(meta, model)
 
     def step(self, net, batch, state) -> Step:  # noqa: ANN001
         x, y = batch["x"], batch["y"]                       # (B, T) tokens, (B, T) next tokens
@@ -122,27 +121,4 @@ class LanguageModelling(Task):
         return pd.DataFrame(rows)
 
     def run_cli(self, args: argparse.Namespace, model: object) -> None:
-        """`seqpipe generate`: the prompt's continuation printed as it comes (a long generation shows progress, and
-        Ctrl-C keeps the text so far), with --logprobs each token's log-probability."""
-        params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
-                  "seed": args.seed, "beam_width": args.beam_width}
-        logprobs: list[tuple[str, float]] = []
-        pieces = model.stream(args.prompt, params, logprobs, bos=args.bos)  # type: ignore[attr-defined]
-        out, n = sys.stdout, 0  # the limits refuse what they refuse above, before anything is printed
-        out.write(args.prompt)
-        try:
-            for piece in pieces:
-                out.write(piece)
-                out.flush()
-                n += 1
-        except KeyboardInterrupt:
-            out.write("\n")
-            out.flush()
-            print(f"seqpipe: interrupted after {n} new tokens; the text so far is above", file=sys.stderr)
-            raise SystemExit(130) from None
-        out.write("\n")
-        if args.logprobs:
-            for piece, lp in logprobs:
-                print(f"{piece!r}\t{lp:.4f}", file=sys.stderr)
-            print(f"total log-probability {sum(lp for _, lp in logprobs):.4f} over {len(logprobs)} tokens",
-                  file=sys.stderr)
+        lm_served.run_cli(args, model)

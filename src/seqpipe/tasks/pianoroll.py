@@ -42,6 +42,7 @@ from seqpipe.data.music import (
     read_midi,
     to_roll,
 )
+from seqpipe.data.request_checks import RequestError
 from seqpipe.data.requests import WHO, InputError, column_values
 from seqpipe.data.sampling_bounds import check_seed, check_temperature
 from seqpipe.data.splits import SPLITS, split_examples
@@ -260,7 +261,7 @@ class PianoRoll(Task):
             # counted from the notes' times before any frame is made (a tiny file can ask for billions of frames)
             primer = read_midi(args.primer, target["frame"], limits["max_input_tokens"]) if args.primer else []
             model.check_size([primer], p["steps"])  # type: ignore[attr-defined]
-        except InputError as e:  # the reason alone: "row 0" would say nothing here
+        except RequestError as e:  # the reason alone: "row 0" would say nothing here
             raise SeqpipeError(e.reason) from None
         primer = fit_range(primer, target["low"], target["high"], p["out_of_range"])
         steps = p["steps"]

@@ -20,24 +20,7 @@ from mlflow.utils.rest_utils import http_request
 from omegaconf import DictConfig
 
 from seqpipe.errors import SeqpipeError
-
-
-def tracking_uri(cfg: DictConfig | None = None) -> str:
-    """MLFLOW_TRACKING_URI wins over the config; the default is a SQLite store in the working directory."""
-    default = cfg.mlflow.tracking_uri if cfg is not None else "sqlite:///mlflow.db"
-    return os.environ.get("MLFLOW_TRACKING_URI") or default
-
-
-def shown_uri(uri: str) -> str:
-    """The URI for messages, without a password (http://user:secret@host -> http://user:***@host; database URIs
-    such as postgresql+psycopg://user:secret@host/db too)."""
-    return re.sub(r"^([\w+.-]+://[^/:@]+):[^/@]*@", r"\1:***@", uri)
-
-
-def sqlite_path(uri: str) -> Path:
-    """sqlite:///mlflow.db -> mlflow.db (relative to the working directory); sqlite:////abs/x.db -> /abs/x.db."""
-    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-
+from seqpipe.tracking.uris import shown_uri, sqlite_path, tracking_uri  # noqa: F401 (theirs too)
 
 FIX = ("start the server, or point MLFLOW_TRACKING_URI (or mlflow.tracking_uri in conf/, or --tracking-uri) at a "
        "running store; nothing was changed")

@@ -1,0 +1,73 @@
+"""Start-up to the first token: `seqpipe generate --max-new-tokens 1` against `python -c "import torch"` in the same
+run (median of --repeat runs each, as ratios), the lean path (seqpipe.serving.local) side by side with the MLflow
+pyfunc path it replaces; with --predict-model, `seqpipe predict --text` on a classifier too.
+
+Run from the repo root after `dvc repro` (needs a registered language model):
+    python bench/startup.py [--model models:/seqpipe-shakespeare@champion] [--tracking-uri sqlite:///mlflow.db]
+                            [--predict-model models:/seqpipe-imdb@champion] [--repeat 5] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+# The MLflow path as `seqpipe generate` took it before the lean one: store checked, model resolved, pyfunc loaded.
+PYFUNC = ("import sys; from seqpipe.cli.commands import parser; from seqpipe.cli.predict import load_model; "
+          "args = parser().parse_args(sys.argv[1:]); "
+          "m = load_model(args.model, args.tracking_uri, 'generate').unwrap_python_model(); m.task.run_cli(args, m)")
+
+
+def wall(cmd: list[str], repeat: int, env: dict) -> tuple[float, str]:
+    """Median wall time of a command in seconds, and its stderr (the first run's)."""
+    times, err = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        times.append(time.perf_counter() - t)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+        err = done.stderr if err is None else err
+    return statistics.median(times), err
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="models:/seqpipe-shakespeare@champion")
+    ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    ap.add_argument("--predict-model", default=None, help="a classifier, for `seqpipe predict --text`")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    env = {**os.environ, "PYTHONWARNINGS": "default"}  # every warning a user would see is shown, and counted
+    gen = ["generate", "--model", args.model, "--tracking-uri", args.tracking_uri, "--max-new-tokens", "1",
+           "--seed", "1"]
+    runs = {"python -c 'import torch'": [sys.executable, "-c", "import torch"],
+            "seqpipe generate, 1 token (lean)": [str(BIN / "seqpipe"), *gen],
+            "seqpipe generate, 1 token (MLflow pyfunc path)": [sys.executable, "-c", PYFUNC, *gen]}
+    if args.predict_model:
+        runs["seqpipe predict --text (MLflow pyfunc)"] = [str(BIN / "seqpipe"), "predict", "--model",
+                                                         args.predict_model, "--tracking-uri", args.tracking_uri,
+                                                         "--text", "a fine film"]
+    rows: dict[str, float] = {}
+    for name, cmd in runs.items():
+        rows[f"{name} (s)"], err = wall(cmd, args.repeat, env)
+        if name != "python -c 'import torch'":
+            rows[f"{name}: x torch import"] = rows[f"{name} (s)"] / rows["python -c 'import torch' (s)"]
+            rows[f"{name}: warnings printed"] = sum("Warning" in line for line in err.splitlines())
+    width = max(map(len, rows))
+    for k, v in rows.items():
+        print(f"{k:<{width}}  {v:>8.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""What every served model does with a request before and around its network, with no MLflow, pandas or Lightning
+in sight: tokenize, check the request against the model's limits, and generate text. The MLflow pyfunc
+(seqpipe.serving.pyfunc.SeqpipeModel) builds on it, and so does the lean language model that `seqpipe generate`
+loads in a fraction of that time (seqpipe.serving.local)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from seqpipe.data.request_checks import RequestError, check_size, generation_params
+from seqpipe.models.sampling import beam, stream
+
+# The limits of models registered before limits were stored in the model (seqpipe 0.1). Newer models carry the
+# `serve` section of the config they were registered with.
+LEGACY_LIMITS = {"max_rows": 256, "max_input_tokens": 10_000, "max_total_tokens": 200_000, "max_new_tokens": 1_000,
+                 "max_total_new_tokens": 4_000}
+# Limits added since: a model registered before them gets conf/'s defaults of the time they were added.
+DEFAULT_LIMITS = {**LEGACY_LIMITS, "max_beam_width": 16, "max_audio_seconds": 60, "max_total_audio_seconds": 600,
+                  "max_audio_mb": 16, "max_request_mb": 32}
+
+
+def upgrade_state_dict(state: dict) -> dict:
+    """Weights saved by seqpipe 0.1's first language models (embedding/rnn at the top level) in today's layout."""
+    if any(k.startswith(("embedding.", "rnn.")) for k in state) and not any(k.startswith("encoder.") for k in state):
+        return {(k if k.startswith("head.") else f"encoder.{k}"): v for k, v in state.items()}
+    return state
+
+
+class Served:
+    """A loaded model: `net`, `vocab` and `tokenizer` (text inputs), `limits`, `unit` (what one input step is called
+    in messages), and `model` (what answers name: NAME/VERSION)."""
+    unit = "tokens"
+
+    def tokenize(self, texts: list[str]) -> list[list[str]]:
+        tokenized = []
+        for i, text in enumerate(texts):
+            try:
+                tokenized.append(self.tokenizer.tokenize(text))
+            except ValueError as e:  # e.g. a letter that is not a DNA base
+                raise RequestError(str(e), row=i) from None
+        return tokenized
+
+    def check_size(self, rows: list, new_per_row: int) -> list:
+        """Refuse a request over the model's limits, naming the limit, before any work is done."""
+        return check_size(rows, new_per_row, self.limits, self.unit)
+
+    def stream(self, prompt: str, params: dict | None = None, logprobs: list | None = None,
+               bos: bool = False) -> Iterator[str]:
+        """The continuation of `prompt` piece by piece, within the model's limits (for `seqpipe generate`); `bos`:
+        the prompt starts a document (read after <bos>, as an empty prompt is)."""
+        p = generation_params(params, self.limits)
+        self.check_size(self.tokenize([prompt]), p["max_new_tokens"] * p["beam_width"])
+        return self.generate(prompt, p, logprobs, bos or p["bos"])
+
+    def generate(self, prompt: str, p: dict, logprobs: list | None = None, bos: bool = False) -> Iterator[str]:
+        """The continuation in pieces: sampled (or greedy) as it comes, or with beam_width > 1 the beam's best in
+        one piece; `logprobs` (a list) receives (token, log-probability) pairs; `bos` as in `stream`."""
+        if p.get("beam_width", 1) > 1:
+            return iter([beam(self.net, self.vocab, self.tokenizer, prompt, p["max_new_tokens"], p["beam_width"],
+                              logprobs=logprobs, bos=bos)])
+        return stream(self.net, self.vocab, self.tokenizer, prompt, p["max_new_tokens"], p["temperature"],
+                      p["top_k"], p["seed"], logprobs, bos)
