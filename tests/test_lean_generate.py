@@ -70,3 +70,30 @@ def test_an_alias_that_moves_is_followed_and_what_it_cannot_load_goes_the_mlflow
                                           (f"models:/{NAME}@champion", f"sqlite:///{tmp_path}/none.db", "generate"),
                                           (str(root / "models"), uri, "generate")):    # a checkpoint
         assert local.load(model_uri, store_uri, command) is None, (model_uri, store_uri, command)
+
+
+@pytest.mark.slow
+def test_seqpipe_export_writes_an_onnx_model_that_generates_what_pytorch_generates(store, tmp_path):
+    from seqpipe.serving.onnx_export import load_served
+
+    root, uri = store
+    for quantize in ([], ["--quantize", "int8"]):
+        out = tmp_path / f"onnx{len(quantize)}"
+        done = subprocess.run([sys.executable, "-m", "seqpipe", "export", "--model", f"models:/{NAME}@champion",
+                               "--tracking-uri", uri, "--out", str(out), *quantize], cwd=root, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "max |logit difference| vs PyTorch" in done.stderr and f"{NAME} v1" in done.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.int8.onnx" if quantize else
+                                                         "model.onnx", "vocab.json"]
+    served, _ = local.load(f"models:/{NAME}@champion", uri, "generate")
+    onnx = load_served(tmp_path / "onnx0")
+    greedy = {"max_new_tokens": 25, "temperature": 0.0}
+    assert "".join(onnx.stream("KING:", greedy)) == "".join(served.stream("KING:", greedy))
+    assert len("".join(load_served(tmp_path / "onnx2").stream("KING:", greedy))) > 0
+    tags = mlflow.MlflowClient(uri).get_model_version(NAME, "1").tags
+    assert tags["export.onnx"].endswith("/export/v1-onnx") and tags["export.onnx.int8"].endswith("/export/v1-onnx-int8")
+    again = subprocess.run([sys.executable, "-m", "seqpipe", "export", "--model", f"models:/{NAME}@champion",
+                            "--tracking-uri", uri, "--out", str(tmp_path / "onnx0")], cwd=root, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr  # never over an earlier export

@@ -199,6 +199,13 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"predict: {n} rows -> {output}", file=sys.stderr)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from seqpipe.cli import export
+    from seqpipe.tracking.uris import tracking_uri
+
+    export.run(args.model, args.tracking_uri or tracking_uri(), args.format, args.quantize, args.out)
+
+
 def _team_server(args: argparse.Namespace) -> None:
     """`seqpipe team-server start|stop`: PostgreSQL and `mlflow server` on it, in a folder (seqpipe.tracking)."""
     from pathlib import Path
@@ -329,6 +336,14 @@ def parser() -> argparse.ArgumentParser:
                     help="seq2seq: how many outputs per input (column n_best, JSON), at most the beam width")
     pr.add_argument("--tracking-uri", default=None,
                     help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    ex = sub.add_parser("export", help="write a registered model's network as ONNX (for ONNX Runtime), optionally "
+                        "int8, checked against PyTorch and logged beside the model version (docs/serving.md)")
+    ex.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or a model path")
+    ex.add_argument("--format", default="onnx", choices=("onnx",))
+    ex.add_argument("--quantize", default=None, choices=("int8",), help="dynamic int8 weights (LSTM, linear layers)")
+    ex.add_argument("--out", default=None, help="the folder to write (default: exports/NAME-vVERSION-onnx[-int8])")
+    ex.add_argument("--tracking-uri", default=None,
+                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     ts = sub.add_parser("team-server", help="start or stop a team tracking server here: PostgreSQL and mlflow "
                         "server on it, artifacts served by the server (docs/team.md)")
     ts.add_argument("action", choices=("start", "stop"))
@@ -373,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             _generate(args)
         elif args.command == "predict":
             _predict(args)
+        elif args.command == "export":
+            _export(args)
         elif args.command == "team-server":
             _team_server(args)
         elif args.command == "migrate-store":

@@ -145,7 +145,7 @@ def load_checkpoint_model(checkpoint: Path, params_file: str | Path = "params.ya
     return model
 
 
-def load_model(model_uri: str, tracking_uri: str, command: str) -> object:
+def load_model(model_uri: str, tracking_uri: str, command: str | None) -> object:
     """The registered pyfunc (or a training checkpoint's: `load_checkpoint_model`), refused with a clear message
     when `command` (predict, generate) is not the one its task answers with. The store is checked first (within
     seconds), so a server that is down never looks like a missing model."""
@@ -165,7 +165,8 @@ def load_model(model_uri: str, tracking_uri: str, command: str) -> object:
         check_model_files(model_uri)  # a moved mlruns/ folder is named, not an MLflow traceback
         model = mlflow.pyfunc.load_model(model_uri)
     task = get_task((model.metadata.metadata or {}).get("task", "lm"))
-    if task.command != command:  # the one question the CLI asks a task: which command answers with its model
+    # the one question the CLI asks a task: which command answers with its model (None: any, for seqpipe export)
+    if command is not None and task.command != command:
         raise SeqpipeError(f"{model_uri} is a {task.name!r} model, which `seqpipe {task.command}` answers with: use "
                            f"`seqpipe {task.command}`")
     return model

@@ -1,0 +1,69 @@
+"""`seqpipe export`: a registered model's network as ONNX (optionally int8), checked against PyTorch on a fixed
+input before anything is written where it stays, then logged beside the model version (its run's artifacts under
+export/, and a version tag naming them)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+import torch
+
+from seqpipe.cli.predict import load_model
+from seqpipe.errors import SeqpipeError
+from seqpipe.serving.onnx_export import OnnxNet, export_model, fixed_input
+
+TOLERANCE = {None: 1e-4, "int8": None}  # int8 changes the logits by design: its agreement is reported, not asserted
+
+
+def _check_parity(net: torch.nn.Module, folder: Path, quantize: str | None) -> str:
+    """Run the exported graph and the PyTorch network on one fixed batch; refuse a float export that disagrees."""
+    x, lengths = fixed_input(net)
+    onnx = OnnxNet(folder)
+    with torch.no_grad():
+        want, got = net(x, lengths)[0], onnx(x, lengths)[0]
+    diff = float((want - got).abs().max())
+    agree = float((want.argmax(-1) == got.argmax(-1)).float().mean()) if want.size(-1) > 1 else float("nan")
+    limit = TOLERANCE[quantize]
+    if limit is not None and not diff <= limit:
+        raise SeqpipeError(f"the exported graph disagrees with PyTorch (max |logit difference| {diff:.2e} > {limit}): "
+                           "nothing was written; please report it with the model's config")
+    return f"max |logit difference| vs PyTorch {diff:.1e}, same argmax on {agree:.1%} of outputs"
+
+
+def run(model_uri: str, tracking_uri: str, fmt: str, quantize: str | None, out: str | None) -> Path:
+    if fmt != "onnx":
+        raise SeqpipeError(f"--format {fmt}: the one export format is onnx")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise SeqpipeError("ONNX export needs onnx and onnxruntime: pip install 'seqpipe[onnx]'") from None
+    model = load_model(model_uri, tracking_uri, None)
+    served = model.unwrap_python_model()  # type: ignore[attr-defined]
+    name = served.model.replace("/", "-v") if "/" in served.model else "model"
+    target = Path(out or Path("exports") / f"{name}-onnx{'-int8' if quantize else ''}")
+    if target.exists() and any(target.iterdir()):
+        raise SeqpipeError(f"{target} exists and is not empty: give another --out, or remove it first")
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent if target.parent.exists() else None) as tmp:
+        folder = Path(tmp) / "out"
+        graph = export_model(served, folder, quantize)
+        report = _check_parity(served.net, folder, quantize)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.rmdir()
+        shutil.move(str(folder), target)  # whole, or not at all
+    size = (target / graph.name).stat().st_size / 1e6
+    print(f"export: {served.model} -> {target / graph.name} ({size:.2f} MB); {report}", file=sys.stderr)
+    if "/" in served.model and served.run_id:  # a registered version: its run keeps the export, the version names it
+        registered, version = served.model.rsplit("/", 1)
+        path = f"export/v{version}-onnx{'-int8' if quantize else ''}"
+        client = mlflow.MlflowClient()
+        client.log_artifacts(served.run_id, str(target), path)
+        client.set_model_version_tag(registered, version, f"export.onnx{'.int8' if quantize else ''}",
+                                     f"runs:/{served.run_id}/{path}")
+        print(f"export: logged to run {served.run_id} as {path} (tag export.onnx{'.int8' if quantize else ''} on "
+              f"{registered} v{version})", file=sys.stderr)
+    return target

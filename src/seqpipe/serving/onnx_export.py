@@ -1,0 +1,191 @@
+"""A served model's network as ONNX, for ONNX Runtime: batch and sequence length dynamic; a language model's
+recurrent state as inputs and outputs (h0/c0 in, h/c out) so that generation steps it one token at a time; with
+`int8`, the recurrent and linear layers' weights dynamically quantized (onnxruntime.quantization). Beside the graph:
+the vocabulary and the model's meta, so the folder is all a client needs (`OnnxNet` runs it).
+
+The networks that read a whole sequence (classify, tag, regress, ctc, pianoroll's tagger) take `x` (token ids, or
+frames B x T x F) and `lengths`, and give `logits`. Sequence to sequence (an attention decoder driven step by step
+from Python) and the gate-by-gate reference cells (lstm_ref, gru_ref: Python loops over time) are refused."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from seqpipe.atomic import atomic_path, write_json
+from seqpipe.data.text_tokens import load_tokenizer
+from seqpipe.data.vocab import Vocab
+from seqpipe.errors import SeqpipeError
+from seqpipe.models.attention import Seq2Seq
+from seqpipe.models.cells import GRURef, LSTMRef
+from seqpipe.models.nets import Encoder, RecurrentLM
+from seqpipe.serving.served import Served
+
+OPSET = 17
+FORMAT = 1  # of export.json; an OnnxNet refuses a folder written by a newer seqpipe
+
+
+class _Stepped(nn.Module):
+    """A language model with its state as plain tensors: (x, h0[, c0]) -> (logits, h[, c])."""
+
+    def __init__(self, net: RecurrentLM, lstm: bool):
+        super().__init__()
+        self.net, self.lstm = net, lstm
+
+    def forward(self, x: Tensor, h0: Tensor, c0: Tensor | None = None) -> tuple[Tensor, ...]:
+        logits, state = self.net(x, None, (h0, c0) if self.lstm else h0)
+        return (logits, *state) if self.lstm else (logits, state)
+
+
+class _Whole(nn.Module):
+    """A network that reads whole sequences: (x, lengths) -> logits."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        return self.net(x, lengths)[0]
+
+
+def _check(net: nn.Module) -> None:
+    if isinstance(net, Seq2Seq):
+        raise SeqpipeError("sequence-to-sequence models decode step by step with attention, driven from Python: "
+                           "ONNX export covers the language models and the networks that read whole sequences")
+    if any(isinstance(m, LSTMRef | GRURef) for m in net.modules()):
+        raise SeqpipeError("this model's cells are seqpipe's reference cells (model.cell=lstm_ref or gru_ref), which "
+                           "step through time in Python: ONNX export needs torch's fused cells (rnn, gru, lstm)")
+
+
+def fixed_input(net: nn.Module, batch: int = 4, steps: int = 9, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A batch for tracing and checking, the same for the same seed: token ids for an embedding, frames for a frame
+    input (the input layer decides), and lengths from `steps` down."""
+    g = torch.Generator().manual_seed(seed)
+    layer = next(m for m in net.modules() if isinstance(m, Encoder)).embedding
+    stack = getattr(net, "stack", 1)  # a CTC network reads k frames side by side: its input layer sees k F features
+    if isinstance(layer, nn.Embedding):
+        x = torch.randint(1, layer.num_embeddings, (batch, steps * stack), generator=g)
+    else:
+        x = torch.randn(batch, steps * stack, layer.proj.in_features // stack, generator=g)
+    return x, torch.tensor([x.size(1)] + [max(1, x.size(1) - 2 * i) for i in range(1, batch)])
+
+
+def export_net(net: nn.Module, path: Path) -> dict:
+    """Write `net` (eval mode, packing off: outputs at valid steps are the same) to `path` as ONNX; what the graph
+    takes and gives, for export.json."""
+    _check(net)
+    net = net.eval()
+    for m in net.modules():
+        if isinstance(m, Encoder):
+            m.packed = False  # pack_padded_sequence does not export; padding never changes the valid steps' outputs
+    x, lengths = fixed_input(net, batch=2, steps=5)
+    batch_time = {0: "batch", 1: "time"}
+    if isinstance(net, RecurrentLM):
+        rnn = net.encoder.rnn
+        lstm = isinstance(rnn, nn.LSTM)
+        shape = (rnn.num_layers, x.size(0), rnn.hidden_size)
+        args: tuple = (x, torch.zeros(shape), *([torch.zeros(shape)] if lstm else []))
+        names = ["x", "h0", *(["c0"] if lstm else [])]
+        outputs = ["logits", "h", *(["c"] if lstm else [])]
+        wrapper: nn.Module = _Stepped(net, lstm)
+        axes = {"x": batch_time, "logits": batch_time, **{n: {1: "batch"} for n in [*names[1:], *outputs[1:]]}}
+        spec = {"reads": "stepped", "state": names[1:], "state_shape": [rnn.num_layers, rnn.hidden_size]}
+    else:
+        args, names, outputs, wrapper = (x, lengths), ["x", "lengths"], ["logits"], _Whole(net)
+        axes = {"x": batch_time, "lengths": {0: "batch"}, "logits": {0: "batch", 1: "time"}}
+        spec = {"reads": "whole"}
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python values; the parity test is the check
+        torch.onnx.export(wrapper, args, str(tmp), input_names=names, output_names=outputs, dynamic_axes=axes,
+                          opset_version=OPSET, dynamo=False)  # the TorchScript exporter: dynamic time axis as is
+    return {**spec, "inputs": names, "outputs": outputs, "x": "ids" if x.dtype == torch.long else "frames"}
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization of the graph's weights (LSTM, MatMul, Gemm: the recurrent and linear layers);
+    activations stay float and are quantized per batch at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # lazy: only `--quantize int8` needs it
+
+    with atomic_path(target) as tmp:
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+
+
+def export_model(served: object, out_dir: Path, quantize: str | None = None) -> Path:
+    """A loaded served model (seqpipe.serving.served.Served: net, meta, vocab) as a folder: model.onnx (or
+    model.int8.onnx), export.json (graph spec, meta, limits, which model it came from) and vocab.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = "model.int8.onnx" if quantize == "int8" else "model.onnx"
+    spec = export_net(served.net, out_dir / "model.onnx")  # type: ignore[attr-defined]
+    if quantize == "int8":
+        quantize_int8(out_dir / "model.onnx", out_dir / name)
+        (out_dir / "model.onnx").unlink()
+    if getattr(served, "vocab", None) is not None:
+        served.vocab.save(out_dir / "vocab.json")  # type: ignore[attr-defined]
+    write_json(out_dir / "export.json", {"format": FORMAT, "graph": name, "quantize": quantize, **spec,
+                                         "meta": served.meta, "limits": served.limits,  # type: ignore[attr-defined]
+                                         "model": served.model})  # type: ignore[attr-defined]
+    return out_dir / name
+
+
+class OnnxNet(nn.Module):
+    """An exported folder run by ONNX Runtime behind the network contract (`forward(x, lengths, state)` -> (logits,
+    state); a language model's `step`), so seqpipe's decoding and the served model's code drive it as they drive
+    the PyTorch network."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None):
+        super().__init__()
+        import onnxruntime as ort  # lazy: ONNX Runtime only for exported models
+
+        folder = Path(folder)
+        self.spec = json.loads((folder / "export.json").read_text())
+        if self.spec.get("format", 0) > FORMAT:
+            raise SeqpipeError(f"{folder} was exported by a newer seqpipe (format {self.spec['format']}): upgrade")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(folder / self.spec["graph"]), options,
+                                            providers=["CPUExecutionProvider"])
+        self.takes = {i.name for i in self.session.get_inputs()}  # a unidirectional tagger's graph drops `lengths`
+        self._device = nn.Parameter(torch.empty(0), requires_grad=False)  # decoding asks a network for its device
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, state: object = None) -> tuple[Tensor, object]:
+        feeds = {"x": x.numpy()}
+        if self.spec["reads"] == "stepped":  # a language model: its state in and out
+            layers, hidden = self.spec["state_shape"]
+            if state is None:
+                zeros = np.zeros((layers, x.size(0), hidden), dtype=np.float32)
+                state = tuple(torch.from_numpy(zeros) for _ in self.spec["state"])
+            elif isinstance(state, Tensor):
+                state = (state,)
+            feeds |= {n: s.numpy() for n, s in zip(self.spec["state"], state)}  # type: ignore[union-attr]
+            logits, *new = (torch.from_numpy(o) for o in self.session.run(None, feeds))
+            return logits, tuple(new) if len(new) > 1 else new[0]
+        if lengths is None:
+            lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long)
+        feeds |= {"lengths": lengths.numpy()} if "lengths" in self.takes else {}
+        (logits,) = self.session.run(None, feeds)
+        return torch.from_numpy(logits), None
+
+    def step(self, tokens: Tensor, state: object) -> tuple[Tensor, object]:
+        logits, state = self(tokens.unsqueeze(1), state=state)
+        return logits[:, -1], state
+
+
+
+def load_served(folder: str | Path, threads: int | None = None) -> Served:
+    """An exported folder as a served model that generates or scores as the PyTorch one does (`Served`), its network
+    run by ONNX Runtime."""
+    folder = Path(folder)
+    served = Served()
+    served.net = OnnxNet(folder, threads)
+    spec = served.net.spec
+    served.meta, served.limits, served.model, served.run_id = spec["meta"], spec["limits"], spec["model"], ""
+    if (folder / "vocab.json").is_file():
+        served.vocab = Vocab.load(folder / "vocab.json")
+        served.tokenizer = load_tokenizer(served.vocab.tokenizer)
+    return served
