@@ -110,9 +110,12 @@ def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8 quantization of the graph's weights (LSTM, MatMul, Gemm: the recurrent and linear layers);
     activations stay float and are quantized per batch at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic  # lazy: only `--quantize int8` needs it
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with atomic_path(target) as tmp:
-        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+        # ONNX Runtime's own advice before quantizing: shapes inferred and the graph optimised first
+        quant_pre_process(str(source), str(tmp))
+        quantize_dynamic(str(tmp), str(tmp), weight_type=QuantType.QInt8)
 
 
 def export_model(served: object, out_dir: Path, quantize: str | None = None) -> Path:
