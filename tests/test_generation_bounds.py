@@ -17,8 +17,8 @@ import torch
 
 from seqpipe.cli import main
 from seqpipe.data.music import _vlq, midi_bytes, read_midi
-from seqpipe.data.request_checks import RequestError
-from seqpipe.data.requests import InputError, generation_params
+from seqpipe.data.request_checks import RequestError, generation_params
+from seqpipe.data.requests import InputError
 from seqpipe.data.sampling_bounds import SEED_MAX, TEMPERATURES, check_seed, check_temperature
 from seqpipe.errors import SeqpipeError
 from seqpipe.serving.pyfunc import SeqpipeModel

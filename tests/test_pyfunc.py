@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from seqpipe.data.request_checks import RequestError
-from seqpipe.data.requests import InputError, generation_params
+from seqpipe.data.request_checks import RequestError, generation_params
+from seqpipe.data.requests import InputError
 from seqpipe.data.text_tokens import CharTokenizer
 from seqpipe.serving.pyfunc import SeqpipeModel
 from seqpipe.serving.served import DEFAULT_LIMITS, LEGACY_LIMITS

@@ -44,7 +44,8 @@ def run(model_uri: str, tracking_uri: str, fmt: str, quantize: str | None, out: 
     model = load_model(model_uri, tracking_uri, None)
     served = model.unwrap_python_model()  # type: ignore[attr-defined]
     name = served.model.replace("/", "-v") if "/" in served.model else "model"
-    target = Path(out or Path("exports") / f"{name}-onnx{'-int8' if quantize else ''}")
+    kind = f"onnx{'-int8' if quantize else ''}"  # the folder's, the artifact path's and (dotted) the tag's suffix
+    target = Path(out or Path("exports") / f"{name}-{kind}")
     if target.exists() and any(target.iterdir()):
         raise SeqpipeError(f"{target} exists and is not empty: give another --out, or remove it first")
     with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent if target.parent.exists() else None) as tmp:
@@ -59,11 +60,10 @@ def run(model_uri: str, tracking_uri: str, fmt: str, quantize: str | None, out: 
     print(f"export: {served.model} -> {target / graph.name} ({size:.2f} MB); {report}", file=sys.stderr)
     if "/" in served.model and served.run_id:  # a registered version: its run keeps the export, the version names it
         registered, version = served.model.rsplit("/", 1)
-        path = f"export/v{version}-onnx{'-int8' if quantize else ''}"
+        path, tag = f"export/v{version}-{kind}", f"export.{kind.replace('-', '.')}"
         client = mlflow.MlflowClient()
         client.log_artifacts(served.run_id, str(target), path)
-        client.set_model_version_tag(registered, version, f"export.onnx{'.int8' if quantize else ''}",
-                                     f"runs:/{served.run_id}/{path}")
-        print(f"export: logged to run {served.run_id} as {path} (tag export.onnx{'.int8' if quantize else ''} on "
-              f"{registered} v{version})", file=sys.stderr)
+        client.set_model_version_tag(registered, version, tag, f"runs:/{served.run_id}/{path}")
+        print(f"export: logged to run {served.run_id} as {path} (tag {tag} on {registered} v{version})",
+              file=sys.stderr)
     return target

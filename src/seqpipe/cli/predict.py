@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -24,9 +23,9 @@ from seqpipe.data.requests import InputError
 from seqpipe.errors import SeqpipeError
 from seqpipe.tasks import get_task
 from seqpipe.tracking.store import check_model_files, check_store, shown_uri, use_tracking_uri
+from seqpipe.tracking.uris import MODEL_URI
 
 BEST = Path("checkpoints") / "best.ckpt"  # what the train stage writes under paths.models
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
 def describe_registry(client: object, name: str) -> str:
@@ -40,7 +39,7 @@ def describe_registry(client: object, name: str) -> str:
 def check_model_uri(uri: str) -> None:
     """Raise a message listing what exists when `uri` names a model, version or alias that does not; a local path
     must be a model directory."""
-    if uri.startswith("models:/") and not _URI.match(uri):
+    if uri.startswith("models:/") and not MODEL_URI.match(uri):
         name = uri.removeprefix("models:/").strip("/")
         raise SeqpipeError(f"model URI {uri!r} names no version: use models:/{name}@champion (an alias) or "
                            f"models:/{name}/1 (a version number)")
@@ -53,7 +52,7 @@ def check_model_uri(uri: str) -> None:
             raise SeqpipeError(f"{uri} is not an MLflow model (it has no MLmodel file): give the directory that "
                                "holds MLmodel, or models:/NAME@ALIAS")
         return
-    m = _URI.match(uri)
+    m = MODEL_URI.match(uri)
     if not m:
         return  # runs:/ and other schemes: MLflow reports on them
     client = mlflow.MlflowClient()

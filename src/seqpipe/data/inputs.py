@@ -33,8 +33,7 @@ from seqpipe.data.audio import AudioError, open_file, wav_base64
 from seqpipe.data.documents import Document
 from seqpipe.data.frames import FrameInput, fit_frames, frames_array
 from seqpipe.data.requests import InputError, audio_from, frames_from, has_column, texts_from
-from seqpipe.data.text_tokens import load_tokenizer
-from seqpipe.data.vocab import PAD_ID, UNK_ID, Vocab, prepared_vocab
+from seqpipe.data.vocab import PAD_ID, UNK_ID, Vocab, load_with_tokenizer, prepared_vocab
 from seqpipe.errors import SeqpipeError
 
 JSONL = (".jsonl", ".json", ".ndjson")
@@ -203,8 +202,7 @@ class Tokens(InputKind):
         return {"vocab": str(prepared_vocab(prepared_dir))}
 
     def load(self, artifacts: dict) -> tuple[Vocab | None, object]:
-        vocab = Vocab.load(artifacts["vocab"])
-        return vocab, load_tokenizer(vocab.tokenizer)
+        return load_with_tokenizer(artifacts["vocab"])
 
     def read(self, model: object, model_input: object, what: str) -> tuple[list[torch.Tensor], list[float] | None]:
         rows = model.check_size(model.tokenize(texts_from(model_input, model.column, model.limits)), 0)  # type: ignore

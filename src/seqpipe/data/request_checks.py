@@ -34,7 +34,7 @@ class RequestError(ValueError):
 def check_rows(n: int, limits: dict) -> None:
     if n > limits["max_rows"]:
         raise RequestError(f"{n} rows in one request; this model takes at most {limits['max_rows']} (serve.max_rows): "
-                         "split the request")
+                           "split the request")
 
 
 def check_size(rows: list, new_per_row: int, limits: dict, unit: str = "tokens") -> list:
@@ -43,14 +43,14 @@ def check_size(rows: list, new_per_row: int, limits: dict, unit: str = "tokens")
     for i, row in enumerate(rows):
         if len(row) > limits["max_input_tokens"]:
             raise RequestError(f"{len(row)} {unit}; this model takes at most {limits['max_input_tokens']} per row "
-                             "(serve.max_input_tokens)", row=i)
+                               "(serve.max_input_tokens)", row=i)
     if (total := sum(map(len, rows))) > limits["max_total_tokens"]:
         raise RequestError(f"the request has {total} input {unit} in all; this model takes at most "
-                         f"{limits['max_total_tokens']} (serve.max_total_tokens): split the request")
+                           f"{limits['max_total_tokens']} (serve.max_total_tokens): split the request")
     if (new := len(rows) * new_per_row) > limits["max_total_new_tokens"]:
         raise RequestError(f"the request asks for {new} new tokens ({len(rows)} rows x max_new_tokens="
-                         f"{new_per_row}); this model makes at most {limits['max_total_new_tokens']} per request "
-                         "(serve.max_total_new_tokens): ask for fewer rows or fewer new tokens")
+                           f"{new_per_row}); this model makes at most {limits['max_total_new_tokens']} per request "
+                           "(serve.max_total_new_tokens): ask for fewer rows or fewer new tokens")
     return rows
 
 
@@ -71,10 +71,10 @@ def generation_params(params: dict | None, limits: dict) -> dict:
         raise RequestError(f"top_k={p['top_k']} must be >= 0 (0 = all tokens)")
     if not 0 <= p["max_new_tokens"] <= limits["max_new_tokens"]:
         raise RequestError(f"max_new_tokens={p['max_new_tokens']} must be between 0 and {limits['max_new_tokens']}, "
-                         "this model's limit (serve.max_new_tokens when it was registered)")
+                           "this model's limit (serve.max_new_tokens when it was registered)")
     if not 1 <= p["beam_width"] <= limits.get("max_beam_width", 16):
         raise RequestError(f"beam_width={p['beam_width']} must be between 1 and {limits.get('max_beam_width', 16)} "
-                         "(serve.max_beam_width when the model was registered)")
+                           "(serve.max_beam_width when the model was registered)")
     for key in ("logprobs", "bos"):
         if not isinstance(p[key], bool | np.bool_):
             raise RequestError(f"{key}={p[key]!r} must be true or false")

@@ -14,7 +14,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from seqpipe.data.audio import AudioError, features, open_request
 from seqpipe.data.frames import frames_array
-from seqpipe.data.request_checks import PARAMS, RequestError, check_rows, generation_params  # noqa: F401 (theirs)
+from seqpipe.data.request_checks import RequestError, check_rows
 
 WHO = {"model": ["seqpipe-x/1"], "run_id": ["0" * 32]}  # the columns naming the model, in every answer
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from seqpipe.atomic import write_json
+from seqpipe.data.text_tokens import load_tokenizer
 from seqpipe.errors import SeqpipeError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
@@ -88,3 +89,9 @@ class Vocab:
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def load_with_tokenizer(path: str | Path) -> tuple[Vocab, object]:
+    """A saved vocabulary and the tokenizer it names: a served model's text side."""
+    vocab = Vocab.load(path)
+    return vocab, load_tokenizer(vocab.tokenizer)

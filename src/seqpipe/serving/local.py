@@ -9,7 +9,6 @@ lean module (seqpipe.tasks.LEAN), a model saved before models carried their meta
 from __future__ import annotations
 
 import importlib
-import re
 import sqlite3
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -17,19 +16,16 @@ from urllib.parse import unquote, urlsplit
 import torch
 import yaml
 
-from seqpipe.data.text_tokens import load_tokenizer
-from seqpipe.data.vocab import Vocab
+from seqpipe.data.vocab import load_with_tokenizer
 from seqpipe.serving.served import DEFAULT_LIMITS, Served, upgrade_state_dict
 from seqpipe.tasks import LEAN
-from seqpipe.tracking.uris import sqlite_path
-
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+from seqpipe.tracking.uris import MODEL_URI, sqlite_path
 
 
 def registered_folder(model_uri: str, tracking_uri: str) -> tuple[Path, str, str] | None:
     """(model folder, "NAME/VERSION", run id) of `models:/NAME@ALIAS` or `models:/NAME/VERSION` in an SQLite store
     whose artifacts are on this machine, read from the store's tables (read-only); None otherwise."""
-    m = _URI.match(model_uri)
+    m = MODEL_URI.match(model_uri)
     if not m or not tracking_uri.startswith("sqlite:///"):
         return None
     db = sqlite_path(tracking_uri)
@@ -76,8 +72,7 @@ def load(model_uri: str, tracking_uri: str, command: str) -> tuple[Served, objec
     served = Served()
     served.meta, served.model, served.run_id = meta, name, run_id
     served.limits = {**DEFAULT_LIMITS, **saved.get("limits", {})}  # as the pyfunc reads them
-    served.vocab = Vocab.load(artifacts["vocab"])
-    served.tokenizer = load_tokenizer(served.vocab.tokenizer)
+    served.vocab, served.tokenizer = load_with_tokenizer(artifacts["vocab"])
     served.net = lean.build_net(meta, saved["model"])
     served.net.load_state_dict(upgrade_state_dict(saved["state_dict"]))
     served.net.eval()

@@ -18,8 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from seqpipe.atomic import atomic_path, write_json
-from seqpipe.data.text_tokens import load_tokenizer
-from seqpipe.data.vocab import Vocab
+from seqpipe.data.vocab import load_with_tokenizer
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.attention import Seq2Seq
 from seqpipe.models.cells import GRURef, LSTMRef
@@ -80,9 +79,18 @@ def export_net(net: nn.Module, path: Path) -> dict:
     takes and gives, for export.json."""
     _check(net)
     net = net.eval()
-    for m in net.modules():
-        if isinstance(m, Encoder):
-            m.packed = False  # pack_padded_sequence does not export; padding never changes the valid steps' outputs
+    encoders = [m for m in net.modules() if isinstance(m, Encoder)]
+    packed = [m.packed for m in encoders]
+    for m in encoders:  # pack_padded_sequence does not export; padding never changes the valid steps' outputs
+        m.packed = False
+    try:
+        return _export(net, path)
+    finally:  # the caller's network as it was
+        for m, flag in zip(encoders, packed):
+            m.packed = flag
+
+
+def _export(net: nn.Module, path: Path) -> dict:
     x, lengths = fixed_input(net, batch=2, steps=5)
     batch_time = {0: "batch", 1: "time"}
     if isinstance(net, RecurrentLM):
@@ -189,6 +197,5 @@ def load_served(folder: str | Path, threads: int | None = None) -> Served:
     spec = served.net.spec
     served.meta, served.limits, served.model, served.run_id = spec["meta"], spec["limits"], spec["model"], ""
     if (folder / "vocab.json").is_file():
-        served.vocab = Vocab.load(folder / "vocab.json")
-        served.tokenizer = load_tokenizer(served.vocab.tokenizer)
+        served.vocab, served.tokenizer = load_with_tokenizer(folder / "vocab.json")
     return served

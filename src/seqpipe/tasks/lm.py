@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 from seqpipe.atomic import atomic_path, write_json, write_text
 from seqpipe.data.documents import Document
 from seqpipe.data.meta import META
-from seqpipe.data.requests import PARAMS, generation_params, texts_from
+from seqpipe.data.request_checks import PARAMS, generation_params
+from seqpipe.data.requests import texts_from
 from seqpipe.data.splits import SPLITS, split_documents
 from seqpipe.data.streams import StreamDataModule, encode_splits
 from seqpipe.data.text_tokens import load_tokenizer

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+# models:/NAME@ALIAS or models:/NAME/VERSION (what the registry resolves; runs:/ and paths are other forms)
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
 
 def tracking_uri(cfg: DictConfig | None = None) -> str:
     """MLFLOW_TRACKING_URI wins over the config; the default is a SQLite store in the working directory."""
