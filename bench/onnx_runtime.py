@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
 import statistics
@@ -22,6 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from common import report  # bench/common.py
 
 from seqpipe.models.nets import SequenceClassifier
 from seqpipe.serving.onnx_export import OnnxNet, export_model
@@ -121,11 +121,7 @@ def main() -> None:
             runtimes[f"ONNX Runtime{' int8' if q else ''}"] = OnnxNet(folder, threads)
         for name, n in runtimes.items():
             rows[f"classify batch 64 x 256 tokens, {name} (sequences/s)"] = sequences_per_s(n, x, lengths)
-    width = max(map(len, rows))
-    for k, v in rows.items():
-        print(f"{k:<{width}}  {v:>10.3f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    report(rows, args.json)
 
 
 if __name__ == "__main__":

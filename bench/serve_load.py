@@ -21,6 +21,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from common import report  # bench/common.py
+
 BIN = Path(sys.executable).parent
 
 
@@ -126,11 +128,7 @@ def main() -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    width = max(map(len, rows))
-    for k, v in rows.items():
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    report(rows, args.json, "")
 
 
 if __name__ == "__main__":

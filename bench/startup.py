@@ -10,32 +10,18 @@ Run from the repo root after `dvc repro` (needs a registered language model):
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from common import report, wall  # bench/common.py
 
 BIN = Path(sys.executable).parent
 # The MLflow path as `seqpipe generate` took it before the lean one: store checked, model resolved, pyfunc loaded.
 PYFUNC = ("import sys; from seqpipe.cli.commands import parser; from seqpipe.cli.predict import load_model; "
           "args = parser().parse_args(sys.argv[1:]); "
           "m = load_model(args.model, args.tracking_uri, 'generate').unwrap_python_model(); m.task.run_cli(args, m)")
-
-
-def wall(cmd: list[str], repeat: int, env: dict) -> tuple[float, str]:
-    """Median wall time of a command in seconds, and its stderr (the first run's)."""
-    times, err = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        times.append(time.perf_counter() - t)
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-        err = done.stderr if err is None else err
-    return statistics.median(times), err
 
 
 def main() -> None:
@@ -58,15 +44,14 @@ def main() -> None:
                                                          "--text", "a fine film"]
     rows: dict[str, float] = {}
     for name, cmd in runs.items():
-        rows[f"{name} (s)"], err = wall(cmd, args.repeat, env)
+        try:
+            rows[f"{name} (s)"], err = wall(cmd, args.repeat, env)
+        except subprocess.CalledProcessError as e:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{e.stderr[-2000:]}") from None
         if name != "python -c 'import torch'":
             rows[f"{name}: x torch import"] = rows[f"{name} (s)"] / rows["python -c 'import torch' (s)"]
             rows[f"{name}: warnings printed"] = sum("Warning" in line for line in err.splitlines())
-    width = max(map(len, rows))
-    for k, v in rows.items():
-        print(f"{k:<{width}}  {v:>8.3f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    report(rows, args.json, ">8.3f")
 
 
 if __name__ == "__main__":

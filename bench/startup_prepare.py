@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import report, wall  # bench/common.py
+
 BIN = Path(sys.executable).parent
-
-
-def wall(cmd: list[str], repeat: int = 5) -> float:
-    """Median wall time of a command, in seconds."""
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, check=True)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def peak_rss_mb(code: str) -> tuple[float, str]:
@@ -42,11 +33,11 @@ def main() -> None:
     ap.add_argument("--model", default="models:/seqpipe-shakespeare@champion")
     args = ap.parse_args()
     rows: dict[str, float] = {}
-    rows["python -c pass (s)"] = wall([sys.executable, "-c", "pass"])
-    rows["seqpipe --help (s)"] = wall([str(BIN / "seqpipe"), "--help"])
+    rows["python -c pass (s)"] = wall([sys.executable, "-c", "pass"])[0]
+    rows["seqpipe --help (s)"] = wall([str(BIN / "seqpipe"), "--help"])[0]
     try:
         rows["seqpipe generate, 1 token (s)"] = wall([str(BIN / "seqpipe"), "generate", "--model", args.model,
-                                                      "--max-new-tokens", "1"], repeat=3)
+                                                      "--max-new-tokens", "1"], repeat=3)[0]
     except subprocess.CalledProcessError:
         print(f"(no {args.model} registered here: generate start-up skipped)")
 
@@ -75,11 +66,7 @@ def main() -> None:
             "'paths.reports=/tmp/bench_r', 'mlflow.tracking_uri=sqlite:////tmp/bench_startup.db']))")
     if Path("data/prepared/vocab.json").is_file():
         rows["train (20 steps) peak RSS (MB)"] = peak_rss_mb(code)[0]
-    width = max(map(len, rows))
-    for k, v in rows.items():
-        print(f"{k:<{width}}  {v:>10.3f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    report(rows, args.json)
 
 
 if __name__ == "__main__":
