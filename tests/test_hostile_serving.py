@@ -14,6 +14,7 @@ import os
 import subprocess
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,16 @@ def servers(tiny_lm, tmp_path_factory):
                                          "prepare.test_fraction=0.17", "pianoroll.sample_steps=4"], store)
     uri = f"sqlite:///{store}"
     with contextlib.ExitStack() as stack:
+        servers = {name: models_serve_process(f"models:/seqpipe-{registered}@champion", uri, root / name)
+                   for name, registered in (("lm", "text_file"), ("speech", "speech"), ("chorales", "chorales"))}
+        with ThreadPoolExecutor(len(servers)) as pool:  # the three start at once (each takes ~10 s to answer)
+            starts = {name: pool.submit(server.__enter__) for name, server in servers.items()}
+        for name, start in starts.items():
+            if start.exception() is None:
+                stack.push(servers[name])  # stopped on the way out, whichever others failed to start
         served = {}
-        for name, registered in (("lm", "text_file"), ("speech", "speech"), ("chorales", "chorales")):
-            url, proc = stack.enter_context(models_serve_process(f"models:/seqpipe-{registered}@champion", uri,
-                                                                 root / name))
+        for name, start in starts.items():
+            url, proc = start.result()
             served[name] = {"url": url, "pid": proc.pid, "rss": rss_mb(proc.pid)}
         yield root, served
 
