@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -73,17 +74,23 @@ def test_an_alias_that_moves_is_followed_and_what_it_cannot_load_goes_the_mlflow
 
 
 @pytest.mark.slow
-def test_seqpipe_export_writes_an_onnx_model_that_generates_what_pytorch_generates(store, tmp_path):
+def test_seqpipe_export_writes_an_onnx_model_that_generates_what_pytorch_generates(store, tmp_path, capsys):
+    from seqpipe import cli
     from seqpipe.serving.onnx_export import load_served
 
     root, uri = store
+
+    def export(out: Path, *options: str) -> tuple[int, str]:  # the command line, in this process (its import: ~5 s)
+        with working_dir(root):
+            code = cli.main(["export", "--model", f"models:/{NAME}@champion", "--tracking-uri", uri, "--out", str(out),
+                             *options])
+        return code, capsys.readouterr().err
+
     for quantize in ([], ["--quantize", "int8"]):
         out = tmp_path / f"onnx{len(quantize)}"
-        done = subprocess.run([sys.executable, "-m", "seqpipe", "export", "--model", f"models:/{NAME}@champion",
-                               "--tracking-uri", uri, "--out", str(out), *quantize], cwd=root, capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert "max |logit difference| vs PyTorch" in done.stderr and f"{NAME} v1" in done.stderr
+        code, err = export(out, *quantize)
+        assert code == 0, err[-2000:]
+        assert "max |logit difference| vs PyTorch" in err and f"{NAME} v1" in err
         assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.int8.onnx" if quantize else
                                                          "model.onnx", "vocab.json"]
     served, _ = local.load(f"models:/{NAME}@champion", uri, "generate")
@@ -93,7 +100,5 @@ def test_seqpipe_export_writes_an_onnx_model_that_generates_what_pytorch_generat
     assert len("".join(load_served(tmp_path / "onnx2").stream("KING:", greedy))) > 0
     tags = mlflow.MlflowClient(uri).get_model_version(NAME, "1").tags
     assert tags["export.onnx"].endswith("/export/v1-onnx") and tags["export.onnx.int8"].endswith("/export/v1-onnx-int8")
-    again = subprocess.run([sys.executable, "-m", "seqpipe", "export", "--model", f"models:/{NAME}@champion",
-                            "--tracking-uri", uri, "--out", str(tmp_path / "onnx0")], cwd=root, capture_output=True,
-                           text=True, timeout=300)
-    assert again.returncode == 2 and "exists and is not empty" in again.stderr  # never over an earlier export
+    code, err = export(tmp_path / "onnx0")
+    assert code == 2 and "exists and is not empty" in err  # never over an earlier export
