@@ -1,9 +1,12 @@
-"""Serving under load: `mlflow models serve` on 127.0.0.1 against the model's own compute for the same request
-in-process (the baseline, measured in the same run); the time to refuse a request over the model's limits; the
-largest request the limits allow; whether small requests are still answered while the largest ones run.
+"""Serving under load, before and after dynamic batching, in one run: `mlflow models serve` of a registered model on
+127.0.0.1, once with SEQPIPE_SERVE_BATCHING=0 (each request's predict on its own, as MLflow serves any model) and
+once batching (seqpipe.serving.batching); requests/s and p50/p99 latency at 1, 16 and 64 concurrent clients; and
+how long a small request takes while six of the largest requests the model's limits allow run.
 
-Run from the repo root after `dvc repro` (needs a registered language model):
-    python bench/serve_load.py [--model models:/seqpipe-shakespeare@champion] [--requests 1000] [--concurrency 16]
+Run from the repo root after `dvc repro` (a registered language model) and, for the classifier rows, a registered
+IMDB classifier (any tracking URI):
+    python bench/serve_load.py [--lm models:/seqpipe-shakespeare@champion] [--lm-uri sqlite:///mlflow.db]
+                               [--classifier models:/seqpipe-imdb@champion --classifier-uri sqlite:///imdb/mlflow.db]
 """
 
 from __future__ import annotations
@@ -24,110 +27,127 @@ from pathlib import Path
 from common import report  # bench/common.py
 
 BIN = Path(sys.executable).parent
+REVIEW = ("I went in expecting very little from this film and came out moved. The cast is superb, the writing sharp "
+          "and the story never drags, although the second half loses some of its nerve. ") * 6  # ~230 words
 
 
-def post(url: str, body: dict, timeout: float = 120) -> tuple[int, float, dict]:
+def post(url: str, body: dict, timeout: float = 120) -> tuple[int, float]:
     req = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     t = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            status, answer = r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:  # a 4xx from the model is JSON; a 504 from the server's timeout is not
-        body = e.read()
-        status, answer = e.code, json.loads(body) if body.startswith(b"{") else {"message": body.decode()[:200]}
-    return status, time.perf_counter() - t, answer
+            r.read()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        e.read()
+        status = e.code
+    return status, time.perf_counter() - t
 
 
 def pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
+class Server:
+    """`mlflow models serve` of `model` on a free port, batching or not; stopped with its process group."""
+
+    def __init__(self, model: str, uri: str, batching: bool):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+               "SEQPIPE_SERVE_BATCHING": "1" if batching else "0"}
+        self.proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
+                                      "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{self.url}/ping", timeout=2)
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"mlflow models serve -m {model} exited") from None
+                time.sleep(0.5)
+        raise RuntimeError(f"mlflow models serve -m {model} did not answer in 120 s")
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def load(url: str, body: dict, clients: int, requests: int) -> dict:
+    with ThreadPoolExecutor(clients) as pool:
+        t = time.perf_counter()
+        results = list(pool.map(lambda _: post(url, body), range(requests)))
+        wall = time.perf_counter() - t
+    lat = [r[1] for r in results]
+    return {"rps": requests / wall, "p50": pct(lat, 0.5) * 1000, "p99": pct(lat, 0.99) * 1000,
+            "failed": sum(r[0] != 200 for r in results)}
+
+
+def small_while_largest(url: str, small: dict, largest: dict) -> tuple[float, float, list[int]]:
+    """(seconds for the small request, seconds for the slowest of six largest, their statuses)."""
+    with ThreadPoolExecutor(7) as pool:
+        big = [pool.submit(post, url, largest) for _ in range(6)]
+        time.sleep(1.0)
+        status, took = pool.submit(post, url, small).result()
+        ends = [f.result() for f in big]
+    assert status == 200, status
+    return took, max(e[1] for e in ends), [e[0] for e in ends]
+
+
+def bench(name: str, model: str, uri: str, small: dict, largest: dict, clients: list[int], per_client: int) -> dict:
+    rows: dict[str, object] = {}
+    figures: dict[tuple[bool, int], dict] = {}
+    for batching in (False, True):
+        server = Server(model, uri, batching)
+        mode = "batched" if batching else "one at a time"
+        try:
+            load(server.url, small, 4, 20)  # warm up
+            for n in clients:
+                got = figures[batching, n] = load(server.url, small, n, max(40, n * per_client))
+                rows[f"{name}, {mode}, {n} clients: requests/s, p50 / p99 ms (failed)"] = \
+                    f"{got['rps']:.1f}, {got['p50']:.0f} / {got['p99']:.0f} ({got['failed']})"
+            took, slowest, statuses = small_while_largest(server.url, small, largest)
+            rows[f"{name}, {mode}: a small request while 6 largest run (s); slowest largest (s)"] = \
+                f"{took:.2f}; {slowest:.1f} ({', '.join(map(str, statuses))})"
+        finally:
+            server.stop()
+    for n in clients:
+        before, after = figures[False, n], figures[True, n]
+        rows[f"{name}, {n} clients: requests/s batched / one at a time (x); p99 (x)"] = \
+            f"{after['rps'] / before['rps']:.2f}; {after['p99'] / before['p99']:.2f}"
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="models:/seqpipe-shakespeare@champion")
-    ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--lm", default="models:/seqpipe-shakespeare@champion")
+    ap.add_argument("--lm-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    ap.add_argument("--classifier", default=None, help="e.g. models:/seqpipe-imdb@champion")
+    ap.add_argument("--classifier-uri", default=None)
+    ap.add_argument("--clients", default="1,16,64")
+    ap.add_argument("--per-client", type=int, default=8, help="requests per client at each concurrency (min. 40)")
     ap.add_argument("--new-tokens", type=int, default=20)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
-
-    import mlflow
-    import pandas as pd
-
-    from seqpipe.tracking.store import use_tracking_uri
-
-    use_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(args.model)
-    limits = model.unwrap_python_model().limits
-    params = {"max_new_tokens": args.new_tokens, "temperature": 0.8, "top_k": 40}
-    frame = pd.DataFrame({"prompt": ["ROMEO:"]})
-    for _ in range(5):
-        model.predict(frame, params=params)
-    t = time.perf_counter()
-    for _ in range(50):
-        model.predict(frame, params=params)
-    in_process = (time.perf_counter() - t) / 50
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", args.model, "--env-manager", "local",
-                               "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    clients = [int(c) for c in args.clients.split(",")]
     rows: dict[str, object] = {}
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        body = {"dataframe_records": [{"prompt": "ROMEO:"}], "params": params}
-        for _ in range(10):
-            post(url, body)
-        t = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            results = list(pool.map(lambda _: post(url, body), range(args.requests)))
-        wall = time.perf_counter() - t
-        lat = [r[1] for r in results]
-        versions = {r[2]["predictions"][0]["model"] for r in results if r[0] == 200}
-        rows |= {
-            f"in-process predict, 1 row x {args.new_tokens} tokens (ms)": round(in_process * 1000, 1),
-            f"served, {args.requests} requests at concurrency {args.concurrency}: failures": sum(r[0] != 200
-                                                                                              for r in results),
-            "served: requests/s": round(args.requests / wall, 1),
-            "served: latency p50 / p99 (ms)": f"{pct(lat, 0.5) * 1000:.0f} / {pct(lat, 0.99) * 1000:.0f}",
-            "served: wall time per request (ms) / in-process (x)":
-                f"{wall / args.requests * 1000:.1f} / {wall / args.requests / in_process:.2f}",
-            "version named in the answers": ", ".join(sorted(versions)),
-        }
-        status, took, answer = post(url, {"dataframe_records": [{"prompt": "ROMEO:"}],
-                                          "params": {"max_new_tokens": 10_000_000, "temperature": 0}})
-        rows["10,000,000 greedy tokens: answer, time (ms)"] = f"HTTP {status}, {took * 1000:.0f}"
-        n = limits["max_total_new_tokens"] // limits["max_new_tokens"]
-        biggest = {"dataframe_records": [{"prompt": "ROMEO:"}] * n,
-                   "params": {"max_new_tokens": limits["max_new_tokens"], "temperature": 0.8}}
-        status, took, _ = post(url, biggest)
-        rows[f"largest allowed request, {n} rows x {limits['max_new_tokens']} tokens: answer, time (s)"] = \
-            f"HTTP {status}, {took:.1f}"
-        with ThreadPoolExecutor(7) as pool:
-            big = [pool.submit(post, url, biggest) for _ in range(6)]
-            time.sleep(1.0)
-            small = pool.submit(post, url, body).result()
-            ends = [f.result() for f in big]
-        rows["6 largest at once: answers; a small request meanwhile"] = \
-            f"{', '.join(str(e[0]) for e in ends)}; HTTP {small[0]} in {small[1]:.1f} s"
-        rows["6 largest at once: slowest (s)"] = round(max(e[1] for e in ends), 1)
-        t = time.perf_counter()
-        status = post(url, body)[0]
-        rows["a small request after them (ms)"] = f"HTTP {status}, {(time.perf_counter() - t) * 1000:.0f}"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    if args.lm:
+        small = {"dataframe_records": [{"prompt": "ROMEO:"}],
+                 "params": {"max_new_tokens": args.new_tokens, "temperature": 0.8, "top_k": 40}}
+        largest = {"dataframe_records": [{"prompt": "ROMEO:"}] * 4,  # the default limits: 4 rows x 1,000 tokens
+                   "params": {"max_new_tokens": 1000, "temperature": 0.8}}
+        rows |= bench("lm", args.lm, args.lm_uri, small, largest, clients, args.per_client)
+    if args.classifier:
+        small = {"dataframe_records": [{"text": REVIEW}]}
+        words = REVIEW.split()
+        long_review = " ".join((words * 4)[:700])  # 256 rows x ~780 tokens: the default serve.max_total_tokens
+        largest = {"dataframe_records": [{"text": long_review}] * 256}
+        rows |= bench("imdb", args.classifier, args.classifier_uri or args.lm_uri, small, largest, clients,
+                      args.per_client)
     report(rows, args.json, "")
 
 

@@ -41,6 +41,13 @@ def select_state(state: State, rows: Tensor) -> State:
     return None if state is None else state[:, rows]
 
 
+def cat_states(states: list[State]) -> State:
+    """The hidden states of several row groups as one (layers, N1 + N2 + ..., H): rows that run together."""
+    if isinstance(states[0], tuple):  # LSTM: (h, c)
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*states))  # type: ignore[return-value]
+    return torch.cat(states, dim=1)  # type: ignore[arg-type]
+
+
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     """Reverse each row of (B, T, ...) within its first lengths[b] steps; padding stays at the end."""
     T = x.size(1)

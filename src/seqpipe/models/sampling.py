@@ -20,17 +20,33 @@ from seqpipe.models.nets import RecurrentLM, State, select_state
 START = (EOS_ID, BOS_ID)
 
 
-def _start(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str,
-           bos: bool = False) -> tuple[torch.Tensor, State, str]:
-    """The prompt read in one pass: the next token's logits (1, V), the state, and the separator before the first
-    new token (none after an empty prompt). An empty prompt, or any prompt with `bos`, is read after <eos> <bos>
-    (START), as the start of a document (e.g. a tweet's rating prefix); otherwise as text from within one."""
+def prompt_ids(vocab: Vocab, tokenizer: CharTokenizer, prompt: str, bos: bool = False) -> tuple[list[int], str]:
+    """The ids a prompt is read as, and the separator before the first new token (none after an empty prompt). An
+    empty prompt, or any prompt with `bos`, is read after <eos> <bos> (START), as the start of a document (e.g. a
+    tweet's rating prefix); otherwise as text from within one."""
     tokens = tokenizer.tokenize(prompt)
     if unknown := sorted(set(vocab.unknown(tokens))):
-        warnings.warn(f"prompt characters not in the vocabulary, read as <unk>: {unknown!r}", stacklevel=3)
+        warnings.warn(f"prompt characters not in the vocabulary, read as <unk>: {unknown!r}", stacklevel=4)
     ids = [*START, *vocab.encode(tokens)] if bos or not tokens else vocab.encode(tokens)
+    return ids, "" if not tokens else tokenizer.separator
+
+
+def _start(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str,
+           bos: bool = False) -> tuple[torch.Tensor, State, str]:
+    """The prompt read in one pass (see `prompt_ids`): the next token's logits (1, V), the state, and the separator
+    before the first new token."""
+    ids, separator = prompt_ids(vocab, tokenizer, prompt, bos)
     logits, state = net(torch.tensor([ids], device=next(net.parameters()).device))
-    return logits[:, -1], state, "" if not tokens else tokenizer.separator
+    return logits[:, -1], state, separator
+
+
+def pieces(vocab: Vocab, tokenizer: CharTokenizer, tokens: list[int], logprobs: list[float],
+           separator: str) -> tuple[str, list[tuple[str, float]]]:
+    """New tokens as the text `stream` yields for them (the first after `separator`), and (piece, log-probability)
+    pairs."""
+    texts = [tokenizer.detokenize(vocab.decode([t])) for t in tokens]
+    text = (separator + tokenizer.separator.join(texts)) if texts else ""
+    return text, list(zip(texts, logprobs))
 
 
 def stream(net: RecurrentLM, vocab: Vocab, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 200,

@@ -15,11 +15,14 @@ and leaves the server as it is.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import BAD_REQUEST, ErrorCode
@@ -35,6 +38,12 @@ def serving() -> bool:
     return f"{SERVER}.app" in sys.modules
 
 
+def batching() -> bool:
+    """Whether a server batches concurrent requests (seqpipe.serving.batching): yes, unless SEQPIPE_SERVE_BATCHING=0
+    (one request at a time per thread, as MLflow serves any model; for comparing, bench/serve_load.py)."""
+    return serving() and os.environ.get("SEQPIPE_SERVE_BATCHING", "1") != "0"
+
+
 def install(limits: dict) -> None:
     """Wrap the scoring server's `invocations` (once per process) with the body limit and the one-line errors."""
     server = sys.modules.get(SERVER)
@@ -45,6 +54,30 @@ def install(limits: dict) -> None:
     if getattr(original, "seqpipe_guard", False):
         return
     server.invocations = guard(original, server.InvocationsResponse, int(limits["max_request_mb"] * 1_000_000))
+    if batching() and callable(getattr(server, "init", None)):
+        server.init = with_threads(server.init, int(limits["max_concurrent_requests"]))
+
+
+def with_threads(init: Callable, threads: int) -> Callable:
+    """The server's `init(model) -> app`, whose app runs `predict` in a pool of `threads` threads: MLflow hands each
+    request to asyncio's default pool (cpu count + 4 threads: 6 on 2 cores), so no more than that many requests could
+    wait together for a shared batch (seqpipe.serving.batching)."""
+    def init_with_threads(model: object) -> object:
+        app = init(model)
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="seqpipe-request")
+        loops: set[int] = set()
+
+        @app.middleware("http")
+        async def use_pool(request: object, call_next: Callable) -> object:
+            loop = asyncio.get_running_loop()
+            if id(loop) not in loops:  # once per event loop (one per server worker process)
+                loop.set_default_executor(pool)
+                loops.add(id(loop))
+            return await call_next(request)
+
+        return app
+
+    return init_with_threads
 
 
 def guard(invocations: Callable, response: type, max_bytes: int) -> Callable:

@@ -6,7 +6,6 @@ model that gave it (`model`, `run_id`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -66,8 +65,9 @@ class SeqpipeModel(Served, mlflow.pyfunc.PythonModel):
         self.net.eval()
         self.state = self.task.load_served(self.meta)
         self.model, self.run_id = identity(Path(context.artifacts["weights"]).parents[1])
-        if server_guard.serving():  # loaded by `mlflow models serve`: bound the body, one-line error answers
-            server_guard.install(self.limits)
+        if server_guard.serving():  # loaded by `mlflow models serve`: bound the body, one-line error answers, and
+            server_guard.install(self.limits)  # the rows of concurrent requests run together
+            self.batching = server_guard.batching()
 
     # A DataFrame in and out: MLflow infers no schema from these hints (the signature is logged instead) and, given
     # them, does not warn on every load that predict has none.
@@ -99,12 +99,18 @@ class SeqpipeModel(Served, mlflow.pyfunc.PythonModel):
         xs, unk = self.kind.read(self, model_input, what)
         return self.task.fit_length(xs, self.max_len, self.unit), unk
 
-    def batches(self, model_input: object, what: str, batch_size: int = 64) -> Iterator[tuple[dict, list | None]]:
-        """The request as padded batches (x, lengths) with the rows' unknown-token shares (None for frames)."""
-        xs, unk = self.encode(model_input, what)
-        for start in range(0, len(xs), batch_size):
-            batch = pad_collate([(x, torch.tensor(0)) for x in xs[start:start + batch_size]])
-            yield batch, None if unk is None else unk[start:start + batch_size]
+    def forward_rows(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The network's output for each input: (C,) per sequence, or (T_i, C) per step; run in padded batches of
+        inputs of similar length."""
+        order = sorted(range(len(xs)), key=lambda i: len(xs[i]))
+        out: list[torch.Tensor] = [torch.empty(0)] * len(xs)
+        for start in range(0, len(order), 64):
+            rows = order[start:start + 64]
+            batch = pad_collate([(xs[i], torch.tensor(0)) for i in rows])
+            y, _ = self.net(batch["x"], batch["lengths"])
+            for k, i in enumerate(rows):
+                out[i] = y[k, :len(xs[i])] if y.dim() == 3 else y[k]
+        return out
 
 
 # Models registered by the first walking-skeleton builds pickled this name; it loads them with today's code.

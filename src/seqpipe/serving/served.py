@@ -5,10 +5,13 @@ loads in a fraction of that time (seqpipe.serving.local)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 
 from seqpipe.data.request_checks import RequestError, check_size, generation_params
-from seqpipe.models.sampling import beam, stream
+from seqpipe.data.vocab import EOS_ID, SUPPRESS
+from seqpipe.models.decoding import generator
+from seqpipe.models.sampling import beam, pieces, prompt_ids, stream
+from seqpipe.serving.batching import GenerationEngine, RowBatcher, RowFn, Sequence
 
 # The limits of models registered before limits were stored in the model (seqpipe 0.1). Newer models carry the
 # `serve` section of the config they were registered with.
@@ -16,7 +19,8 @@ LEGACY_LIMITS = {"max_rows": 256, "max_input_tokens": 10_000, "max_total_tokens"
                  "max_total_new_tokens": 4_000}
 # Limits added since: a model registered before them gets conf/'s defaults of the time they were added.
 DEFAULT_LIMITS = {**LEGACY_LIMITS, "max_beam_width": 16, "max_audio_seconds": 60, "max_total_audio_seconds": 600,
-                  "max_audio_mb": 16, "max_request_mb": 32}
+                  "max_audio_mb": 16, "max_request_mb": 32, "max_concurrent_requests": 32, "batch_rows": 64,
+                  "batch_wait_ms": 5}
 
 
 def upgrade_state_dict(state: dict) -> dict:
@@ -28,8 +32,12 @@ def upgrade_state_dict(state: dict) -> dict:
 
 class Served:
     """A loaded model: `net`, `vocab` and `tokenizer` (text inputs), `limits`, `unit` (what one input step is called
-    in messages), and `model` (what answers name: NAME/VERSION)."""
+    in messages), and `model` (what answers name: NAME/VERSION). With `batching` (set when a server loads it), the
+    rows of concurrent requests share the network's calls (seqpipe.serving.batching)."""
     unit = "tokens"
+    batching = False
+    _batcher: RowBatcher | None = None
+    _engine: GenerationEngine | None = None
 
     def tokenize(self, texts: list[str]) -> list[list[str]]:
         tokenized = []
@@ -60,3 +68,31 @@ class Served:
                               logprobs=logprobs, bos=bos)])
         return stream(self.net, self.vocab, self.tokenizer, prompt, p["max_new_tokens"], p["temperature"],
                       p["top_k"], p["seed"], logprobs, bos)
+
+    def rows(self, key: Hashable, fn: RowFn, xs: list) -> list:
+        """`fn(xs)`: one output per row; while serving, run together with concurrent requests' rows of the same `key`
+        (the function and the request params its outputs depend on)."""
+        if not self.batching:
+            return fn(xs)
+        if self._batcher is None:
+            self._batcher = RowBatcher(self.limits["batch_rows"], self.limits["batch_wait_ms"])
+        return self._batcher.run(key, fn, xs)
+
+    def continuations(self, texts: list[str], p: dict) -> list[tuple[str, list[tuple[str, float]]]]:
+        """Each prompt's continuation with its (piece, log-probability) pairs, under checked generation params `p`.
+        While serving, sampled and greedy rows join the running batch of every request's rows (beam search runs on
+        its own, in the request's thread)."""
+        if not self.batching or p.get("beam_width", 1) > 1:
+            out = []
+            for text in texts:
+                logprobs: list[tuple[str, float]] = []
+                out.append(("".join(self.generate(text, p, logprobs, p["bos"])), logprobs))
+            return out
+        if self._engine is None:
+            self._engine = GenerationEngine(self.net, SUPPRESS, self.limits["batch_rows"])
+        starts = [prompt_ids(self.vocab, self.tokenizer, text, p["bos"]) for text in texts]
+        rows = [Sequence(ids, p["max_new_tokens"], p["temperature"], p["top_k"], generator(p["seed"]), EOS_ID)
+                for ids, _ in starts]
+        self._engine.generate(rows)
+        return [pieces(self.vocab, self.tokenizer, row.tokens, row.logprobs, separator)
+                for row, (_, separator) in zip(rows, starts)]

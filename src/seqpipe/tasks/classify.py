@@ -53,14 +53,12 @@ class Classify(ExampleTask):
 
     @torch.no_grad()
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
+        xs, unk = model.encode(model_input, self.name)
         rows = []
-        for batch, unk in model.batches(model_input, self.name):
-            logits, _ = model.net(batch["x"], batch["lengths"])
-            probs = torch.softmax(logits, -1).numpy()  # (B, C) or (B, T, C)
-            for i, length in enumerate(batch["lengths"].tolist()):
-                answer = self.answer(probs[i], length, model.labels)
-                first = next(iter(answer))  # the label or tags, then how much of the input was unknown
-                rows.append({first: answer.pop(first), **({"unk_fraction": unk[i]} if unk else {}), **answer})
+        for i, (x, logits) in enumerate(zip(xs, model.rows(self.name, model.forward_rows, xs))):
+            answer = self.answer(torch.softmax(logits, -1).numpy(), len(x), model.labels)  # (C,) or (T, C)
+            first = next(iter(answer))  # the label or tags, then how much of the input was unknown
+            rows.append({first: answer.pop(first), **({"unk_fraction": unk[i]} if unk else {}), **answer})
         return pd.DataFrame(rows)
 
     def answer(self, probs: np.ndarray, length: int, labels: list[str]) -> dict:

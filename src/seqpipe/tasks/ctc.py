@@ -244,7 +244,7 @@ class CTC(ExampleTask):
         text = (lambda ids: snap(spelt(ids), lexicon)) if lexicon else spelt  # noqa: E731
         heard = [i for i, x in enumerate(xs) if len(x)]  # a silent or empty clip has no frames: nothing was said
         found: list[list[tuple[list[int], float]]] = [[([], 0.0)]] * len(xs)
-        for i, answer in zip(heard, model.net.log_probs([xs[i] for i in heard])):
+        for i, answer in zip(heard, model.rows(self.name, model.net.log_probs, [xs[i] for i in heard])):
             found[i] = [greedy(answer)] if width == 1 else prefix_beam_search(answer, width)[:n_best]
         out = pd.DataFrame({"text": [text(f[0][0]) for f in found], "score": [f[0][1] for f in found]})
         if n_best > 1:

@@ -113,9 +113,8 @@ class LanguageModelling(Task):
         p = generation_params(params, model.limits)
         model.check_size(model.tokenize(texts), p["max_new_tokens"] * p["beam_width"])
         rows = []
-        for t in texts:
-            logprobs: list[tuple[str, float]] = []
-            rows.append({"text": t + "".join(model.generate(t, p, logprobs, p["bos"]))})
+        for t, (continuation, logprobs) in zip(texts, model.continuations(texts, p)):
+            rows.append({"text": t + continuation})
             if p["logprobs"]:  # [[token, log-probability], ...] and their sum
                 rows[-1] |= {"logprob": sum(lp for _, lp in logprobs), "token_logprobs": json.dumps(
                     [[piece, round(lp, 5)] for piece, lp in logprobs], ensure_ascii=False)}

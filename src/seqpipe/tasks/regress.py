@@ -87,11 +87,8 @@ class Regress(ExampleTask):
 
     @torch.no_grad()
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        values = []
-        for batch, _ in model.batches(model_input, self.name):
-            out, _ = model.net(batch["x"], batch["lengths"])
-            values += out.squeeze(-1).tolist()
-        return pd.DataFrame({"prediction": values})
+        xs, _ = model.encode(model_input, self.name)
+        return pd.DataFrame({"prediction": [float(y[0]) for y in model.rows(self.name, model.forward_rows, xs)]})
 
 
 def plot_predictions(pred: np.ndarray, target: np.ndarray, out_png: Path) -> None:

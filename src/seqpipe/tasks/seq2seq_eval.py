@@ -220,8 +220,13 @@ def serve(model: object, model_input: object, params: dict | None) -> pd.DataFra
     for i, tokens in enumerate(texts):
         if unknown := sorted(set(model.vocab.unknown(tokens))):  # type: ignore[attr-defined]
             warnings.warn(f"row {i}: not in the source vocabulary, read as <unk>: {unknown!r}", stacklevel=3)
-    found = decode(model.net, xs, p["width"], p["max_len"], p["alpha"], p["n_best"],  # type: ignore[attr-defined]
-                   temperature=p["temperature"], top_k=p["top_k"], seed=p["seed"])
+    def run(rows: list) -> list:
+        return decode(model.net, rows, p["width"], p["max_len"], p["alpha"], p["n_best"],  # type: ignore[attr-defined]
+                      temperature=p["temperature"], top_k=p["top_k"], seed=p["seed"])
+
+    # sampled rows draw from one seeded stream per request, so only deterministic decoding is shared with others
+    found = model.rows(("seq2seq", p["width"], p["max_len"], p["alpha"], p["n_best"]), run, xs) \
+        if p["temperature"] <= 0 else run(xs)  # type: ignore[attr-defined]
     vocab, tok = model.state["target_vocab"], model.state["target_tokenizer"]  # type: ignore[attr-defined]
     rows = []
     for i, hyps in enumerate(found):

@@ -1,0 +1,178 @@
+"""Dynamic batching of a served model (seqpipe.serving.batching): concurrent requests share the network's calls and
+each gets what it would have got alone; a bad request's error stays its own; a small request is answered between
+the parts of a large one, and while long generations run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import clone, working_dir
+
+from seqpipe.data.requests import InputError
+from seqpipe.serving import local
+from seqpipe.serving.batching import RowBatcher
+
+OLD = Path(__file__).parent / "data"
+
+
+def hold_first_call(batcher: RowBatcher, queued: int, calls: list) -> tuple[Callable, threading.Event]:
+    """A row function (rows -> 10 x each row; a negative row fails) whose first call waits until `queued` more jobs
+    are queued behind it, so that what the worker takes next is known; and the event set when that call starts."""
+    started = threading.Event()
+
+    def fn(rows: list) -> list:
+        if not started.is_set():
+            started.set()
+            deadline = time.monotonic() + 10
+            while len(batcher._queue) < queued and time.monotonic() < deadline:
+                time.sleep(0.005)
+        calls.append(list(rows))
+        if any(r < 0 for r in rows):
+            raise ValueError(f"row {min(rows)} is negative")
+        return [r * 10 for r in rows]
+    return fn, started
+
+
+def test_concurrent_callers_share_one_call_and_each_gets_its_own_rows():
+    batcher, calls = RowBatcher(batch_rows=64, batch_wait_ms=1), []
+    fn, started = hold_first_call(batcher, 7, calls)
+    first = threading.Thread(target=batcher.run, args=("k", fn, [0]))
+    first.start()
+    started.wait()
+    with ThreadPoolExecutor(7) as pool:
+        outs = list(pool.map(lambda k: batcher.run("k", fn, [k, k + 100]), range(1, 8)))
+    first.join()
+    assert outs == [[k * 10, (k + 100) * 10] for k in range(1, 8)]
+    assert len(calls) == 2 and sorted(calls[1]) == sorted(r for k in range(1, 8) for r in (k, k + 100))
+
+
+def test_a_bad_request_in_a_shared_batch_gets_its_error_and_the_others_their_answers():
+    batcher, calls = RowBatcher(batch_rows=64, batch_wait_ms=1), []
+    fn, started = hold_first_call(batcher, 4, calls)
+    first = threading.Thread(target=batcher.run, args=("k", fn, [0]))
+    first.start()
+    started.wait()
+
+    def call(rows: list) -> list | str:
+        try:
+            return batcher.run("k", fn, rows)
+        except ValueError as e:
+            return str(e)
+
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(call, [[1], [2, 3], [-5], [4]]))
+    first.join()
+    assert outs == [[10], [20, 30], "row -5 is negative", [40]]
+
+
+def test_a_small_request_is_answered_between_the_parts_of_a_large_one():
+    batcher, calls = RowBatcher(batch_rows=4, batch_wait_ms=1), []
+    fn, started = hold_first_call(batcher, 1, calls)
+    ends = {}
+
+    def call(name: str, rows: list) -> None:
+        batcher.run("k", fn, rows)
+        ends[name] = time.monotonic()
+
+    large = threading.Thread(target=call, args=("large", list(range(10))))
+    large.start()
+    started.wait()
+    call("small", [99])
+    large.join()
+    assert calls[:2] == [[0, 1, 2, 3], [99]] and calls[2:] == [[4, 5, 6, 7], [8, 9]]
+    assert ends["small"] < ends["large"]
+
+
+def test_different_keys_never_share_a_call():
+    batcher, calls = RowBatcher(batch_rows=64, batch_wait_ms=1), []
+    fn, started = hold_first_call(batcher, 2, calls)
+    first = threading.Thread(target=batcher.run, args=("a", fn, [0]))
+    first.start()
+    started.wait()
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda kv: batcher.run(kv[0], fn, kv[1]), [("a", [1]), ("b", [2])]))
+    first.join()
+    assert outs == [[10], [20]] and sorted(map(tuple, calls[1:])) == [(1,), (2,)]
+
+
+@pytest.mark.parametrize("path,column,texts", [
+    ("models-0.1/classifier", "text", ["a good film", "an awful film", "good", "film film awful boring"]),
+    ("models-before-tasks/tagger", "text", ["ACGTACGTTT", "GGC", "A", "ACGTTGCAACGTAGGATTAC"]),
+])
+def test_served_rows_answer_as_they_do_alone(path, column, texts):
+    """A classifier and a tagger: sixteen concurrent requests of mixed lengths, batched, answer exactly as each
+    does alone; a request with a bad row is refused with its own row number."""
+    model = mlflow.pyfunc.load_model(str(OLD / path))
+    served = model.unwrap_python_model()
+    requests = [pd.DataFrame({column: [texts[i % 4], texts[(i + 1) % 4]][: 1 + i % 2]}) for i in range(16)]
+    alone = [served.predict(None, r) for r in requests]
+    served.batching = True
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(lambda r: served.predict(None, r), requests))
+    for a, b in zip(alone, together):
+        pd.testing.assert_frame_equal(a, b, atol=1e-5, check_exact=False)
+    if "tagger" in path:
+        with pytest.raises(InputError, match="row 1: .*'Z'"):
+            served.predict(None, pd.DataFrame({"text": ["ACGT", "ACZ"]}))
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_lm, tmp_path_factory):
+    root = clone(tiny_lm["root"], tmp_path_factory.mktemp("batching") / "project")
+    with working_dir(root):
+        served, _ = local.load("models:/seqpipe-text_file@champion", f"sqlite:///{root / 'mlflow.db'}", "generate")
+        yield served
+
+
+def continuations(served: object, prompts: list[str], params: dict) -> list[tuple[str, list]]:
+    from seqpipe.data.request_checks import generation_params
+
+    return served.continuations(prompts, generation_params(params, served.limits))
+
+
+def test_generation_in_a_shared_batch_equals_generation_alone(lm):
+    """Greedy and seeded sampling, with and without top-k, and log-probabilities: the same text from rows that
+    run in one batch with other requests' rows as from each row alone."""
+    requests = [(["KING:", ""], {"max_new_tokens": 30, "temperature": 0.0}),
+                (["ROMEO: O", "First"], {"max_new_tokens": 25, "temperature": 0.8, "seed": 3}),
+                (["The"], {"max_new_tokens": 40, "temperature": 1.0, "top_k": 5, "seed": 11}),
+                (["KING:"], {"max_new_tokens": 1, "temperature": 0.5, "seed": 2}),
+                (["K"], {"max_new_tokens": 0})]
+    lm.batching = False
+    alone = [continuations(lm, prompts, params) for prompts, params in requests]
+    lm.batching = True
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(lambda r: continuations(lm, *r), requests))
+    assert [[text for text, _ in rows] for rows in together] == [[text for text, _ in rows] for rows in alone]
+    for rows_a, rows_b in zip(alone, together):
+        for (_, lp_a), (_, lp_b) in zip(rows_a, rows_b):
+            assert [p for p, _ in lp_a] == [p for p, _ in lp_b]
+            assert np.allclose([v for _, v in lp_a], [v for _, v in lp_b], atol=1e-4)
+    assert together[3][0][0] and len(together[3][0][1]) == 1 and together[4] == [("", [])]
+
+
+def test_a_short_generation_ends_while_a_long_one_runs(lm):
+    """Continuous batching: four rows of 1,000 tokens run; a 5-token request sent after them joins the running batch
+    and is answered long before they end."""
+    lm.batching = True
+    ends = {}
+
+    def run(name: str, prompts: list[str], new: int) -> None:
+        continuations(lm, prompts, {"max_new_tokens": new, "temperature": 1.0, "seed": 1})
+        ends[name] = time.monotonic()
+
+    long = threading.Thread(target=run, args=("long", ["KING:"] * 4, 1000))
+    start = time.monotonic()
+    long.start()
+    time.sleep(0.05)
+    run("short", ["ROMEO:"], 5)
+    long.join()
+    assert ends["short"] - start < (ends["long"] - start) / 4, ends
