@@ -28,7 +28,7 @@ test: lint  ## lint, then the fast tier (tiny models, a few batches; about 70 s 
 # Two workers, one torch thread each (tests/conftest.py); a test file stays on one worker so its module fixtures train
 # once. Most of the slow tier waits on process start-ups and servers, so two workers fill the two cores.
 test-full: lint  ## lint, then every test, the slow end-to-end ones included (what CI runs; two workers)
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=20
+	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=20
 
 ui: $(VENV)/.installed  ## the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
