@@ -54,30 +54,20 @@ def install(limits: dict) -> None:
     if getattr(original, "seqpipe_guard", False):
         return
     server.invocations = guard(original, server.InvocationsResponse, int(limits["max_request_mb"] * 1_000_000))
-    if batching() and callable(getattr(server, "init", None)):
-        server.init = with_threads(server.init, int(limits["max_concurrent_requests"]))
+    if batching():
+        widen_request_pool(int(limits["max_concurrent_requests"]))
 
 
-def with_threads(init: Callable, threads: int) -> Callable:
-    """The server's `init(model) -> app`, whose app runs `predict` in a pool of `threads` threads: MLflow hands each
-    request to asyncio's default pool (cpu count + 4 threads: 6 on 2 cores), so no more than that many requests could
-    wait together for a shared batch (seqpipe.serving.batching)."""
-    def init_with_threads(model: object) -> object:
-        app = init(model)
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="seqpipe-request")
-        loops: set[int] = set()
-
-        @app.middleware("http")
-        async def use_pool(request: object, call_next: Callable) -> object:
-            loop = asyncio.get_running_loop()
-            if id(loop) not in loops:  # once per event loop (one per server worker process)
-                loop.set_default_executor(pool)
-                loops.add(id(loop))
-            return await call_next(request)
-
-        return app
-
-    return init_with_threads
+def widen_request_pool(threads: int) -> None:
+    """Run requests in a pool of `threads` threads. MLflow's server hands each request's `predict` to asyncio's
+    default pool (cpu count + 4 threads: 6 on 2 cores), so no more than that many requests could wait together for a
+    shared batch (seqpipe.serving.batching). uvicorn imports the app, and so loads the model, inside its running
+    event loop: that loop's default pool is set here."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not under uvicorn: nothing to widen
+        return
+    loop.set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="seqpipe-request"))
 
 
 def guard(invocations: Callable, response: type, max_bytes: int) -> Callable:
