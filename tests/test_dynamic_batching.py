@@ -41,12 +41,18 @@ def hold_first_call(batcher: RowBatcher, queued: int, calls: list) -> tuple[Call
     return fn, started
 
 
-def test_concurrent_callers_share_one_call_and_each_gets_its_own_rows():
-    batcher, calls = RowBatcher(batch_rows=64, batch_wait_ms=1), []
-    fn, started = hold_first_call(batcher, 7, calls)
-    first = threading.Thread(target=batcher.run, args=("k", fn, [0]))
+def start_held(batcher: RowBatcher, queued: int, calls: list, key: str = "k") -> tuple[Callable, threading.Thread]:
+    """`hold_first_call`'s function, and a thread whose call of it (row 0, under `key`) is running and held."""
+    fn, started = hold_first_call(batcher, queued, calls)
+    first = threading.Thread(target=batcher.run, args=(key, fn, [0]))
     first.start()
     started.wait()
+    return fn, first
+
+
+def test_concurrent_callers_share_one_call_and_each_gets_its_own_rows():
+    batcher, calls = RowBatcher(batch_rows=64, batch_wait_ms=1), []
+    fn, first = start_held(batcher, 7, calls)
     with ThreadPoolExecutor(7) as pool:
         outs = list(pool.map(lambda k: batcher.run("k", fn, [k, k + 100]), range(1, 8)))
     first.join()
@@ -56,10 +62,7 @@ def test_concurrent_callers_share_one_call_and_each_gets_its_own_rows():
 
 def test_a_bad_request_in_a_shared_batch_gets_its_error_and_the_others_their_answers():
     batcher, calls = RowBatcher(batch_rows=64, batch_wait_ms=1), []
-    fn, started = hold_first_call(batcher, 4, calls)
-    first = threading.Thread(target=batcher.run, args=("k", fn, [0]))
-    first.start()
-    started.wait()
+    fn, first = start_held(batcher, 4, calls)
 
     def call(rows: list) -> list | str:
         try:
@@ -93,10 +96,7 @@ def test_a_small_request_is_answered_between_the_parts_of_a_large_one():
 
 def test_different_keys_never_share_a_call():
     batcher, calls = RowBatcher(batch_rows=64, batch_wait_ms=1), []
-    fn, started = hold_first_call(batcher, 2, calls)
-    first = threading.Thread(target=batcher.run, args=("a", fn, [0]))
-    first.start()
-    started.wait()
+    fn, first = start_held(batcher, 2, calls, "a")
     with ThreadPoolExecutor(2) as pool:
         outs = list(pool.map(lambda kv: batcher.run(kv[0], fn, kv[1]), [("a", [1]), ("b", [2])]))
     first.join()
