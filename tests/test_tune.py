@@ -127,14 +127,17 @@ def test_sweep_tracks_every_trial_and_writes_the_best_as_an_experiment(project):
 
 @pytest.mark.slow
 def test_asha_stops_the_worse_trials_early(project):
-    """One trial at a time, so the order is fixed by the seed: trials with a learning rate 1000x too small reach the
-    first rung behind a good one and ASHA stops them there."""
+    """One trial at a time (tune.max_concurrent=1 holds although the CPUs would take two), so the order is fixed by
+    the seed: trials with a learning rate 1000x too small reach the first rung behind a good one and ASHA stops them
+    there."""
     done = tune_cli(project, "~tune.space.optim.lr", "+tune.space.optim.lr.choice=[0.03,0.00003]", "tune.num_samples=5",
-                    "tune.max_concurrent=1", "tune.space.model.cell.choice=[gru]", name="asha")
+                    "tune.max_concurrent=1", "tune.cpus_per_trial=1", "tune.space.model.cell.choice=[gru]", name="asha")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     _, children = sweep_runs(project, "asha")
     stopped = [r for r in children if r.data.tags["stopped"] == "asha"]
     assert stopped and all(r.info.status == "FINISHED" for r in children)
+    spans = sorted((r.info.start_time, r.info.end_time) for r in children)
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans  # never two at once
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     for r in children:
         epochs = len(client.get_metric_history(r.info.run_id, "val/loss"))

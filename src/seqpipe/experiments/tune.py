@@ -33,7 +33,7 @@ from seqpipe.config import conf_dir, validate
 from seqpipe.data.meta import prepared_meta
 from seqpipe.errors import SeqpipeError
 from seqpipe.experiments.sweep_common import STOP_WAIT_S, metric_name
-from seqpipe.experiments.trial import trainable
+from seqpipe.experiments.trainable import trainable
 from seqpipe.tracking.runs import create_run, data_digest
 from seqpipe.tracking.store import connect, sqlite_path
 
@@ -248,8 +248,11 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), resume: bo
                 trial, param_space=ray_space(items),
                 tune_config=tune.TuneConfig(
                     metric=metric_name(cfg.monitor), mode="min", scheduler=_scheduler(cfg),
-                    num_samples=int(cfg.tune.num_samples), max_concurrent_trials=cfg.tune.max_concurrent,
-                    reuse_actors=True, search_alg=BasicVariantGenerator(random_state=int(cfg.seed))),
+                    num_samples=int(cfg.tune.num_samples), reuse_actors=True,
+                    # the generator holds the limit: Tune ignores max_concurrent_trials beside a search_alg that is
+                    # not a Searcher (it warns, and runs as many trials as the CPUs allow)
+                    search_alg=BasicVariantGenerator(random_state=int(cfg.seed),
+                                                     max_concurrent=cfg.tune.max_concurrent or 0)),
                 run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1,
                                           failure_config=tune.FailureConfig(max_failures=int(cfg.tune.max_failures))))
         tuner.fit()
