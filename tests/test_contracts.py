@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
-from seqpipe.data.inputs import Audio, Frames, Tokens, kind_of
+from seqpipe.data.inputs import KINDS, Audio, Frames, Tokens, kind_of
 from seqpipe.data.requests import InputError
-from seqpipe.tasks import NAMES, TASKS, get_task
+from seqpipe.models.attention import ATTENTIONS
+from seqpipe.tasks import NAMES, TASKS, get_task, rules
 from seqpipe.tasks.base import ExampleTask, Task
 
 
@@ -25,6 +27,31 @@ def test_the_table_names_every_task_and_each_loads_as_its_class():
     # the example-based tasks share ExampleTask's prepare; lm and pianoroll bring their own
     assert {n for n in NAMES if isinstance(get_task(n), ExampleTask)} == {"classify", "tag", "regress", "seq2seq",
                                                                           "ctc"}
+
+
+def test_each_task_inherits_its_config_rules_from_the_light_module():
+    """config validation reads seqpipe.tasks.rules alone (no torch): each task class must be its rules' subclass, and
+    the names the rules repeat must be the ones the code accepts."""
+    assert tuple(rules.RULES) == NAMES
+    for name in NAMES:
+        task = get_task(name)
+        assert isinstance(task, rules.RULES[name]) and task.check.__func__ is rules.RULES[name].check
+        assert (task.section, task.trained_by, task.inputs) == (rules.RULES[name].section,
+                                                                rules.RULES[name].trained_by, rules.RULES[name].inputs)
+    assert set(rules.INPUT_KINDS) == set(KINDS) and rules.ATTENTIONS == tuple(ATTENTIONS)
+
+
+def test_checking_a_config_loads_neither_torch_nor_lightning_nor_mlflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from seqpipe.config import compose, validate; "
+            "[validate(compose([f'recipe={r}'])) for r in ('shakespeare', 'g2p', 'speech', 'chorales', 'imdb')]; "
+            "print(sorted(m for m in ('torch', 'lightning', 'mlflow', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_served_params_of_the_decoding_tasks_take_a_beam_width():

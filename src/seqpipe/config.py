@@ -15,7 +15,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from seqpipe.atomic import write_text
 from seqpipe.errors import SeqpipeError
-from seqpipe.tasks import NAMES, get_task, task_sections
+from seqpipe.tasks import NAMES, task_rules, task_sections
+from seqpipe.tasks.rules import INPUT_KINDS
 
 # nets.CELLS's names, repeated so that checking a config never loads torch (tests/test_cells.py keeps them equal);
 # the _ref cells are written out gate by gate (seqpipe.models.cells) and cannot read packed sequences
@@ -252,15 +253,12 @@ def check_trainer(t: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on, with messages that name the key and the allowed values."""
-    from seqpipe.data.inputs import KINDS  # lazy: the input kinds import torch and MLflow (~2 s), which `import
-    # seqpipe.config` (every command line) does without; the task's own check below loads them anyway
-
     m = cfg.model
     if missing := sorted(OmegaConf.missing_keys(cfg)):  # `???` in conf/: a value the user must give
         raise SeqpipeError(f"{missing[0]} has no value: give it, e.g. `seqpipe compose {missing[0]}=...` (the recipe "
                            "says what it takes)")
     _choice("task", cfg.task, NAMES)
-    _choice("prepare.inputs", cfg.prepare.inputs, KINDS)
+    _choice("prepare.inputs", cfg.prepare.inputs, INPUT_KINDS)
     if extra := sorted(set(m) - set(MODEL_KEYS)):
         raise SeqpipeError(f"model.{extra[0]} is not a model option (the network cannot take it); the options are: "
                            f"{', '.join(MODEL_KEYS)}. Remove it from the overrides or from conf/")
@@ -287,7 +285,7 @@ def validate(cfg: DictConfig) -> None:
     _fraction("prepare.test_fraction", cfg.prepare.test_fraction, 0.0, 0.5)
     if not isinstance(cfg.optim.lr, int | float) or cfg.optim.lr <= 0:
         raise SeqpipeError(f"optim.lr={cfg.optim.lr!r} must be a positive number")
-    get_task(cfg.task).check(cfg)
+    task_rules(cfg.task).check(cfg)
     if cfg.prepare.max_len is not None:
         _positive(cfg, "prepare.max_len")
     if m.tie_weights and m.embedding_dim != m.hidden_size:

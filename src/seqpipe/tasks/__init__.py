@@ -1,7 +1,8 @@
 """The tasks, one module each; the stages (prepare, train, evaluate, register, the served model) call a `Task`
 (seqpipe.tasks.base) and never ask which one it is. `TASKS` is the one table from a name to its class; a task's
 module is imported when it is asked for (lazy: importing them all loads Lightning, ~2 s, which `seqpipe --help` and
-`seqpipe compose` do without)."""
+`seqpipe compose` do without). Checking a config needs only the tasks' rules (`task_rules(name)`,
+seqpipe.tasks.rules), which each task class inherits."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from seqpipe.errors import SeqpipeError
+from seqpipe.tasks.rules import RULES, TaskRules
 
 if TYPE_CHECKING:
     from seqpipe.tasks.base import Task
@@ -42,11 +44,18 @@ def _task_class(name: str) -> type[Task]:
     return getattr(importlib.import_module(module), cls)
 
 
-def task_sections() -> dict[str, Task]:
-    """The config sections the tasks own (seq2seq, pianoroll, ctc), each with its task."""
-    return {task.section: task for task in map(get_task, NAMES) if task.section}
+def task_rules(name: str) -> TaskRules:
+    """The config rules of the task called `name` (seqpipe.tasks.rules), without importing the task's module."""
+    if name not in TASKS:
+        raise SeqpipeError(f"task={name!r} is not allowed; choose one of: {', '.join(NAMES)}")
+    return RULES[name]()
+
+
+def task_sections() -> dict[str, TaskRules]:
+    """The config sections the tasks own (seq2seq, pianoroll, ctc), each with its task's rules."""
+    return {r.section: r for r in map(task_rules, NAMES) if r.section}
 
 
 def trained_by() -> tuple[str, ...]:
     """The keys of the tasks' sections that change what is learnt (the train stage's params)."""
-    return tuple(key for task in map(get_task, NAMES) for key in task.trained_by)
+    return tuple(key for r in map(task_rules, NAMES) for key in r.trained_by)

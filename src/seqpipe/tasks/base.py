@@ -29,6 +29,7 @@ from seqpipe.data.inputs import kind_of
 from seqpipe.data.prepare_examples import label_set, prepare_examples
 from seqpipe.data.requests import WHO, InputError
 from seqpipe.errors import SeqpipeError
+from seqpipe.tasks.rules import TaskRules
 
 if TYPE_CHECKING:
     from lightning.pytorch import LightningDataModule
@@ -48,30 +49,15 @@ class Step:
     state: object = None
 
 
-class Task:
-    name = ""
-    inputs: tuple[str, ...] = ("tokens", "frames")  # the prepare.inputs it can read
+class Task(TaskRules):
+    # name, inputs, carries_state, section, trained_by and check(cfg): the task's config rules (seqpipe.tasks.rules)
     column = "text"        # the served model's input column when it reads text (frames and audio name their own)
-    carries_state = False  # consecutive batches continue the same streams (stateful truncated BPTT)
     command = "predict"    # the CLI command that answers with this model: `seqpipe predict` (rows in, rows out)
     params: dict = {}      # the served params, with their defaults (the signature's; `seqpipe predict` checks names)
     # What the served model does with an input longer than prepare.max_len: "cut" reads its first max_len steps (with
     # a warning); "refuse" refuses it (prepare drops such examples, counted: half an input does not map to its whole
     # output); "read" reads every step (one answer per step). Prepare cuts training inputs unless the policy refuses.
     long_inputs: Literal["cut", "refuse", "read"] = "cut"
-    # The config section this task alone reads (closed: a key added there is refused), and the keys of it that change
-    # what is learnt (the train stage's DVC params and the resume fingerprint; tests/test_dag.py checks dvc.yaml).
-    section: str | None = None
-    trained_by: tuple[str, ...] = ()
-
-    def check(self, cfg: DictConfig) -> None:
-        """Config rules of this task, with messages that name the key and the fix."""
-        if cfg.prepare.inputs not in self.inputs:
-            raise SeqpipeError(f"prepare.inputs={cfg.prepare.inputs} does not work with task={self.name}, which reads "
-                               f"{' or '.join(self.inputs)}; set prepare.inputs={self.inputs[0]}")
-        if cfg.train.carry_state and not self.carries_state:
-            raise SeqpipeError(f"train.carry_state=true carries hidden state across chunks of one stream (task=lm); "
-                               f"task={self.name} has independent sequences: set train.carry_state=false")
 
     def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
         """Documents -> prepared/ (arrays, meta.json, splits.json), atomically; returns figures for the report."""

@@ -22,10 +22,11 @@ from seqpipe.errors import SeqpipeError
 from seqpipe.models.nets import SequenceClassifier, SequenceTagger
 from seqpipe.tasks.base import ExampleTask, Step
 from seqpipe.tasks.classify_eval import evaluate_labels
+from seqpipe.tasks.rules import ClassifyRules, TagRules
 
 
-class Classify(ExampleTask):
-    name = "classify"
+class Classify(ClassifyRules, ExampleTask):
+    # name, inputs, carries_state, section, trained_by, check(cfg): its config rules (seqpipe.tasks.rules)
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
         model = {k: v for k, v in model.items() if k != "tie_weights"}
@@ -65,8 +66,7 @@ class Classify(ExampleTask):
         return {"label": labels[int(probs.argmax())], **{f"prob_{c}": float(probs[k]) for k, c in enumerate(labels)}}
 
 
-class Tag(Classify):
-    name = "tag"
+class Tag(TagRules, Classify):
     key = "tags"
     stratify = False
     dedupe = False

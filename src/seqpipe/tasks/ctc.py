@@ -29,9 +29,9 @@ from seqpipe.models.nets import SequenceTagger
 from seqpipe.tasks.base import ExampleTask, Step, evaluated_decoding
 from seqpipe.tasks.ctc_decode import greedy, prefix_beam_search, snap
 from seqpipe.tasks.ctc_eval import evaluate
+from seqpipe.tasks.rules import CTCRules
 
 BLANK = "<blank>"  # index 0 of meta["target"]["tokens"]
-UNITS = ("char", "word")
 # beam_width 0: what evaluate scored it with; n_best > 1: the beam's best labellings with their scores (column
 # n_best, JSON); lexicon: each word put onto the nearest word of the train transcripts (char models)
 PARAMS = {"beam_width": 0, "n_best": 1, "lexicon": False}
@@ -110,27 +110,12 @@ class CTCNet(nn.Module):
         return out
 
 
-class CTC(ExampleTask):
-    name = "ctc"
-    inputs = ("frames",)
+class CTC(CTCRules, ExampleTask):
+    # name, inputs, carries_state, section, trained_by, check(cfg): its config rules (seqpipe.tasks.rules)
     key = "output"
     stratify = False
     long_inputs = "refuse"  # the first max_len frames do not hold the whole transcript
     params = PARAMS
-    section, trained_by = "ctc", ("ctc.stack", "ctc.spec_augment")
-
-    def check(self, cfg: DictConfig) -> None:
-        super().check(cfg)
-        c, width = cfg.ctc, cfg.evaluate.beam_width
-        if isinstance(c.stack, bool) or not isinstance(c.stack, int) or c.stack < 1:
-            raise SeqpipeError(f"ctc.stack={c.stack!r} must be a positive integer (1: every frame)")
-        for key, value in c.spec_augment.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise SeqpipeError(f"ctc.spec_augment.{key}={value!r} must be a whole number >= 0 (0: off)")
-        if c.unit not in UNITS:
-            raise SeqpipeError(f"ctc.unit={c.unit!r} is not allowed; choose one of: {', '.join(UNITS)}")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise SeqpipeError(f"evaluate.beam_width={width!r} must be a positive integer (1 = greedy)")
 
     # --- prepare: the alphabet from the train split -----------------------------------------------------------------
     def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:

@@ -28,23 +28,14 @@ from seqpipe.errors import SeqpipeError
 from seqpipe.models.sampling import complete
 from seqpipe.tasks import lm_served
 from seqpipe.tasks.base import Step, Task, test_scores
+from seqpipe.tasks.rules import LanguageModellingRules
 
 
-class LanguageModelling(Task):
-    name = "lm"
-    inputs = ("tokens",)
+class LanguageModelling(LanguageModellingRules, Task):
+    # name, inputs, carries_state, section, trained_by, check(cfg): its config rules (seqpipe.tasks.rules)
     column = "prompt"
-    carries_state = True
     command = "generate"
     params = PARAMS
-
-    def check(self, cfg: DictConfig) -> None:
-        if cfg.prepare.inputs != "tokens":
-            raise SeqpipeError(f"prepare.inputs={cfg.prepare.inputs} does not work with task=lm: a language model "
-                               "predicts the next token; set prepare.inputs=tokens")
-        if cfg.model.bidirectional:
-            raise SeqpipeError("model.bidirectional=true needs a labelled task: a language model (task=lm) reads "
-                               "left to right; set model.bidirectional=false")
 
     def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
         p = cfg.prepare

@@ -50,6 +50,7 @@ from seqpipe.errors import SeqpipeError
 from seqpipe.models.decoding import generator
 from seqpipe.models.nets import SequenceTagger
 from seqpipe.tasks.base import Step, Task, test_scores
+from seqpipe.tasks.rules import PianoRollRules
 
 PARAMS = {"steps": 64, "temperature": 1.0, "seed": -1, "out_of_range": "error"}  # the served model's params
 
@@ -100,23 +101,11 @@ def shift(roll: Tensor, rng: np.random.Generator, transpose: int) -> Tensor:
     return torch.roll(roll, k, dims=1) if k else roll
 
 
-class PianoRoll(Task):
-    name = "pianoroll"
-    inputs = ("frames",)
+class PianoRoll(PianoRollRules, Task):
+    # name, inputs, carries_state, section, trained_by, check(cfg): its config rules (seqpipe.tasks.rules)
     column = "primer"  # JSON text of frames of MIDI pitches, not the frames the network reads
     command = "generate"
     params = PARAMS
-    section, trained_by = "pianoroll", ("pianoroll.transpose",)
-
-    def check(self, cfg: DictConfig) -> None:
-        super().check(cfg)
-        if cfg.model.bidirectional:
-            raise SeqpipeError("model.bidirectional=true cannot generate: a piano-roll model predicts the next frame "
-                               "from the past only; set model.bidirectional=false")
-        r = cfg.pianoroll
-        if not 0 <= r.low <= r.high <= 127:
-            raise SeqpipeError(f"pianoroll.low={r.low}, pianoroll.high={r.high}: need 0 <= low <= high <= 127 (MIDI "
-                               "pitches; 21..108 is the piano)")
 
     def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
         p, r = cfg.prepare, cfg.pianoroll

@@ -21,6 +21,7 @@ from seqpipe.data.documents import Document
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.nets import SequenceClassifier
 from seqpipe.tasks.base import ExampleTask, Step
+from seqpipe.tasks.rules import RegressRules
 
 TOLERANCE = 0.04  # "solved" on the adding problem: within 0.04 of the target (Le et al. 2015)
 
@@ -32,8 +33,8 @@ class WithinTolerance(MeanMetric):
         super().update(((preds - target).abs() <= TOLERANCE).float())
 
 
-class Regress(ExampleTask):
-    name = "regress"
+class Regress(RegressRules, ExampleTask):
+    # name, inputs, carries_state, section, trained_by, check(cfg): its config rules (seqpipe.tasks.rules)
     key = "target"
     stratify = False
 

@@ -24,8 +24,9 @@ from seqpipe.data.documents import Document
 from seqpipe.data.text_tokens import load_tokenizer
 from seqpipe.data.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, UNK_ID, Vocab
 from seqpipe.errors import SeqpipeError
-from seqpipe.models.attention import ATTENTIONS, Seq2Seq
+from seqpipe.models.attention import Seq2Seq
 from seqpipe.tasks.base import ExampleTask, Step, evaluated_decoding
+from seqpipe.tasks.rules import Seq2SeqRules
 from seqpipe.tasks.seq2seq_eval import DECODE_PARAMS, evaluate_seq2seq, serve
 
 
@@ -57,34 +58,13 @@ class TeacherForcing(L.Callback):
         pl_module.net.teacher_forcing = self.ratio(progress)  # type: ignore[union-attr]
 
 
-class Seq2SeqTask(ExampleTask):
-    name = "seq2seq"
-    inputs = ("tokens",)
+class Seq2SeqTask(Seq2SeqRules, ExampleTask):
+    # name, inputs, carries_state, section, trained_by, check(cfg): its config rules (seqpipe.tasks.rules)
     key = "output"
     stratify = False
     dedupe = False       # an input may have several outputs (pronunciations): all are kept, in one split (group)
     long_inputs = "refuse"  # half an input does not map to its whole output
     params = DECODE_PARAMS
-    section, trained_by = "seq2seq", ("seq2seq",)
-
-    def check(self, cfg: DictConfig) -> None:
-        super().check(cfg)
-        s, e = cfg.seq2seq, cfg.evaluate
-        if s.attention not in ATTENTIONS:
-            raise SeqpipeError(f"seq2seq.attention={s.attention!r} is not allowed; choose one of: "
-                               f"{', '.join(ATTENTIONS)}")
-        for key, value in (("seq2seq.teacher_forcing", s.teacher_forcing),
-                           ("seq2seq.teacher_forcing_end", s.teacher_forcing_end)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                      or not 0 <= value <= 1):
-                raise SeqpipeError(f"{key}={value!r} must be a probability in [0, 1] (1: always the true token)")
-        if isinstance(e.beam_width, bool) or not isinstance(e.beam_width, int) or e.beam_width < 1:
-            raise SeqpipeError(f"evaluate.beam_width={e.beam_width!r} must be a positive integer (1 = greedy)")
-        if not isinstance(e.length_penalty, int | float) or e.length_penalty < 0:
-            raise SeqpipeError(f"evaluate.length_penalty={e.length_penalty!r} must be a number >= 0")
-        if e.max_output_len is not None and (not isinstance(e.max_output_len, int) or e.max_output_len < 1):
-            raise SeqpipeError(f"evaluate.max_output_len={e.max_output_len!r} must be a positive integer, or null "
-                               "(twice the longest train output)")
 
     # --- prepare: the output side ------------------------------------------------------------------------------
     def target_tokenizer(self, cfg: DictConfig) -> dict:
