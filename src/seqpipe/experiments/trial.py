@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import traceback
-from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -16,12 +15,10 @@ import ray
 import torch
 from omegaconf import OmegaConf, open_dict
 from ray import tune
-from ray.train._internal.session import get_session
-from ray.tune.trainable.function_trainable import wrap_function
 
 from seqpipe import train
 from seqpipe.atomic import write_json
-from seqpipe.experiments.sweep_common import STOP_WAIT_S, metric_name, trial_dir
+from seqpipe.experiments.sweep_common import metric_name, trial_dir
 from seqpipe.tracking.runs import create_run, data_digest, flatten
 from seqpipe.tracking.store import connect
 
@@ -127,17 +124,3 @@ def record_failure(cfg: object, tags: dict, error: Exception) -> None:
     for run_id in ids:
         client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
         client.set_terminated(run_id, "FAILED")
-
-
-def trainable(base: dict, sweep: dict) -> type:
-    """Ray's function trainable for run_trial, except that stopping a trial waits for its training thread to end
-    its run (Ray's own waits for nothing, so a trial stopped last would be killed mid-write, its MLflow run left
-    RUNNING). This and reusing a worker rely on Ray 2.60's function-trainable session (pinned)."""
-    class SeqpipeTrial(wrap_function(partial(run_trial, base=base, sweep=sweep), name="trial")):
-        def cleanup(self) -> None:
-            session = get_session()
-            if session is not None and session.training_started:
-                session.finish(timeout=STOP_WAIT_S)
-            super().cleanup()
-
-    return SeqpipeTrial
