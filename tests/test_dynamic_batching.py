@@ -114,7 +114,7 @@ def test_served_rows_answer_as_they_do_alone(path, column, texts):
     served = model.unwrap_python_model()
     requests = [pd.DataFrame({column: [texts[i % 4], texts[(i + 1) % 4]][: 1 + i % 2]}) for i in range(16)]
     alone = [served.predict(None, r) for r in requests]
-    served.batching = True
+    served.start_batching()
     with ThreadPoolExecutor(16) as pool:
         together = list(pool.map(lambda r: served.predict(None, r), requests))
     for a, b in zip(alone, together):
@@ -146,9 +146,9 @@ def test_generation_in_a_shared_batch_equals_generation_alone(lm):
                 (["The"], {"max_new_tokens": 40, "temperature": 1.0, "top_k": 5, "seed": 11}),
                 (["KING:"], {"max_new_tokens": 1, "temperature": 0.5, "seed": 2}),
                 (["K"], {"max_new_tokens": 0})]
-    lm.batching = False
+    lm.stop_batching()
     alone = [continuations(lm, prompts, params) for prompts, params in requests]
-    lm.batching = True
+    lm.start_batching()
     with ThreadPoolExecutor(len(requests)) as pool:
         together = list(pool.map(lambda r: continuations(lm, *r), requests))
     assert [[text for text, _ in rows] for rows in together] == [[text for text, _ in rows] for rows in alone]
@@ -162,7 +162,7 @@ def test_generation_in_a_shared_batch_equals_generation_alone(lm):
 def test_a_short_generation_ends_while_a_long_one_runs(lm):
     """Continuous batching: four rows of 1,000 tokens run; a 5-token request sent after them joins the running batch
     and is answered long before they end."""
-    lm.batching = True
+    lm.start_batching()
     ends = {}
 
     def run(name: str, prompts: list[str], new: int) -> None:

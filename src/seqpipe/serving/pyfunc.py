@@ -67,7 +67,8 @@ class SeqpipeModel(Served, mlflow.pyfunc.PythonModel):
         self.model, self.run_id = identity(Path(context.artifacts["weights"]).parents[1])
         if server_guard.serving():  # loaded by `mlflow models serve`: bound the body, one-line error answers, and
             server_guard.install(self.limits)  # the rows of concurrent requests run together
-            self.batching = server_guard.batching()
+            if server_guard.batching():
+                self.start_batching()
 
     # A DataFrame in and out: MLflow infers no schema from these hints (the signature is logged instead) and, given
     # them, does not warn on every load that predict has none.
@@ -101,11 +102,12 @@ class SeqpipeModel(Served, mlflow.pyfunc.PythonModel):
 
     def forward_rows(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         """The network's output for each input: (C,) per sequence, or (T_i, C) per step; run in padded batches of
-        inputs of similar length."""
+        inputs of similar length, at most serve.batch_rows rows each."""
         order = sorted(range(len(xs)), key=lambda i: len(xs[i]))
         out: list[torch.Tensor] = [torch.empty(0)] * len(xs)
-        for start in range(0, len(order), 64):
-            rows = order[start:start + 64]
+        size = max(1, int(self.limits["batch_rows"]))
+        for start in range(0, len(order), size):
+            rows = order[start:start + size]
             batch = pad_collate([(xs[i], torch.tensor(0)) for i in rows])
             y, _ = self.net(batch["x"], batch["lengths"])
             for k, i in enumerate(rows):

@@ -32,12 +32,25 @@ def upgrade_state_dict(state: dict) -> dict:
 
 class Served:
     """A loaded model: `net`, `vocab` and `tokenizer` (text inputs), `limits`, `unit` (what one input step is called
-    in messages), and `model` (what answers name: NAME/VERSION). With `batching` (set when a server loads it), the
-    rows of concurrent requests share the network's calls (seqpipe.serving.batching)."""
+    in messages), and `model` (what answers name: NAME/VERSION). After `start_batching` (called once when a server
+    loads it), the rows of concurrent requests share the network's calls (seqpipe.serving.batching)."""
     unit = "tokens"
-    batching = False
     _batcher: RowBatcher | None = None
     _engine: GenerationEngine | None = None
+
+    @property
+    def batching(self) -> bool:
+        return self._batcher is not None
+
+    def start_batching(self) -> None:
+        """Share the network's calls between concurrent requests from now on. Called once, before any request, so the
+        requests that arrive together find the one batcher (its worker threads start with the first request)."""
+        self._batcher = RowBatcher(self.limits["batch_rows"], self.limits["batch_wait_ms"])
+        self._engine = GenerationEngine(self.net, SUPPRESS, self.limits["batch_rows"])
+
+    def stop_batching(self) -> None:
+        """Each request on its own again (its worker threads, if started, wait idle)."""
+        self._batcher = self._engine = None
 
     def tokenize(self, texts: list[str]) -> list[list[str]]:
         tokenized = []
@@ -72,27 +85,24 @@ class Served:
     def rows(self, key: Hashable, fn: RowFn, xs: list) -> list:
         """`fn(xs)`: one output per row; while serving, run together with concurrent requests' rows of the same `key`
         (the function and the request params its outputs depend on)."""
-        if not self.batching:
-            return fn(xs)
         if self._batcher is None:
-            self._batcher = RowBatcher(self.limits["batch_rows"], self.limits["batch_wait_ms"])
+            return fn(xs)
         return self._batcher.run(key, fn, xs)
 
     def continuations(self, texts: list[str], p: dict) -> list[tuple[str, list[tuple[str, float]]]]:
         """Each prompt's continuation with its (piece, log-probability) pairs, under checked generation params `p`.
         While serving, sampled and greedy rows join the running batch of every request's rows (beam search runs on
         its own, in the request's thread)."""
-        if not self.batching or p.get("beam_width", 1) > 1:
+        engine = self._engine
+        if engine is None or p.get("beam_width", 1) > 1:
             out = []
             for text in texts:
                 logprobs: list[tuple[str, float]] = []
                 out.append(("".join(self.generate(text, p, logprobs, p["bos"])), logprobs))
             return out
-        if self._engine is None:
-            self._engine = GenerationEngine(self.net, SUPPRESS, self.limits["batch_rows"])
         starts = [prompt_ids(self.vocab, self.tokenizer, text, p["bos"]) for text in texts]
         rows = [Sequence(ids, p["max_new_tokens"], p["temperature"], p["top_k"], generator(p["seed"]), EOS_ID)
                 for ids, _ in starts]
-        self._engine.generate(rows)
+        engine.generate(rows)
         return [pieces(self.vocab, self.tokenizer, row.tokens, row.logprobs, separator)
                 for row, (_, separator) in zip(rows, starts)]
