@@ -3,8 +3,9 @@ language model's test bits per character (the same chunks for all three), and ba
 
 Run from the repo root after `dvc repro` (needs the registered language model and data/prepared/test.npy):
     python bench/onnx_runtime.py [--model models:/seqpipe-shakespeare@champion] [--tokens 200] [--json FILE]
-                                 [--classifier models:/seqpipe-imdb@champion]
-Without --classifier, the classification rows use an IMDB-sized bidirectional LSTM with random weights (speed only).
+                                 [--classifier models:/seqpipe-imdb@champion [--classifier-test PREPARED/test.npz]]
+Without --classifier, the classification rows use an IMDB-sized bidirectional LSTM with random weights (speed only);
+with --classifier-test (the test split its recipe prepared), the test accuracy of each runtime too.
 """
 
 from __future__ import annotations
@@ -71,6 +72,22 @@ def sequences_per_s(net: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor
     return repeat * x.size(0) / (time.perf_counter() - t)
 
 
+def accuracy(net: torch.nn.Module, test: Path, batch: int = 64) -> float:
+    """Test accuracy over the prepared examples of `test` (seqpipe.data.examples), in batches of similar length."""
+    from seqpipe.data.batching import pad_collate
+    from seqpipe.data.examples import ExampleDataset
+
+    data = ExampleDataset(test)
+    order = np.argsort(data.lengths, kind="stable")
+    right = 0
+    with torch.no_grad():
+        for start in range(0, len(order), batch):
+            b = pad_collate([data[int(i)] for i in order[start:start + batch]])
+            logits, _ = net(b["x"], b["lengths"])
+            right += int((logits.argmax(-1) == b["y"]).sum())
+    return right / len(order)
+
+
 def size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.glob("*.onnx")) / 1e6
 
@@ -79,6 +96,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="models:/seqpipe-shakespeare@champion")
     ap.add_argument("--classifier", default=None)
+    ap.add_argument("--classifier-test", type=Path, default=None, help="the classifier's prepared test.npz")
     ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
     ap.add_argument("--tokens", type=int, default=200)
     ap.add_argument("--json", default=None)
@@ -121,6 +139,15 @@ def main() -> None:
             runtimes[f"ONNX Runtime{' int8' if q else ''}"] = OnnxNet(folder, threads)
         for name, n in runtimes.items():
             rows[f"classify batch 64 x 256 tokens, {name} (sequences/s)"] = sequences_per_s(n, x, lengths)
+        if clf is not None:
+            buf = io.BytesIO()
+            torch.save(net.state_dict(), buf)
+            rows["classifier PyTorch weights (MB)"] = len(buf.getvalue()) / 1e6
+            for q in (None, "int8"):
+                rows[f"classifier ONNX{' int8' if q else ''} file (MB)"] = size_mb(Path(tmp) / f"clf-{q}")
+        if clf is not None and args.classifier_test:
+            for name, n in runtimes.items():
+                rows[f"classifier test accuracy, {name}"] = accuracy(n, args.classifier_test)
     report(rows, args.json)
 
 

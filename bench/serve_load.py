@@ -50,18 +50,20 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Server:
-    """`mlflow models serve` of `model` on a free port, batching or not; stopped with its process group."""
+    """`mlflow models serve` of `model` on a free port (`workers` processes), batching or not; stopped with its
+    process group."""
 
-    def __init__(self, model: str, uri: str, batching: bool):
+    def __init__(self, model: str, uri: str, batching: bool, workers: int = 1):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
                "SEQPIPE_SERVE_BATCHING": "1" if batching else "0"}
-        self.proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
-                                      "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        argv = [str(BIN / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", str(workers)]
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
         for _ in range(240):
             try:
                 urllib.request.urlopen(f"{self.url}/ping", timeout=2)
@@ -98,12 +100,13 @@ def small_while_largest(url: str, small: dict, largest: dict) -> tuple[float, fl
     return took, max(e[1] for e in ends), [e[0] for e in ends]
 
 
-def bench(name: str, model: str, uri: str, small: dict, largest: dict, clients: list[int], per_client: int) -> dict:
+def bench(name: str, model: str, uri: str, small: dict, largest: dict, clients: list[int], per_client: int,
+          workers: int = 1) -> dict:
     rows: dict[str, object] = {}
     figures: dict[tuple[bool, int], dict] = {}
     for batching in (False, True):
-        server = Server(model, uri, batching)
-        mode = "batched" if batching else "one at a time"
+        server = Server(model, uri, batching, workers)
+        mode = ("batched" if batching else "one at a time") + (f", {workers} workers" if workers > 1 else "")
         try:
             load(server.url, small, 4, 20)  # warm up
             for n in clients:
@@ -131,6 +134,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,16,64")
     ap.add_argument("--per-client", type=int, default=8, help="requests per client at each concurrency (min. 40)")
     ap.add_argument("--new-tokens", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=1, help="server worker processes (mlflow models serve --workers)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
@@ -140,14 +144,14 @@ def main() -> None:
                  "params": {"max_new_tokens": args.new_tokens, "temperature": 0.8, "top_k": 40}}
         largest = {"dataframe_records": [{"prompt": "ROMEO:"}] * 4,  # the default limits: 4 rows x 1,000 tokens
                    "params": {"max_new_tokens": 1000, "temperature": 0.8}}
-        rows |= bench("lm", args.lm, args.lm_uri, small, largest, clients, args.per_client)
+        rows |= bench("lm", args.lm, args.lm_uri, small, largest, clients, args.per_client, args.workers)
     if args.classifier:
         small = {"dataframe_records": [{"text": REVIEW}]}
         words = REVIEW.split()
         long_review = " ".join((words * 4)[:700])  # 256 rows x ~780 tokens: the default serve.max_total_tokens
         largest = {"dataframe_records": [{"text": long_review}] * 256}
         rows |= bench("imdb", args.classifier, args.classifier_uri or args.lm_uri, small, largest, clients,
-                      args.per_client)
+                      args.per_client, args.workers)
     report(rows, args.json, "")
 
 

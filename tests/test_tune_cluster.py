@@ -96,9 +96,11 @@ def session(sid: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def cluster(project) -> Cluster:  # noqa: F811
-    # A local sweep leaves a Ray token in HOME, as a user's earlier sweeps would; `ray start` then turns on token
-    # authentication, and the sweep given tune.address must send the token.
-    subprocess.run([sys.executable, "-c", "import ray; ray.init(include_dashboard=False); ray.shutdown()"],
+    # A local sweep leaves a Ray token in HOME, as a user's earlier sweeps would (ray.init writes it with this
+    # function; starting a whole local Ray for it costs ~6 s); `ray start` then turns on token authentication, and the
+    # sweep given tune.address must send the token.
+    subprocess.run([sys.executable, "-c", "from ray._private.authentication.authentication_token_setup import "
+                    "generate_and_save_token; generate_and_save_token()"],
                    env={**os.environ, "HOME": str(project / "home")}, check=True, capture_output=True, timeout=120)
     assert (project / "home" / ".ray" / "auth_token").is_file()
     c = Cluster(project / "home")
