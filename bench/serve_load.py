@@ -1,6 +1,7 @@
 """Serving under load, before and after dynamic batching, in one run: `mlflow models serve` of a registered model on
-127.0.0.1, once with SEQPIPE_SERVE_BATCHING=0 (each request's predict on its own, as MLflow serves any model) and
-once batching (seqpipe.serving.batching); requests/s and p50/p99 latency at 1, 16 and 64 concurrent clients; and
+127.0.0.1, once with SEQPIPE_SERVE_BATCHING=0 and one worker (each request's predict on its own, as MLflow serves any
+model: today's server), once batching (seqpipe.serving.batching), and once batching with --workers server
+processes (default 2); requests/s and p50/p99 latency at 1, 16 and 64 concurrent clients; and
 how long a small request takes while six of the largest requests the model's limits allow run.
 
 Run from the repo root after `dvc repro` (a registered language model) and, for the classifier rows, a registered
@@ -102,15 +103,18 @@ def small_while_largest(url: str, small: dict, largest: dict) -> tuple[float, fl
 
 def bench(name: str, model: str, uri: str, small: dict, largest: dict, clients: list[int], per_client: int,
           workers: int = 1) -> dict:
+    """Today's server (one worker, each request on its own) against batching with one worker and, with `workers` >
+    1, with that many workers; the ratios are against today's server."""
     rows: dict[str, object] = {}
-    figures: dict[tuple[bool, int], dict] = {}
-    for batching in (False, True):
-        server = Server(model, uri, batching, workers)
-        mode = ("batched" if batching else "one at a time") + (f", {workers} workers" if workers > 1 else "")
+    figures: dict[tuple[bool, int, int], dict] = {}
+    setups = [(False, 1), (True, 1)] + ([(True, workers)] if workers > 1 else [])
+    for batching, n_workers in setups:
+        server = Server(model, uri, batching, n_workers)
+        mode = ("batched" if batching else "one at a time") + f", {n_workers} worker{'s' if n_workers > 1 else ''}"
         try:
             load(server.url, small, 4, 20)  # warm up
             for n in clients:
-                got = figures[batching, n] = load(server.url, small, n, max(40, n * per_client))
+                got = figures[batching, n_workers, n] = load(server.url, small, n, max(40, n * per_client))
                 rows[f"{name}, {mode}, {n} clients: requests/s, p50 / p99 ms (failed)"] = \
                     f"{got['rps']:.1f}, {got['p50']:.0f} / {got['p99']:.0f} ({got['failed']})"
             took, slowest, statuses = small_while_largest(server.url, small, largest)
@@ -118,10 +122,11 @@ def bench(name: str, model: str, uri: str, small: dict, largest: dict, clients: 
                 f"{took:.2f}; {slowest:.1f} ({', '.join(map(str, statuses))})"
         finally:
             server.stop()
-    for n in clients:
-        before, after = figures[False, n], figures[True, n]
-        rows[f"{name}, {n} clients: requests/s batched / one at a time (x); p99 (x)"] = \
-            f"{after['rps'] / before['rps']:.2f}; {after['p99'] / before['p99']:.2f}"
+    for batching, n_workers in setups[1:]:
+        for n in clients:
+            before, after = figures[False, 1, n], figures[batching, n_workers, n]
+            rows[f"{name}, {n} clients, batched with {n_workers} worker(s) / today's server (x): requests/s; p99"] = \
+                f"{after['rps'] / before['rps']:.2f}; {after['p99'] / before['p99']:.2f}"
     return rows
 
 
@@ -134,7 +139,8 @@ def main() -> None:
     ap.add_argument("--clients", default="1,16,64")
     ap.add_argument("--per-client", type=int, default=8, help="requests per client at each concurrency (min. 40)")
     ap.add_argument("--new-tokens", type=int, default=20)
-    ap.add_argument("--workers", type=int, default=1, help="server worker processes (mlflow models serve --workers)")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="also measure batching with this many server workers (mlflow models serve --workers)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
@@ -148,7 +154,7 @@ def main() -> None:
     if args.classifier:
         small = {"dataframe_records": [{"text": REVIEW}]}
         words = REVIEW.split()
-        long_review = " ".join((words * 4)[:700])  # 256 rows x ~780 tokens: the default serve.max_total_tokens
+        long_review = " ".join((words * 4)[:680])  # 256 rows x 760 tokens: within the default max_total_tokens (200k)
         largest = {"dataframe_records": [{"text": long_review}] * 256}
         rows |= bench("imdb", args.classifier, args.classifier_uri or args.lm_uri, small, largest, clients,
                       args.per_client, args.workers)

@@ -94,6 +94,37 @@ def test_a_small_request_is_answered_between_the_parts_of_a_large_one():
     assert ends["small"] < ends["large"]
 
 
+def test_a_small_request_goes_ahead_of_the_waiting_parts_of_large_ones_and_large_ones_take_turns():
+    """Fair queuing: two large requests (three parts each) are queued, then a 1-row request; the worker takes the
+    small one next, then the large ones part by part in turn (first come, first served would make it wait for both
+    large requests' first parts, and the second large request for the whole first one)."""
+    batcher, calls = RowBatcher(batch_rows=4, batch_wait_ms=1), []
+    fn, first = start_held(batcher, 3, calls)
+    ends = {}
+
+    def call(name: str, rows: list) -> None:
+        batcher.run("k", slow, rows)
+        ends[name] = time.monotonic()
+
+    def slow(rows: list) -> list:  # as a network takes a while: each caller has queued its next part by the end
+        time.sleep(0.02)
+        return fn(rows)
+
+    large = [threading.Thread(target=call, args=(f"large{i}", list(range(10 * i, 10 * i + 10)))) for i in (1, 2)]
+    for i, thread in enumerate(large):
+        thread.start()
+        while len(batcher._queue) < i + 1:  # queued in this order
+            time.sleep(0.001)
+    call("small", [99])
+    for thread in large:
+        thread.join()
+    first.join()
+    assert calls[1] == [99]
+    assert calls[2:6] == [[10, 11, 12, 13], [20, 21, 22, 23], [14, 15, 16, 17], [24, 25, 26, 27]]
+    assert [row for c in calls[6:] for row in c] == [18, 19, 28, 29]  # the two last parts: together or in turn
+    assert ends["small"] < min(ends["large1"], ends["large2"])
+
+
 def test_different_keys_never_share_a_call():
     batcher, calls = RowBatcher(batch_rows=64, batch_wait_ms=1), []
     fn, first = start_held(batcher, 2, calls, "a")

@@ -6,7 +6,10 @@ worker thread that owns the network, and wait:
 - `RowBatcher` (classify, tag, regress, seq2seq, ctc): the rows of the requests waiting with the same key (the task's
   row function and the request params it depends on) are run together, up to `batch_rows` rows; the worker waits at
   most `batch_wait_ms` for more, and not at all when no other request is on its way. A request larger than a batch
-  goes in batch-sized parts, one after the other, so a small request is taken between two parts of a large one.
+  goes in batch-sized parts, one after the other. The worker takes the parts in fair-queuing order (each request
+  is a flow, a part's tag is where its rows end in that flow's count of rows served, counted from the rows the
+  worker had reached when the request came): a small request goes ahead of the parts of large requests that started
+  before it, and large requests share the worker part by part, so none waits for the others to end.
 - `GenerationEngine` (language models, sampled or greedy): continuous batching. Every row being generated is one
   row of the running batch; one network step advances all of them; a new request's rows join at the next step and
   leave when they end, so a short request never waits for a long one to finish.
@@ -38,6 +41,8 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
     out: list | None = None
     error: BaseException | None = None
+    start: float = 0.0   # fair queuing: where this part's rows start in the virtual count of rows served
+    finish: float = 0.0  # start + its rows: parts are taken in this order
 
 
 class RowBatcher:
@@ -49,6 +54,7 @@ class RowBatcher:
         self._queue: list[_Job] = []
         self._callers = 0  # requests inside `run`: how many could still join a batch
         self._worker: threading.Thread | None = None
+        self._vtime = 0.0  # the start tag of the last part taken (fair queuing's virtual time)
 
     def run(self, key: Hashable, fn: RowFn, rows: list) -> list:
         """`fn` applied to `rows` (its output for each row, in order), batched with other callers' rows of the same
@@ -60,9 +66,12 @@ class RowBatcher:
                 self._worker.start()
         try:
             out: list = []
+            finish = 0.0
             for start in range(0, len(rows), self.batch_rows):  # a large request in parts, others between them
                 job = _Job(key, fn, rows[start:start + self.batch_rows])
                 with self._cond:
+                    job.start = max(self._vtime, finish)
+                    job.finish = finish = job.start + len(job.rows)
                     self._queue.append(job)
                     self._cond.notify_all()
                 job.done.wait()
@@ -76,15 +85,16 @@ class RowBatcher:
                 self._cond.notify_all()
 
     def _take(self) -> list[_Job]:
-        """The next batch: the oldest job and the later ones of its key, up to batch_rows rows, after waiting at most
-        batch_wait_ms for callers that are on their way."""
+        """The next batch: the first job in fair-queuing order and the next ones of its key, up to batch_rows rows,
+        after waiting at most batch_wait_ms for callers that are on their way."""
         with self._cond:
             while not self._queue:
                 self._cond.wait()
             deadline = time.monotonic() + self.wait_s
             while True:
-                first = self._queue[0]
-                same = [j for j in self._queue if j.key == first.key]
+                order = sorted(self._queue, key=lambda j: j.finish)  # stable: equal tags in arrival order
+                first = order[0]
+                same = [j for j in order if j.key == first.key]
                 rows = sum(len(j.rows) for j in same)
                 waiting_for = self._callers - len(self._queue)  # in `run`, not yet queued
                 left = deadline - time.monotonic()
@@ -99,6 +109,7 @@ class RowBatcher:
                 total += len(job.rows)
             for job in batch:
                 self._queue.remove(job)
+            self._vtime = max(self._vtime, first.start)
             return batch
 
     def _loop(self) -> None:
