@@ -3,7 +3,8 @@ language model's test bits per character (the same chunks for all three), and ba
 
 Run from the repo root after `dvc repro` (needs the registered language model and data/prepared/test.npy):
     python bench/onnx_runtime.py [--model models:/seqpipe-shakespeare@champion] [--tokens 200] [--json FILE]
-                                 [--classifier models:/seqpipe-imdb@champion [--classifier-test PREPARED/test.npz]]
+                                 [--classifier models:/seqpipe-imdb@champion [--classifier-uri URI]
+                                  [--classifier-test PREPARED/test.npz]]
 Without --classifier, the classification rows use an IMDB-sized bidirectional LSTM with random weights (speed only);
 with --classifier-test (the test split its recipe prepared), the test accuracy of each runtime too.
 """
@@ -96,6 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="models:/seqpipe-shakespeare@champion")
     ap.add_argument("--classifier", default=None)
+    ap.add_argument("--classifier-uri", default=None, help="the classifier's tracking URI (default: --tracking-uri)")
     ap.add_argument("--classifier-test", type=Path, default=None, help="the classifier's prepared test.npz")
     ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
     ap.add_argument("--tokens", type=int, default=200)
@@ -122,7 +124,7 @@ def main() -> None:
             for name, net in runtimes.items():
                 rows[f"LM test bits/token, {name}"] = bits_per_token(net, ids)
         if args.classifier:
-            clf = load(args.classifier, args.tracking_uri)
+            clf = load(args.classifier, args.classifier_uri or args.tracking_uri)
             net = clf.net
         else:
             clf, net = None, SequenceClassifier(20000, 2, cell="lstm", embedding_dim=128, hidden_size=128,

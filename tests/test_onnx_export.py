@@ -16,7 +16,7 @@ from seqpipe.serving.onnx_export import OnnxNet, export_model
 from seqpipe.tasks.ctc import CTCNet
 
 FRAMES = {"kind": "frames", "features": 6, "mean": [0.1] * 6, "std": [2.0] * 6}
-ENC = {"embedding_dim": 8, "hidden_size": 12}
+ENC = {"embedding_dim": 8, "hidden_size": 12, "dropout": 0.3}  # dropout: a network left in training mode would show
 NETS = {
     "lm-lstm-2layers": lambda: RecurrentLM(30, cell="lstm", num_layers=2, **ENC),
     "lm-gru": lambda: RecurrentLM(30, cell="gru", **ENC),
@@ -43,6 +43,7 @@ def test_onnx_runtime_gives_the_logits_pytorch_gives(kind, quantize, tmp_path):
     net = NETS[kind]().eval()
     served = SimpleNamespace(net=net, meta={"task": kind}, limits={}, model="test/1", vocab=None)
     path = export_model(served, tmp_path, quantize)
+    assert not any(m.training for m in net.modules())  # the caller's network as it was: in eval mode
     assert path.name == ("model.int8.onnx" if quantize else "model.onnx") and (tmp_path / "export.json").is_file()
     onnx = OnnxNet(tmp_path)
     x, lengths = _batch(net, "frames" in kind)

@@ -78,16 +78,19 @@ def export_net(net: nn.Module, path: Path) -> dict:
     """Write `net` (eval mode, packing off: outputs at valid steps are the same) to `path` as ONNX; what the graph
     takes and gives, for export.json."""
     _check(net)
-    net = net.eval()
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
     encoders = [m for m in net.modules() if isinstance(m, Encoder)]
     packed = [m.packed for m in encoders]
     for m in encoders:  # pack_padded_sequence does not export; padding never changes the valid steps' outputs
         m.packed = False
     try:
         return _export(net, path)
-    finally:  # the caller's network as it was
-        for m, flag in zip(encoders, packed):
+    finally:  # the caller's network as it was (torch.onnx.export leaves every module in training mode: a served
+        for m, flag in zip(encoders, packed):  # network would then answer with dropout on)
             m.packed = flag
+        for m, training in modes.items():
+            m.training = training
 
 
 def _export(net: nn.Module, path: Path) -> dict:
