@@ -445,6 +445,11 @@ def test_checkpoint_cases(case, tmp_path):
     assert case == "checkpoint-missing" or ckpt.read_bytes().startswith(b"PK")
 
 
+def _ragged(d: Path) -> str:
+    (d / "ragged.csv").write_text("text\nA moving film, and funny.\nDull.\n")  # the comma is not quoted
+    return str(d / "ragged.csv")
+
+
 def _latin1(d: Path) -> str:
     (d / "latin1.csv").write_bytes(b"text\ncaf\xe9\n")
     return str(d / "latin1.csv")
@@ -461,6 +466,8 @@ REGISTRY_CASES = [
     ("predict-missing-file", ["predict", "--model", CLF, "--input", lambda d: str(d / "none.csv")],
      "input file not found"),
     ("predict-latin1-file", ["predict", "--model", CLF, "--input", _latin1], "not valid UTF-8 at byte offset"),
+    ("predict-unquoted-separator", ["predict", "--model", CLF, "--input", _ragged],
+     "its data rows have more fields than its header (1): a text holding a comma must be quoted"),
     ("model-uri-without-version", ["generate", "--model", "models:/seqpipe-text_file"],
      "names no version: use models:/seqpipe-text_file@champion (an alias) or models:/seqpipe-text_file/1"),
     ("path-not-a-model", ["generate", "--model", lambda d: str(d)], "is not an MLflow model (it has no MLmodel file)"),

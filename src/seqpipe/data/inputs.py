@@ -367,6 +367,10 @@ def read_table(path: Path, column: str) -> pd.DataFrame:
         raise SeqpipeError(f"{path}: not valid UTF-8 at byte offset {e.start}; convert the file to UTF-8") from None
     except ValueError as e:
         raise SeqpipeError(f"{path}: cannot be read as a table: {e}") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took the first field of each row for an index
+        sep = "tab" if path.suffix == ".tsv" else "comma"
+        raise SeqpipeError(f"{path}: its data rows have more fields than its header ({len(frame.columns)}): a text "
+                           f"holding a {sep} must be quoted (\"...\"), or the header lacks a column name")
     if column not in frame.columns:
         raise SeqpipeError(f"{path} has no column {column!r}; its columns: {', '.join(map(str, frame.columns))} "
                            "(choose one with --column)")
