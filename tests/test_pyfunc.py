@@ -152,3 +152,29 @@ def test_a_tagger_registered_before_tasks_were_modules_loads_and_tags_with_today
     assert out["model"][0] == "seqpipe-dna/1" and model.unwrap_python_model().meta["inputs"]["kind"] == "tokens"
     with pytest.raises(InputError, match="row 0: .*'Z'"):
         model.predict(pd.DataFrame({"text": ["ACZ"]}))
+
+
+def test_a_model_from_another_environment_is_named_in_one_warning_line(tmp_path, capsys):
+    """`seqpipe predict`/`export` load without MLflow's slow requirement scan and check the model's own pins: a
+    pinned version that differs, or another Python, is named in one line; the same environment prints nothing."""
+    import re
+    import shutil
+
+    from seqpipe.cli.predict import load_model
+
+    model = tmp_path / "classifier"
+    shutil.copytree(Path(__file__).parent / "data" / "models-0.1" / "classifier", model)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    lines = (model / "requirements.txt").read_text().splitlines()
+    (model / "requirements.txt").write_text("\n".join(f"{line}\n" for line in lines if "==" not in line)
+                                            + "torch==2.13.0\nmlflow==3.17.2\n")
+    load_model(str(model), uri, "predict")
+    assert "warning" not in capsys.readouterr().err  # the environment these fixtures were made in (and pinned)
+    (model / "requirements.txt").write_text("torch==0.4.1\nnot-a-package-of-this-env==1.0\npandas\n")
+    mlmodel = model / "MLmodel"
+    mlmodel.write_text(re.sub(r"python_version: [\d.]+", "python_version: 3.7.1", mlmodel.read_text()))
+    loaded = load_model(str(model), uri, "predict")
+    err = capsys.readouterr().err
+    assert err.count("seqpipe: warning:") == 1 and "torch==0.4.1 (here: 2.13.0" in err, err
+    assert "not-a-package-of-this-env==1.0 (here: not installed)" in err and "Python 3.7.1 (here: 3.11" in err
+    assert loaded.predict(pd.DataFrame({"text": ["a good film"]}))["label"].iloc[0]  # a warning, not a refusal

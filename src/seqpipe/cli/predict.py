@@ -6,8 +6,11 @@ models/ and data/ from a DVC remote answers without the MLflow store."""
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import os
+import platform
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -162,13 +165,50 @@ def load_model(model_uri: str, tracking_uri: str, command: str | None) -> object
         use_tracking_uri(tracking_uri)
         check_model_uri(model_uri)
         check_model_files(model_uri)  # a moved mlruns/ folder is named, not an MLflow traceback
-        model = mlflow.pyfunc.load_model(model_uri)
+        # MLflow's own check of the model's requirements scans every installed distribution's files (~1.5 s of each
+        # command on 2 cores): check_environment reads the model's pins instead
+        model = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
+        check_environment(model)
     task = get_task((model.metadata.metadata or {}).get("task", "lm"))
     # the one question the CLI asks a task: which command answers with its model (None: any, for seqpipe export)
     if command is not None and task.command != command:
         raise SeqpipeError(f"{model_uri} is a {task.name!r} model, which `seqpipe {task.command}` answers with: use "
                            f"`seqpipe {task.command}`")
     return model
+
+
+def environment_mismatches(folder: Path, python_version: str | None) -> list[str]:
+    """What differs between this environment and the one the model in `folder` was registered from: each package
+    pinned in its requirements.txt (register pins torch and mlflow) that is missing or at another version here, and
+    the Python minor version (MLmodel's)."""
+    reqs = folder / "requirements.txt"
+    found = []
+    for line in reqs.read_text().splitlines() if reqs.is_file() else []:
+        name, pinned, want = line.strip().partition("==")
+        if not pinned:
+            continue
+        try:
+            have = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            have = None
+        if have is None or have.split("+")[0] != want:
+            found.append(f"{name}=={want} (here: {have or 'not installed'})")
+    here = platform.python_version()
+    if python_version and python_version.split(".")[:2] != here.split(".")[:2]:
+        found.append(f"Python {python_version} (here: {here})")
+    return found
+
+
+def check_environment(model: object) -> None:
+    """One warning line when the model was registered in another environment than this one, as MLflow's load_model
+    warns (without its cost)."""
+    folder = getattr(model.unwrap_python_model(), "folder", None)  # type: ignore[attr-defined]
+    if folder is None:
+        return
+    flavor = (model.metadata.flavors or {}).get("python_function", {})  # type: ignore[attr-defined]
+    if found := environment_mismatches(Path(folder), flavor.get("python_version")):
+        print(f"seqpipe: warning: the model was registered with {', '.join(found)}; its answers may differ: install "
+              "the same versions (`mlflow.pyfunc.get_model_dependencies` lists them)", file=sys.stderr)
 
 
 def generate(model_uri: str, prompts: list[str], tracking_uri: str, **params: object) -> list[str]:

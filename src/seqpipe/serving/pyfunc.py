@@ -64,7 +64,8 @@ class SeqpipeModel(Served, mlflow.pyfunc.PythonModel):
         self.net.load_state_dict(upgrade_state_dict(saved["state_dict"]))
         self.net.eval()
         self.state = self.task.load_served(self.meta)
-        self.model, self.run_id = identity(Path(context.artifacts["weights"]).parents[1])
+        self.folder = Path(context.artifacts["weights"]).parents[1]  # the model's folder (MLmodel, requirements)
+        self.model, self.run_id = identity(self.folder)
         if server_guard.serving():  # loaded by `mlflow models serve`: bound the body, one-line error answers, and
             server_guard.install(self.limits)  # the rows of concurrent requests run together
             if server_guard.batching():
