@@ -50,6 +50,14 @@ def start_held(batcher: RowBatcher, queued: int, calls: list, key: str = "k") ->
     return fn, first
 
 
+def timed(batcher: RowBatcher, fn: Callable, ends: dict) -> Callable:
+    """A caller of `batcher.run("k", fn, rows)` that records in `ends[name]` when its answer came."""
+    def call(name: str, rows: list) -> None:
+        batcher.run("k", fn, rows)
+        ends[name] = time.monotonic()
+    return call
+
+
 def test_concurrent_callers_share_one_call_and_each_gets_its_own_rows():
     batcher, calls = RowBatcher(batch_rows=64, batch_wait_ms=1), []
     fn, first = start_held(batcher, 7, calls)
@@ -79,12 +87,8 @@ def test_a_bad_request_in_a_shared_batch_gets_its_error_and_the_others_their_ans
 def test_a_small_request_is_answered_between_the_parts_of_a_large_one():
     batcher, calls = RowBatcher(batch_rows=4, batch_wait_ms=1), []
     fn, started = hold_first_call(batcher, 1, calls)
-    ends = {}
-
-    def call(name: str, rows: list) -> None:
-        batcher.run("k", fn, rows)
-        ends[name] = time.monotonic()
-
+    ends: dict = {}
+    call = timed(batcher, fn, ends)
     large = threading.Thread(target=call, args=("large", list(range(10))))
     large.start()
     started.wait()
@@ -100,16 +104,13 @@ def test_a_small_request_goes_ahead_of_the_waiting_parts_of_large_ones_and_large
     large requests' first parts, and the second large request for the whole first one)."""
     batcher, calls = RowBatcher(batch_rows=4, batch_wait_ms=1), []
     fn, first = start_held(batcher, 3, calls)
-    ends = {}
-
-    def call(name: str, rows: list) -> None:
-        batcher.run("k", slow, rows)
-        ends[name] = time.monotonic()
 
     def slow(rows: list) -> list:  # as a network takes a while: each caller has queued its next part by the end
         time.sleep(0.02)
         return fn(rows)
 
+    ends: dict = {}
+    call = timed(batcher, slow, ends)
     large = [threading.Thread(target=call, args=(f"large{i}", list(range(10 * i, 10 * i + 10)))) for i in (1, 2)]
     for i, thread in enumerate(large):
         thread.start()

@@ -15,4 +15,3 @@ def metric_name(monitor: str) -> str:
 
 def trial_dir(sweep_dir: str | Path, trial_id: str) -> Path:
     return Path(sweep_dir) / "trials" / trial_id
-

@@ -38,10 +38,6 @@ class Served:
     _batcher: RowBatcher | None = None
     _engine: GenerationEngine | None = None
 
-    @property
-    def batching(self) -> bool:
-        return self._batcher is not None
-
     def start_batching(self) -> None:
         """Share the network's calls between concurrent requests from now on. Called once, before any request, so the
         requests that arrive together find the one batcher (its worker threads start with the first request)."""

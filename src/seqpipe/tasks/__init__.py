@@ -31,11 +31,15 @@ NAMES = tuple(TASKS)
 LEAN = {"lm": "seqpipe.tasks.lm_served"}
 
 
-def get_task(name: str) -> Task:
-    """The task called `name` (a new one: a task may keep state while it prepares), its module imported on demand."""
+def _known(name: str) -> str:
     if name not in TASKS:
         raise SeqpipeError(f"task={name!r} is not allowed; choose one of: {', '.join(NAMES)}")
-    return _task_class(name)()
+    return name
+
+
+def get_task(name: str) -> Task:
+    """The task called `name` (a new one: a task may keep state while it prepares), its module imported on demand."""
+    return _task_class(_known(name))()
 
 
 @cache
@@ -46,9 +50,7 @@ def _task_class(name: str) -> type[Task]:
 
 def task_rules(name: str) -> TaskRules:
     """The config rules of the task called `name` (seqpipe.tasks.rules), without importing the task's module."""
-    if name not in TASKS:
-        raise SeqpipeError(f"task={name!r} is not allowed; choose one of: {', '.join(NAMES)}")
-    return RULES[name]()
+    return RULES[_known(name)]()
 
 
 def task_sections() -> dict[str, TaskRules]:

@@ -17,6 +17,12 @@ ATTENTIONS = ("bahdanau", "luong")
 CTC_UNITS = ("char", "word")
 
 
+def check_beam_width(width: object) -> None:
+    """evaluate.beam_width of the tasks that decode (seq2seq, ctc)."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise SeqpipeError(f"evaluate.beam_width={width!r} must be a positive integer (1 = greedy)")
+
+
 class TaskRules:
     name = ""
     inputs: tuple[str, ...] = ("tokens", "frames")  # the prepare.inputs it can read
@@ -78,8 +84,7 @@ class Seq2SeqRules(TaskRules):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                       or not 0 <= value <= 1):
                 raise SeqpipeError(f"{key}={value!r} must be a probability in [0, 1] (1: always the true token)")
-        if isinstance(e.beam_width, bool) or not isinstance(e.beam_width, int) or e.beam_width < 1:
-            raise SeqpipeError(f"evaluate.beam_width={e.beam_width!r} must be a positive integer (1 = greedy)")
+        check_beam_width(e.beam_width)
         if not isinstance(e.length_penalty, int | float) or e.length_penalty < 0:
             raise SeqpipeError(f"evaluate.length_penalty={e.length_penalty!r} must be a number >= 0")
         if e.max_output_len is not None and (not isinstance(e.max_output_len, int) or e.max_output_len < 1):
@@ -110,7 +115,7 @@ class CTCRules(TaskRules):
 
     def check(self, cfg: DictConfig) -> None:
         super().check(cfg)
-        c, width = cfg.ctc, cfg.evaluate.beam_width
+        c = cfg.ctc
         if isinstance(c.stack, bool) or not isinstance(c.stack, int) or c.stack < 1:
             raise SeqpipeError(f"ctc.stack={c.stack!r} must be a positive integer (1: every frame)")
         for key, value in c.spec_augment.items():
@@ -118,8 +123,7 @@ class CTCRules(TaskRules):
                 raise SeqpipeError(f"ctc.spec_augment.{key}={value!r} must be a whole number >= 0 (0: off)")
         if c.unit not in CTC_UNITS:
             raise SeqpipeError(f"ctc.unit={c.unit!r} is not allowed; choose one of: {', '.join(CTC_UNITS)}")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise SeqpipeError(f"evaluate.beam_width={width!r} must be a positive integer (1 = greedy)")
+        check_beam_width(cfg.evaluate.beam_width)
 
 
 # task name -> its rules (seqpipe.tasks.TASKS names the class that inherits them)
