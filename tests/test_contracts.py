@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seqpipe.data.inputs import KINDS, Audio, Frames, Tokens, kind_of
-from seqpipe.data.requests import InputError
+from seqpipe.data.request_checks import RequestError, fit_length
 from seqpipe.models.attention import ATTENTIONS
 from seqpipe.tasks import NAMES, TASKS, get_task, rules
 from seqpipe.tasks.base import ExampleTask, Task
@@ -65,16 +65,16 @@ def test_long_inputs_are_cut_or_read_whole_as_the_task_says(name, lengths):
     xs = [torch.arange(3), torch.arange(5)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fitted = get_task(name).fit_length(xs, 3, "tokens")
+        fitted = fit_length(xs, 3, "tokens", get_task(name).long_inputs)
     assert [len(x) for x in fitted] == lengths
     assert bool(caught) == (name == "classify") and ("row 1: 5 tokens, read as its first 3" in str(caught[0].message)
                                                      if caught else True)
 
 
 def test_a_task_that_refuses_long_inputs_names_the_row_and_the_limit():
-    with pytest.raises(InputError, match="row 1: 5 steps; this model reads inputs of at most 3 "):
-        get_task("ctc").fit_length([torch.zeros(2, 4), torch.zeros(5, 4)], 3, "steps")
-    assert get_task("ctc").fit_length([torch.zeros(5, 4)], None, "steps")[0].shape == (5, 4)  # no max_len: all
+    with pytest.raises(RequestError, match="row 1: 5 steps; this model reads inputs of at most 3 "):
+        fit_length([torch.zeros(2, 4), torch.zeros(5, 4)], 3, "steps", get_task("ctc").long_inputs)
+    assert fit_length([torch.zeros(5, 4)], None, "steps", "refuse")[0].shape == (5, 4)  # no max_len: all
 
 
 def test_prepare_drops_a_long_pair_for_a_refusing_task_and_cuts_it_otherwise():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -17,7 +19,9 @@ from conftest import CONF, FEW_BATCHES, run_pipeline, working_dir, write_reviews
 from seqpipe import cli, fetch, prepare
 from seqpipe.cli.predict import generate
 from seqpipe.config import compose
+from seqpipe.data.request_checks import RequestError
 from seqpipe.errors import SeqpipeError
+from seqpipe.serving import local
 from seqpipe.tracking.store import use_tracking_uri
 
 pytestmark = pytest.mark.slow
@@ -92,6 +96,46 @@ def test_classifier_predicts_text_and_files(classifier, capsys, tmp_path):
     with pytest.warns(UserWarning, match="every token is unknown"):
         use_tracking_uri(uri)
         mlflow.pyfunc.load_model(model).predict(pd.DataFrame({"text": ["zzyzx qwerty"]}))
+
+
+def test_predict_text_loads_the_model_lean_and_answers_as_the_pyfunc(classifier, tagger):
+    """`seqpipe predict --text` loads a text model without MLflow, pandas or Lightning (seqpipe.serving.local) and
+    gives the pyfunc's answers: same columns, labels and probabilities, a long input cut as the pyfunc cuts it (or
+    every position read, tagging), the same refusals."""
+    long_review = "a really superb film " * 100  # 400 tokens: cut to the recipe's max_len 256
+    for (_root, out), name, texts in ((classifier, "seqpipe-text_csv", ["so dull", "lovely cast", long_review]),
+                                      (tagger, "seqpipe-dna", ["ATGAAACGCATTAGC", "acgtNNRY" * 60])):
+        uri = out["cfg"].mlflow.tracking_uri
+        served, module = local.load(f"models:/{name}@champion", uri, "predict")
+        assert module.__name__ == "seqpipe.tasks.classify_served" and served.model == f"{name}/1"
+        use_tracking_uri(uri)
+        want = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"text": texts}))
+        task = served.meta["task"]
+        xs, unk = served.encode_texts(texts, task)
+        got = pd.DataFrame(module.answer_rows(served, task, served.fit_length(xs), unk))
+        assert got.columns.tolist() == want.columns.tolist()[:-2]  # then model and run_id
+        pd.testing.assert_frame_equal(got, want[got.columns], rtol=1e-6)
+        with pytest.raises(RequestError, match="row 0: empty input text: nothing to"):
+            served.encode_texts([""], task)
+    assert len(got["tags"][1]) == 480  # every position tagged
+
+
+def test_predict_text_imports_neither_mlflow_nor_pandas_nor_lightning(classifier):
+    root, out = classifier
+    uri = out["cfg"].mlflow.tracking_uri
+    code = ("import sys; from seqpipe.cli.commands import main; "
+            f"rc = main(['predict', '--model', 'models:/seqpipe-text_csv@champion', '--tracking-uri', {uri!r}, "
+            "'--text', 'a really superb film']); "
+            "print(sorted(m for m in ('mlflow', 'pandas', 'lightning', 'hydra') if m in sys.modules), file=sys.stderr)"
+            "; sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == ["[]"], done.stderr  # no warning either
+    use_tracking_uri(uri)
+    row = mlflow.pyfunc.load_model("models:/seqpipe-text_csv@champion").predict(
+        pd.DataFrame({"text": ["a really superb film"]})).iloc[0]
+    assert done.stdout == "\t".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()) + \
+        "\n"
 
 
 def test_labels_outside_the_configured_set(tmp_path):

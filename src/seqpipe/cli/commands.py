@@ -164,17 +164,33 @@ def _generate(args: argparse.Namespace) -> None:
     model.task.run_cli(args, model)  # text printed as it comes (lm), or a MIDI file (pianoroll)
 
 
-def _predict(args: argparse.Namespace) -> None:
-    from pathlib import Path
+def _print_row(row: dict) -> None:
+    """One answer on one line: column=value, tab-separated, numbers to 4 decimals."""
+    print("\t".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
-    from seqpipe.cli.predict import load_model, predict_file
-    from seqpipe.data.requests import InputError
+
+def _predict(args: argparse.Namespace) -> None:
     from seqpipe.errors import SeqpipeError
-    from seqpipe.tracking.store import tracking_uri
+    from seqpipe.serving import local
+    from seqpipe.tracking.uris import tracking_uri
 
     if sum(x is not None for x in (args.text, args.input, args.audio)) != 1:
         raise SeqpipeError("give one of --text TEXT, --audio CLIP or --input FILE (with --output FILE)")
-    model = load_model(args.model, args.tracking_uri or tracking_uri(), "predict")
+    uri = args.tracking_uri or tracking_uri()
+    if args.text is not None and args.beam_width is None and args.n_best is None and \
+            (lean := local.load(args.model, uri, "predict")):  # a text model in an SQLite store: no MLflow to import
+        served, task = lean
+        name = served.meta["task"]
+        xs, unk = served.encode_texts([args.text], name)
+        _print_row({**task.answer_rows(served, name, served.fit_length(xs), unk)[0], "model": served.model,
+                    "run_id": served.run_id})
+        return
+    from pathlib import Path
+
+    from seqpipe.cli.predict import load_model, predict_file  # MLflow: the store checked, the model resolved
+    from seqpipe.data.requests import InputError
+
+    model = load_model(args.model, uri, "predict")
     served = model.unwrap_python_model()
     decoding = {k: v for k, v in (("beam_width", args.beam_width), ("n_best", args.n_best)) if v is not None}
     if set(decoding) - set(served.task.params):
@@ -191,8 +207,7 @@ def _predict(args: argparse.Namespace) -> None:
         print(f"predict: score {row['score']:.3f} ({row['model']})", file=sys.stderr)
         return
     if args.text is not None:
-        row = model.predict(served.kind.text_request(args.text), params=decoding).iloc[0]
-        print("\t".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        _print_row(model.predict(served.kind.text_request(args.text), params=decoding).iloc[0].to_dict())
         return
     output = Path(args.output or Path(args.input).with_suffix(".predictions.csv"))
     n = predict_file(model, Path(args.input), output, args.column or served.column, args.batch_size, decoding)

@@ -6,11 +6,8 @@ models/ and data/ from a DVC remote answers without the MLflow store."""
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import logging
 import os
-import platform
-import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -24,6 +21,7 @@ from tqdm import tqdm
 from seqpipe.atomic import atomic_path
 from seqpipe.data.requests import InputError
 from seqpipe.errors import SeqpipeError
+from seqpipe.serving.local import warn_environment
 from seqpipe.tasks import get_task
 from seqpipe.tracking.store import check_model_files, check_store, shown_uri, use_tracking_uri
 from seqpipe.tracking.uris import MODEL_URI
@@ -177,38 +175,13 @@ def load_model(model_uri: str, tracking_uri: str, command: str | None) -> object
     return model
 
 
-def environment_mismatches(folder: Path, python_version: str | None) -> list[str]:
-    """What differs between this environment and the one the model in `folder` was registered from: each package
-    pinned in its requirements.txt (register pins torch and mlflow) that is missing or at another version here, and
-    the Python minor version (MLmodel's)."""
-    reqs = folder / "requirements.txt"
-    found = []
-    for line in reqs.read_text().splitlines() if reqs.is_file() else []:
-        name, pinned, want = line.strip().partition("==")
-        if not pinned:
-            continue
-        try:
-            have = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            have = None
-        if have is None or have.split("+")[0] != want:
-            found.append(f"{name}=={want} (here: {have or 'not installed'})")
-    here = platform.python_version()
-    if python_version and python_version.split(".")[:2] != here.split(".")[:2]:
-        found.append(f"Python {python_version} (here: {here})")
-    return found
-
-
 def check_environment(model: object) -> None:
     """One warning line when the model was registered in another environment than this one, as MLflow's load_model
     warns (without its cost)."""
     folder = getattr(model.unwrap_python_model(), "folder", None)  # type: ignore[attr-defined]
-    if folder is None:
-        return
-    flavor = (model.metadata.flavors or {}).get("python_function", {})  # type: ignore[attr-defined]
-    if found := environment_mismatches(Path(folder), flavor.get("python_version")):
-        print(f"seqpipe: warning: the model was registered with {', '.join(found)}; its answers may differ: install "
-              "the same versions (`mlflow.pyfunc.get_model_dependencies` lists them)", file=sys.stderr)
+    if folder is not None:
+        flavor = (model.metadata.flavors or {}).get("python_function", {})  # type: ignore[attr-defined]
+        warn_environment(Path(folder), flavor.get("python_version"))
 
 
 def generate(model_uri: str, prompts: list[str], tracking_uri: str, **params: object) -> list[str]:

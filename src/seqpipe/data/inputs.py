@@ -15,7 +15,6 @@ a config will prepare."""
 from __future__ import annotations
 
 import json
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ from torch import nn
 from seqpipe.data.audio import AudioError, open_file, wav_base64
 from seqpipe.data.documents import Document
 from seqpipe.data.frames import FrameInput, fit_frames, frames_array
-from seqpipe.data.requests import InputError, audio_from, frames_from, has_column, texts_from
+from seqpipe.data.requests import audio_from, frames_from, has_column, texts_from
 from seqpipe.data.vocab import PAD_ID, UNK_ID, Vocab, load_with_tokenizer, prepared_vocab
 from seqpipe.errors import SeqpipeError
 
@@ -205,16 +204,7 @@ class Tokens(InputKind):
         return load_with_tokenizer(artifacts["vocab"])
 
     def read(self, model: object, model_input: object, what: str) -> tuple[list[torch.Tensor], list[float] | None]:
-        rows = model.check_size(model.tokenize(texts_from(model_input, model.column, model.limits)), 0)  # type: ignore
-        for i, tokens in enumerate(rows):
-            if not tokens:
-                raise InputError(f"empty input text: nothing to {what}", row=i)
-        xs = [torch.tensor(model.vocab.encode(tokens)) for tokens in rows]  # type: ignore[attr-defined]
-        unk = [float((x == UNK_ID).float().mean()) for x in xs]
-        for i in (i for i, u in enumerate(unk) if u == 1.0):
-            warnings.warn(f"row {i}: every token is unknown to the vocabulary; the prediction carries no "
-                          "information", stacklevel=4)
-        return xs, unk
+        return model.encode_texts(texts_from(model_input, model.column, model.limits), what)  # type: ignore
 
     def example(self, cfg: DictConfig, column: str) -> pd.DataFrame:
         return pd.DataFrame({column: [cfg.evaluate.prompt]})

@@ -5,6 +5,8 @@ served model answers it as HTTP 400 (seqpipe.data.requests.InputError)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from seqpipe.data.sampling_bounds import check_seed, check_temperature
@@ -52,6 +54,24 @@ def check_size(rows: list, new_per_row: int, limits: dict, unit: str = "tokens")
                            f"{new_per_row}); this model makes at most {limits['max_total_new_tokens']} per request "
                            "(serve.max_total_new_tokens): ask for fewer rows or fewer new tokens")
     return rows
+
+
+def fit_length(xs: list, max_len: int | None, unit: str, policy: str) -> list:
+    """A request's inputs (already checked against the limits) fitted to the training data's max_len by the task's
+    policy for long inputs (seqpipe.tasks.rules.TaskRules.long_inputs): "cut" reads the first max_len steps (with a
+    warning), "refuse" refuses the row, "read" reads every step."""
+    if not max_len or policy == "read":
+        return xs
+    for i, x in enumerate(xs):
+        if len(x) <= max_len:
+            continue
+        if policy == "refuse":
+            raise RequestError(f"{len(x)} {unit}; this model reads inputs of at most {max_len} (prepare.max_len when "
+                               "it was trained): shorten or split the input", row=i)
+        warnings.warn(f"row {i}: {len(x)} {unit}, read as its first {max_len} (the training data's max_len)",
+                      stacklevel=4)
+        xs[i] = x[:max_len]
+    return xs
 
 
 def generation_params(params: dict | None, limits: dict) -> dict:

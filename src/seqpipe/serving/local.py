@@ -1,15 +1,19 @@
-"""`seqpipe generate` without the wait: a registered model found in the SQLite store and loaded from its folder as
-weights, vocabulary and tokenizer, without importing MLflow, pandas or Lightning (together ~4 s of a 2-core
-machine's start-up, against ~1.5 s for torch itself; bench/startup.py measures both).
+"""`seqpipe generate` and `seqpipe predict --text` without the wait: a registered model found in the SQLite store and
+loaded from its folder as weights, vocabulary and tokenizer, without importing MLflow, pandas or Lightning (together
+~4-5 s of a 2-core machine's start-up, against ~1.2 s for torch itself; bench/startup.py measures both).
 
 It takes what it can answer for and hands everything else back (None) to the MLflow path, which explains what is
 wrong: a store that is not SQLite (an HTTP server), a model that is not in it, files that moved, a task without a
-lean module (seqpipe.tasks.LEAN), a model saved before models carried their meta."""
+lean module (seqpipe.tasks.LEAN) or that another command answers with, inputs that are not text, a model saved before
+models carried their meta."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import platform
 import sqlite3
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -17,8 +21,8 @@ import torch
 import yaml
 
 from seqpipe.data.vocab import load_with_tokenizer
-from seqpipe.serving.served import DEFAULT_LIMITS, Served, upgrade_state_dict
-from seqpipe.tasks import LEAN
+from seqpipe.serving.served import Served
+from seqpipe.tasks import LEAN, task_rules
 from seqpipe.tracking.uris import MODEL_URI, sqlite_path
 
 
@@ -52,29 +56,59 @@ def registered_folder(model_uri: str, tracking_uri: str) -> tuple[Path, str, str
 
 
 def load(model_uri: str, tracking_uri: str, command: str) -> tuple[Served, object] | None:
-    """The model `model_uri` names, loaded lean, and its task's lean module (which runs the command); None when the
-    MLflow path must load it (see the module's docstring)."""
+    """The model `model_uri` names, loaded lean, and its task's lean module (`build_net`, and `run_cli` for
+    `seqpipe generate` or `answer_rows` for `seqpipe predict`); None when the MLflow path must load it (see the
+    module's docstring)."""
     found = registered_folder(model_uri, tracking_uri)
     if found is None:
         return None
     folder, name, run_id = found
     mlmodel = yaml.load((folder / "MLmodel").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     task = (mlmodel.get("metadata") or {}).get("task")
-    artifacts = {k: folder / v["path"] for k, v in
-                 (mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts") or {}).items()}
-    if command != "generate" or task not in LEAN or "weights" not in artifacts or "vocab" not in artifacts:
+    pyfunc = mlmodel.get("flavors", {}).get("python_function", {})
+    artifacts = {k: folder / v["path"] for k, v in (pyfunc.get("artifacts") or {}).items()}
+    if task not in LEAN or "weights" not in artifacts or "vocab" not in artifacts:  # a vocabulary: text inputs
+        return None
+    lean = importlib.import_module(LEAN[task])
+    if lean.COMMAND != command:  # the MLflow path names the command that answers with it
         return None
     saved = torch.load(artifacts["weights"], map_location="cpu", weights_only=True)
     meta = saved.get("meta")
     if not meta or meta.get("task") != task:  # saved before models carried their meta: the pyfunc reads it
         return None
-    lean = importlib.import_module(LEAN[task])
+    warn_environment(folder, pyfunc.get("python_version"))
     served = Served()
-    served.meta, served.model, served.run_id = meta, name, run_id
-    served.limits = {**DEFAULT_LIMITS, **saved.get("limits", {})}  # as the pyfunc reads them
+    served.load_saved(saved, meta, lean.build_net)
+    served.model, served.run_id, served.long_inputs = name, run_id, task_rules(task).long_inputs
     served.vocab, served.tokenizer = load_with_tokenizer(artifacts["vocab"])
-    served.net = lean.build_net(meta, saved["model"])
-    served.net.load_state_dict(upgrade_state_dict(saved["state_dict"]))
-    served.net.eval()
     return served, lean
 
+
+def environment_mismatches(folder: Path, python_version: str | None) -> list[str]:
+    """What differs between this environment and the one the model in `folder` was registered from: each package
+    pinned in its requirements.txt (register pins torch and mlflow) that is missing or at another version here, and
+    the Python minor version (MLmodel's)."""
+    reqs = folder / "requirements.txt"
+    found = []
+    for line in reqs.read_text().splitlines() if reqs.is_file() else []:
+        name, pinned, want = line.strip().partition("==")
+        if not pinned:
+            continue
+        try:
+            have = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            have = None
+        if have is None or have.split("+")[0] != want:
+            found.append(f"{name}=={want} (here: {have or 'not installed'})")
+    here = platform.python_version()
+    if python_version and python_version.split(".")[:2] != here.split(".")[:2]:
+        found.append(f"Python {python_version} (here: {here})")
+    return found
+
+
+def warn_environment(folder: Path, python_version: str | None) -> None:
+    """One warning line when the model was registered in another environment than this one, as MLflow's load_model
+    warns (without its cost: it scans every installed distribution's files)."""
+    if found := environment_mismatches(folder, python_version):
+        print(f"seqpipe: warning: the model was registered with {', '.join(found)}; its answers may differ: install "
+              "the same versions (`mlflow.pyfunc.get_model_dependencies` lists them)", file=sys.stderr)

@@ -15,13 +15,12 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
-from seqpipe.data.batching import pad_collate
 from seqpipe.data.inputs import kind_of
 from seqpipe.data.request_checks import RequestError
 from seqpipe.data.requests import InputError
 from seqpipe.errors import SeqpipeError
 from seqpipe.serving import guard as server_guard
-from seqpipe.serving.served import DEFAULT_LIMITS, Served, upgrade_state_dict
+from seqpipe.serving.served import Served, legacy_meta
 from seqpipe.tasks import get_task
 
 
@@ -39,31 +38,20 @@ def identity(model_dir: Path) -> tuple[str, str]:
     return name, run_id
 
 
-def legacy_meta(saved: dict) -> dict:
-    """prepared/meta.json's content for a weights file saved before models carried it (before tasks were modules)."""
-    return {"task": saved.get("task", "lm"), "inputs": {"kind": "tokens", "vocab_size": saved["vocab_size"]},
-            "target": {"labels": saved.get("labels", [])}}
-
-
 class SeqpipeModel(Served, mlflow.pyfunc.PythonModel):
     """The one served-model class: the network, the input kind that reads requests (seqpipe.data.inputs), and the
     task that answers them (seqpipe.tasks), with what the task loaded for itself in `state`."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         saved = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
-        self.meta = saved.get("meta") or legacy_meta(saved)
-        self.task = get_task(self.meta["task"])
-        self.kind = kind_of(self.meta["inputs"])
-        self.labels = self.meta["target"].get("labels", [])
+        meta = saved.get("meta") or legacy_meta(saved)
+        self.task = get_task(meta["task"])
+        self.load_saved(saved, meta, self.task.build_net)
+        self.long_inputs = self.task.long_inputs
+        self.kind = kind_of(meta["inputs"])
         self.column, self.unit = self.kind.column(self.task.column), self.kind.unit
         self.vocab, self.tokenizer = self.kind.load(context.artifacts)
-        self.max_len = saved.get("max_len")  # inputs are cut as the training data was
-        self.limits = {**DEFAULT_LIMITS, **saved.get("limits", {})}
-        self.decode = saved.get("decode", {})  # sequence to sequence: default beam width, length penalty, limit
-        self.net = self.task.build_net(self.meta, saved["model"])
-        self.net.load_state_dict(upgrade_state_dict(saved["state_dict"]))
-        self.net.eval()
-        self.state = self.task.load_served(self.meta)
+        self.state = self.task.load_served(meta)
         self.folder = Path(context.artifacts["weights"]).parents[1]  # the model's folder (MLmodel, requirements)
         self.model, self.run_id = identity(self.folder)
         if server_guard.serving():  # loaded by `mlflow models serve`: bound the body, one-line error answers, and
@@ -99,21 +87,7 @@ class SeqpipeModel(Served, mlflow.pyfunc.PythonModel):
         before any work, then fitted to the training data's max_len by the task's policy; and, for text, the share
         of each row's tokens that the vocabulary does not know."""
         xs, unk = self.kind.read(self, model_input, what)
-        return self.task.fit_length(xs, self.max_len, self.unit), unk
-
-    def forward_rows(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The network's output for each input: (C,) per sequence, or (T_i, C) per step; run in padded batches of
-        inputs of similar length, at most serve.batch_rows rows each."""
-        order = sorted(range(len(xs)), key=lambda i: len(xs[i]))
-        out: list[torch.Tensor] = [torch.empty(0)] * len(xs)
-        size = max(1, int(self.limits["batch_rows"]))
-        for start in range(0, len(order), size):
-            rows = order[start:start + size]
-            batch = pad_collate([(xs[i], torch.tensor(0)) for i in rows])
-            y, _ = self.net(batch["x"], batch["lengths"])
-            for k, i in enumerate(rows):
-                out[i] = y[k, :len(xs[i])] if y.dim() == 3 else y[k]
-        return out
+        return self.fit_length(xs), unk
 
 
 # Models registered by the first walking-skeleton builds pickled this name; it loads them with today's code.

@@ -5,10 +5,15 @@ loads in a fraction of that time (seqpipe.serving.local)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+import warnings
+from collections.abc import Callable, Hashable, Iterator
 
-from seqpipe.data.request_checks import RequestError, check_size, generation_params
-from seqpipe.data.vocab import EOS_ID, SUPPRESS
+import torch
+from torch import nn
+
+from seqpipe.data.batching import pad_collate
+from seqpipe.data.request_checks import RequestError, check_size, fit_length, generation_params
+from seqpipe.data.vocab import EOS_ID, SUPPRESS, UNK_ID
 from seqpipe.models.decoding import generator
 from seqpipe.models.sampling import beam, pieces, prompt_ids, stream
 from seqpipe.serving.batching import GenerationEngine, RowBatcher, RowFn, Sequence
@@ -30,13 +35,33 @@ def upgrade_state_dict(state: dict) -> dict:
     return state
 
 
+def legacy_meta(saved: dict) -> dict:
+    """prepared/meta.json's content for a weights file saved before models carried it (before tasks were modules)."""
+    return {"task": saved.get("task", "lm"), "inputs": {"kind": "tokens", "vocab_size": saved["vocab_size"]},
+            "target": {"labels": saved.get("labels", [])}}
+
+
 class Served:
-    """A loaded model: `net`, `vocab` and `tokenizer` (text inputs), `limits`, `unit` (what one input step is called
-    in messages), and `model` (what answers name: NAME/VERSION). After `start_batching` (called once when a server
-    loads it), the rows of concurrent requests share the network's calls (seqpipe.serving.batching)."""
+    """A loaded model: `net`, `meta` (prepared/meta.json), `vocab` and `tokenizer` (text inputs), `limits`, `max_len`
+    and the task's `long_inputs` policy, `unit` (what one input step is called in messages), and `model` (what answers
+    name: NAME/VERSION). After `start_batching` (called once when a server loads it), the rows of concurrent requests
+    share the network's calls (seqpipe.serving.batching)."""
     unit = "tokens"
+    long_inputs = "cut"
     _batcher: RowBatcher | None = None
     _engine: GenerationEngine | None = None
+
+    def load_saved(self, saved: dict, meta: dict, build_net: Callable[[dict, dict], nn.Module]) -> None:
+        """The network (built by the task's `build_net`) and what the weights file carries besides: the limits, the
+        training data's max_len (inputs are cut as it was), the default decoding (sequence to sequence)."""
+        self.meta = meta
+        self.labels = meta["target"].get("labels", [])
+        self.limits = {**DEFAULT_LIMITS, **saved.get("limits", {})}
+        self.max_len = saved.get("max_len")
+        self.decode = saved.get("decode", {})  # sequence to sequence: default beam width, length penalty, limit
+        self.net = build_net(meta, saved["model"])
+        self.net.load_state_dict(upgrade_state_dict(saved["state_dict"]))
+        self.net.eval()
 
     def start_batching(self) -> None:
         """Share the network's calls between concurrent requests from now on. Called once, before any request, so the
@@ -60,6 +85,39 @@ class Served:
     def check_size(self, rows: list, new_per_row: int) -> list:
         """Refuse a request over the model's limits, naming the limit, before any work is done."""
         return check_size(rows, new_per_row, self.limits, self.unit)
+
+    def encode_texts(self, texts: list[str], what: str) -> tuple[list[torch.Tensor], list[float]]:
+        """Texts as token ids, checked against the limits before any work (an empty one refused: nothing to `what`),
+        and the share of each row's tokens that the vocabulary does not know."""
+        rows = self.check_size(self.tokenize(texts), 0)
+        for i, tokens in enumerate(rows):
+            if not tokens:
+                raise RequestError(f"empty input text: nothing to {what}", row=i)
+        xs = [torch.tensor(self.vocab.encode(tokens)) for tokens in rows]
+        unk = [float((x == UNK_ID).float().mean()) for x in xs]
+        for i in (i for i, u in enumerate(unk) if u == 1.0):
+            warnings.warn(f"row {i}: every token is unknown to the vocabulary; the prediction carries no "
+                          "information", stacklevel=2)
+        return xs, unk
+
+    def fit_length(self, xs: list) -> list:
+        """Inputs longer than the training data's max_len cut, refused or read whole, as the task says."""
+        return fit_length(xs, self.max_len, self.unit, self.long_inputs)
+
+    def forward_rows(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The network's output for each input: (C,) per sequence, or (T_i, C) per step; run in padded batches of
+        inputs of similar length, at most serve.batch_rows rows each."""
+        order = sorted(range(len(xs)), key=lambda i: len(xs[i]))
+        out: list[torch.Tensor] = [torch.empty(0)] * len(xs)
+        size = max(1, int(self.limits["batch_rows"]))
+        with torch.no_grad():
+            for start in range(0, len(order), size):
+                rows = order[start:start + size]
+                batch = pad_collate([(xs[i], torch.tensor(0)) for i in rows])
+                y, _ = self.net(batch["x"], batch["lengths"])
+                for k, i in enumerate(rows):
+                    out[i] = y[k, :len(xs[i])] if y.dim() == 3 else y[k]
+        return out
 
     def stream(self, prompt: str, params: dict | None = None, logprobs: list | None = None,
                bos: bool = False) -> Iterator[str]:

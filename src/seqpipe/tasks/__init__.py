@@ -26,9 +26,11 @@ TASKS = {
     "ctc": "seqpipe.tasks.ctc:CTC",
 }
 NAMES = tuple(TASKS)
-# The tasks whose `seqpipe generate` can load a registered model without Lightning, pandas or MLflow: a module with
-# `build_net(meta, model)` and `run_cli(args, model)` (seqpipe.serving.local); the others load the MLflow pyfunc.
-LEAN = {"lm": "seqpipe.tasks.lm_served"}
+# The tasks whose registered text models `seqpipe generate` or `seqpipe predict --text` load without Lightning, pandas
+# or MLflow (seqpipe.serving.local): a module with `COMMAND`, `build_net(meta, model)`, and `run_cli(args, model)`
+# (generate) or `answer_rows(model, task, xs, unk)` (predict); the others load the MLflow pyfunc.
+LEAN = {"lm": "seqpipe.tasks.lm_served", "classify": "seqpipe.tasks.classify_served",
+        "tag": "seqpipe.tasks.classify_served", "regress": "seqpipe.tasks.classify_served"}
 
 
 def _known(name: str) -> str:

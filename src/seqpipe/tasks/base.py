@@ -1,23 +1,22 @@
 """What every task provides, with the defaults: its config rules (`check`) and config section, `prepare` (documents ->
 arrays + prepared/meta.json), its data module, `build_net`, `step` (one batch -> loss, weight, predictions), the
 metrics it tracks, `evaluate` (test metrics and plots), and for the served model its signature, what it loads
-(`load_served`), how it fits inputs to the trained length and `predict`. `ExampleTask` adds what the tasks on
+(`load_served`) and `predict`. `ExampleTask` adds what the tasks on
 independent labelled examples share (classify, tag, regress, seq2seq, ctc): prepare by seqpipe.data.prepare_examples,
 the target side, the example data module.
 
 Capabilities are members the stages call, not flags they interpret: `command` names the CLI command that answers
 with the model and `run_cli` is what `seqpipe generate` runs; `params` are the served params (their names are what
-`seqpipe predict --beam-width` checks); `decoding(cfg)` the decoding a model serves by default; `long_inputs` with
-`fit_length` the one policy for inputs longer than the training data's."""
+`seqpipe predict --beam-width` checks); `decoding(cfg)` the decoding a model serves by default; `long_inputs` (a
+rule) the one policy for inputs longer than the training data's (seqpipe.data.request_checks.fit_length)."""
 
 from __future__ import annotations
 
 import argparse
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import lightning.pytorch as L
 import pandas as pd
@@ -27,7 +26,7 @@ from seqpipe.data.documents import Document
 from seqpipe.data.examples import ExampleDataModule
 from seqpipe.data.inputs import kind_of
 from seqpipe.data.prepare_examples import label_set, prepare_examples
-from seqpipe.data.requests import WHO, InputError
+from seqpipe.data.requests import WHO
 from seqpipe.errors import SeqpipeError
 from seqpipe.tasks.rules import TaskRules
 
@@ -54,10 +53,7 @@ class Task(TaskRules):
     column = "text"        # the served model's input column when it reads text (frames and audio name their own)
     command = "predict"    # the CLI command that answers with this model: `seqpipe predict` (rows in, rows out)
     params: dict = {}      # the served params, with their defaults (the signature's; `seqpipe predict` checks names)
-    # What the served model does with an input longer than prepare.max_len: "cut" reads its first max_len steps (with
-    # a warning); "refuse" refuses it (prepare drops such examples, counted: half an input does not map to its whole
-    # output); "read" reads every step (one answer per step). Prepare cuts training inputs unless the policy refuses.
-    long_inputs: Literal["cut", "refuse", "read"] = "cut"
+    # long_inputs: what the served model and prepare do with an input longer than prepare.max_len (a rule)
 
     def prepare(self, cfg: DictConfig, docs: list[Document], raw_file: Path) -> dict:
         """Documents -> prepared/ (arrays, meta.json, splits.json), atomically; returns figures for the report."""
@@ -119,22 +115,6 @@ class Task(TaskRules):
         """What the served model keeps for this task besides the network and the input side (a target vocabulary),
         loaded once from the model's meta; `predict` finds it in `model.state`."""
         return {}
-
-    def fit_length(self, xs: list, max_len: int | None, unit: str) -> list:
-        """A request's inputs (already checked against the limits) fitted to the training data's max_len by
-        `long_inputs`."""
-        if not max_len or self.long_inputs == "read":
-            return xs
-        for i, x in enumerate(xs):
-            if len(x) <= max_len:
-                continue
-            if self.long_inputs == "refuse":
-                raise InputError(f"{len(x)} {unit}; this model reads inputs of at most {max_len} (prepare.max_len when "
-                                 "it was trained): shorten or split the input", row=i)
-            warnings.warn(f"row {i}: {len(x)} {unit}, read as its first {max_len} (the training data's max_len)",
-                          stacklevel=4)
-            xs[i] = x[:max_len]
-        return xs
 
     def predict(self, model: object, model_input: object, params: dict | None) -> pd.DataFrame:
         """The served model's answer for a request (model: the loaded SeqpipeModel)."""

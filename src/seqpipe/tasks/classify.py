@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ from seqpipe.data.inputs import kind_of
 from seqpipe.data.prepare_examples import label_set
 from seqpipe.data.vocab import IGNORE_INDEX
 from seqpipe.errors import SeqpipeError
-from seqpipe.models.nets import SequenceClassifier, SequenceTagger
+from seqpipe.tasks import classify_served
 from seqpipe.tasks.base import ExampleTask, Step
 from seqpipe.tasks.classify_eval import evaluate_labels
 from seqpipe.tasks.rules import ClassifyRules, TagRules
@@ -29,8 +28,7 @@ class Classify(ClassifyRules, ExampleTask):
     # name, inputs, carries_state, section, trained_by, check(cfg): its config rules (seqpipe.tasks.rules)
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        model = {k: v for k, v in model.items() if k != "tie_weights"}
-        return SequenceClassifier(meta["inputs"], len(meta["target"]["labels"]), **model)
+        return classify_served.task_net(self.name, meta, model)
 
     def step(self, net, batch, state) -> Step:  # noqa: ANN001
         logits, _ = net(batch["x"], batch["lengths"])  # (B, C), or (B, T, C) when tagging
@@ -52,25 +50,14 @@ class Classify(ClassifyRules, ExampleTask):
     def answer_example(self) -> dict:
         return {"label": ["x"]}
 
-    @torch.no_grad()
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        xs, unk = model.encode(model_input, self.name)
-        rows = []
-        for i, (x, logits) in enumerate(zip(xs, model.rows(self.name, model.forward_rows, xs))):
-            answer = self.answer(torch.softmax(logits, -1).numpy(), len(x), model.labels)  # (C,) or (T, C)
-            first = next(iter(answer))  # the label or tags, then how much of the input was unknown
-            rows.append({first: answer.pop(first), **({"unk_fraction": unk[i]} if unk else {}), **answer})
-        return pd.DataFrame(rows)
-
-    def answer(self, probs: np.ndarray, length: int, labels: list[str]) -> dict:
-        return {"label": labels[int(probs.argmax())], **{f"prob_{c}": float(probs[k]) for k, c in enumerate(labels)}}
+        return pd.DataFrame(classify_served.answer_rows(model, self.name, *model.encode(model_input, self.name)))
 
 
 class Tag(TagRules, Classify):
     key = "tags"
     stratify = False
     dedupe = False
-    long_inputs = "read"  # one tag per position: every position is read
 
     def target_meta(self, cfg: DictConfig, docs: list[Document]) -> dict:
         return {"labels": label_set(cfg, Counter(tag for d in docs for tag in d["tags"])), "per_step": True}
@@ -85,10 +72,6 @@ class Tag(TagRules, Classify):
                                "per character (prepare.tokenizer = CharTokenizer)")
         return super().fit_example(doc, x, target, max_len)
 
-    def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        model = {k: v for k, v in model.items() if k not in ("tie_weights", "pooling")}
-        return SequenceTagger(meta["inputs"], len(meta["target"]["labels"]), **model)
-
     def final_step_only(self, batch: dict) -> dict:
         rows, last = torch.arange(len(batch["lengths"])), batch["lengths"] - 1
         y = torch.full_like(batch["y"], IGNORE_INDEX)
@@ -97,9 +80,3 @@ class Tag(TagRules, Classify):
 
     def answer_example(self) -> dict:
         return {"tags": ["x"], "confidence": [1.0]}
-
-    def answer(self, probs: np.ndarray, length: int, labels: list[str]) -> dict:
-        tags = [labels[k] for k in probs[:length].argmax(-1)]
-        sep = "" if all(len(t) == 1 for t in labels) else " "
-        return {"tags": sep.join(tags), "confidence": float(np.mean(probs[:length].max(-1)))}
-

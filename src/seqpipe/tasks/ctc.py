@@ -114,7 +114,6 @@ class CTC(CTCRules, ExampleTask):
     # name, inputs, carries_state, section, trained_by, check(cfg): its config rules (seqpipe.tasks.rules)
     key = "output"
     stratify = False
-    long_inputs = "refuse"  # the first max_len frames do not hold the whole transcript
     params = PARAMS
 
     # --- prepare: the alphabet from the train split -----------------------------------------------------------------

@@ -9,6 +9,8 @@ import sys
 
 from seqpipe.models.nets import RecurrentLM
 
+COMMAND = "generate"  # the command that answers with this model (`seqpipe generate`)
+
 
 def build_net(meta: dict, model: dict) -> RecurrentLM:
     """The network the saved `model` config describes, for prepared/meta.json's vocabulary."""

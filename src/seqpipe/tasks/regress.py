@@ -19,7 +19,7 @@ from seqpipe.atomic import atomic_path, write_text
 from seqpipe.data.batching import pad_collate
 from seqpipe.data.documents import Document
 from seqpipe.errors import SeqpipeError
-from seqpipe.models.nets import SequenceClassifier
+from seqpipe.tasks import classify_served
 from seqpipe.tasks.base import ExampleTask, Step
 from seqpipe.tasks.rules import RegressRules
 
@@ -50,8 +50,7 @@ class Regress(RegressRules, ExampleTask):
         return float(value)
 
     def build_net(self, meta: dict, model: dict):  # noqa: ANN201
-        model = {k: v for k, v in model.items() if k != "tie_weights"}
-        return SequenceClassifier(meta["inputs"], 1, **model)  # one output: the value
+        return classify_served.task_net(self.name, meta, model)  # a classifier's network with one output: the value
 
     def step(self, net, batch, state) -> Step:  # noqa: ANN001
         out, _ = net(batch["x"], batch["lengths"])  # (B, 1)
@@ -86,10 +85,9 @@ class Regress(RegressRules, ExampleTask):
     def output_example(self, meta: dict) -> dict:
         return {"prediction": [0.5]}
 
-    @torch.no_grad()
     def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
         xs, _ = model.encode(model_input, self.name)
-        return pd.DataFrame({"prediction": [float(y[0]) for y in model.rows(self.name, model.forward_rows, xs)]})
+        return pd.DataFrame(classify_served.answer_rows(model, self.name, xs, None), columns=["prediction"])
 
 
 def plot_predictions(pred: np.ndarray, target: np.ndarray, out_png: Path) -> None:

@@ -6,9 +6,12 @@ instead of the ~5 s those imports take on 2 cores."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING, Literal
 
 from seqpipe.errors import SeqpipeError
+
+if TYPE_CHECKING:  # a config is checked without loading omegaconf here (~0.1 s of a lean `seqpipe predict`)
+    from omegaconf import DictConfig
 
 # seqpipe.data.inputs.KINDS's and seqpipe.models.attention.ATTENTIONS's names, repeated so that checking a config
 # loads no torch (tests/test_tasks.py keeps them equal)
@@ -31,6 +34,11 @@ class TaskRules:
     # what is learnt (the train stage's DVC params and the resume fingerprint; tests/test_dag.py checks dvc.yaml).
     section: str | None = None
     trained_by: tuple[str, ...] = ()
+    # What the served model does with an input longer than prepare.max_len: "cut" reads its first max_len steps (with
+    # a warning); "refuse" refuses it (prepare drops such examples, counted: half an input does not map to its whole
+    # output); "read" reads every step (one answer per step). Prepare cuts training inputs unless the policy refuses.
+    # A rule so that a lean served model (seqpipe.serving.local) applies it without importing the task's module.
+    long_inputs: Literal["cut", "refuse", "read"] = "cut"
 
     def check(self, cfg: DictConfig) -> None:
         """Config rules of this task, with messages that name the key and the fix."""
@@ -62,6 +70,7 @@ class ClassifyRules(TaskRules):
 
 class TagRules(ClassifyRules):
     name = "tag"
+    long_inputs = "read"  # one tag per position: every position is read
 
 
 class RegressRules(TaskRules):
@@ -71,6 +80,7 @@ class RegressRules(TaskRules):
 class Seq2SeqRules(TaskRules):
     name = "seq2seq"
     inputs = ("tokens",)
+    long_inputs = "refuse"  # half an input does not map to its whole output
     section, trained_by = "seq2seq", ("seq2seq",)
 
     def check(self, cfg: DictConfig) -> None:
@@ -111,6 +121,7 @@ class PianoRollRules(TaskRules):
 class CTCRules(TaskRules):
     name = "ctc"
     inputs = ("frames",)
+    long_inputs = "refuse"  # the first max_len frames do not hold the whole transcript
     section, trained_by = "ctc", ("ctc.stack", "ctc.spec_augment")
 
     def check(self, cfg: DictConfig) -> None:

@@ -63,7 +63,6 @@ class Seq2SeqTask(Seq2SeqRules, ExampleTask):
     key = "output"
     stratify = False
     dedupe = False       # an input may have several outputs (pronunciations): all are kept, in one split (group)
-    long_inputs = "refuse"  # half an input does not map to its whole output
     params = DECODE_PARAMS
 
     # --- prepare: the output side ------------------------------------------------------------------------------
