@@ -1,6 +1,7 @@
 """ONNX export (seqpipe.serving.onnx_export): every network kind a task serves gives the same logits in ONNX
 Runtime as in PyTorch (max abs difference <= 1e-4) at batch sizes and lengths other than the traced ones; a language
-model's state steps; int8 stays close; what cannot be exported is refused with the reason."""
+model's state steps; a sequence-to-sequence model's encoder and decoder graphs decode the tokens PyTorch decodes
+(greedy and beam); int8 stays close; what cannot be exported is refused with the reason."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import torch
 from seqpipe.errors import SeqpipeError
 from seqpipe.models.attention import Seq2Seq
 from seqpipe.models.nets import RecurrentLM, SequenceClassifier, SequenceTagger
-from seqpipe.serving.onnx_export import OnnxNet, export_model
+from seqpipe.serving.onnx_export import OnnxNet, compared_logits, export_model
 from seqpipe.tasks.ctc import CTCNet
+from seqpipe.tasks.seq2seq_eval import decode
 
 FRAMES = {"kind": "frames", "features": 6, "mean": [0.1] * 6, "std": [2.0] * 6}
 ENC = {"embedding_dim": 8, "hidden_size": 12, "dropout": 0.3}  # dropout: a network left in training mode would show
@@ -27,6 +29,8 @@ NETS = {
     "tag-bigru-2layers": lambda: SequenceTagger(30, 4, cell="gru", bidirectional=True, num_layers=2, **ENC),
     "pianoroll-frames": lambda: SequenceTagger(FRAMES, 6, cell="lstm", **ENC),
     "ctc-frames-stacked": lambda: CTCNet(FRAMES, 7, stack=2, cell="gru", bidirectional=True, **ENC),
+    "seq2seq-bilstm-bahdanau-2layers": lambda: Seq2Seq(30, 20, cell="lstm", bidirectional=True, num_layers=2, **ENC),
+    "seq2seq-gru-luong": lambda: Seq2Seq(30, 20, cell="gru", attention="luong", **ENC),
 }
 
 
@@ -44,11 +48,21 @@ def test_onnx_runtime_gives_the_logits_pytorch_gives(kind, quantize, tmp_path):
     served = SimpleNamespace(net=net, meta={"task": kind}, limits={}, model="test/1", vocab=None)
     path = export_model(served, tmp_path, quantize)
     assert not any(m.training for m in net.modules())  # the caller's network as it was: in eval mode
-    assert path.name == ("model.int8.onnx" if quantize else "model.onnx") and (tmp_path / "export.json").is_file()
+    first = "encoder" if kind.startswith("seq2seq") else "model"
+    assert path.name == f"{first}{'.int8' if quantize else ''}.onnx" and (tmp_path / "export.json").is_file()
     onnx = OnnxNet(tmp_path)
     x, lengths = _batch(net, "frames" in kind)
     with torch.no_grad():
-        if kind.startswith("lm"):
+        if kind.startswith("seq2seq"):  # its first decoder steps, and whole decodings
+            assert sorted(p.name for p in tmp_path.glob("*.onnx")) == \
+                (["decoder.int8.onnx", "encoder.int8.onnx"] if quantize else ["decoder.onnx", "encoder.onnx"])
+            want, got = compared_logits(net, x, lengths), compared_logits(onnx, x, lengths)
+            xs = [x[i, :n] for i, n in enumerate(lengths.tolist())]
+            for width in (1, 4):
+                torch_hyps, onnx_hyps = decode(net, xs, width, max_len=10), decode(onnx, xs, width, max_len=10)
+                same = [a[0].tokens == b[0].tokens for a, b in zip(torch_hyps, onnx_hyps)]
+                assert all(same) if not quantize else sum(same) >= 5, (width, same)
+        elif kind.startswith("lm"):
             want, want_state = net(x)
             got, got_state = onnx(x)
             state = want_state if isinstance(want_state, tuple) else (want_state,)
@@ -74,8 +88,8 @@ def test_onnx_runtime_gives_the_logits_pytorch_gives(kind, quantize, tmp_path):
 
 
 def test_what_cannot_be_exported_is_refused_with_the_reason(tmp_path):
-    for net, reason in ((Seq2Seq(30, 20, **ENC), "sequence-to-sequence"),
-                        (RecurrentLM(30, cell="lstm_ref", **ENC), "reference cells")):
+    for net, reason in ((RecurrentLM(30, cell="lstm_ref", **ENC), "reference cells"),
+                        (Seq2Seq(30, 20, cell="gru_ref", **ENC), "reference cells")):
         with pytest.raises(SeqpipeError, match=reason):
             export_model(SimpleNamespace(net=net, meta={}, limits={}, model="x", vocab=None), tmp_path)
         assert not list(tmp_path.glob("*.onnx"))  # nothing half-written

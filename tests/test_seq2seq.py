@@ -262,6 +262,34 @@ def test_pairs_learn_and_report(pairs_model):
 
 
 @pytest.mark.slow
+def test_seqpipe_export_writes_encoder_and_decoder_graphs_that_translate_as_pytorch(pairs_model, tmp_path, capsys):
+    from seqpipe.serving.onnx_export import load_served
+    from seqpipe.tasks.seq2seq_eval import decode_params
+
+    root, out = pairs_model
+    uri, model = out["cfg"].mlflow.tracking_uri, "models:/seqpipe-pairs@champion"
+    for quantize in ([], ["--quantize", "int8"]):
+        with working_dir(root):
+            code = cli.main(["export", "--model", model, "--tracking-uri", uri, "--out",
+                             str(tmp_path / f"o{len(quantize)}"), *quantize])
+        err = capsys.readouterr().err
+        assert code == 0, err[-2000:]
+        assert "decoder" in err and "max |logit difference| vs PyTorch" in err
+    words = ["abcd", "edd", "cab", "bade", "dcbae"]
+    mlflow.set_tracking_uri(uri)
+    want = mlflow.pyfunc.load_model(model).predict(pd.DataFrame({"text": words}))["output"].tolist()
+    for folder in ("o0", "o2"):
+        served = load_served(tmp_path / folder)
+        p = decode_params(None, served)  # the beam width and output limit the model was registered with
+        assert p["width"] == 3
+        xs, _ = served.encode_texts(words, "translate")
+        hyps = decode(served.net, xs, p["width"], p["max_len"], p["alpha"], p["n_best"])
+        vocab, tok = served.state["target_vocab"], served.state["target_tokenizer"]
+        got = [tok.detokenize(vocab.decode(h[0].tokens)) for h in hyps]
+        assert got == want if folder == "o0" else sum(a == b for a, b in zip(got, want)) >= 4, (folder, got, want)
+
+
+@pytest.mark.slow
 def test_pairs_predict_text_file_and_n_best(pairs_model, capsys, tmp_path):
     root, out = pairs_model
     uri, model = out["cfg"].mlflow.tracking_uri, "models:/seqpipe-pairs@champion"

@@ -14,17 +14,16 @@ import torch
 
 from seqpipe.cli.predict import load_model
 from seqpipe.errors import SeqpipeError
-from seqpipe.serving.onnx_export import OnnxNet, export_model, fixed_input
+from seqpipe.serving.onnx_export import OnnxNet, compared_logits, export_model, fixed_input
 
 TOLERANCE = {None: 1e-4, "int8": None}  # int8 changes the logits by design: its agreement is reported, not asserted
 
 
 def _check_parity(net: torch.nn.Module, folder: Path, quantize: str | None) -> str:
-    """Run the exported graph and the PyTorch network on one fixed batch; refuse a float export that disagrees."""
+    """Run the exported graph and the PyTorch network on one fixed batch (a sequence-to-sequence model: its first
+    decoder steps); refuse a float export that disagrees."""
     x, lengths = fixed_input(net)
-    onnx = OnnxNet(folder)
-    with torch.no_grad():
-        want, got = net(x, lengths)[0], onnx(x, lengths)[0]
+    want, got = compared_logits(net, x, lengths), compared_logits(OnnxNet(folder), x, lengths)
     diff = float((want - got).abs().max())
     agree = float((want.argmax(-1) == got.argmax(-1)).float().mean()) if want.size(-1) > 1 else float("nan")
     limit = TOLERANCE[quantize]
@@ -50,14 +49,16 @@ def run(model_uri: str, tracking_uri: str, fmt: str, quantize: str | None, out: 
         raise SeqpipeError(f"{target} exists and is not empty: give another --out, or remove it first")
     with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent if target.parent.exists() else None) as tmp:
         folder = Path(tmp) / "out"
-        graph = export_model(served, folder, quantize)
+        export_model(served, folder, quantize)
         report = _check_parity(served.net, folder, quantize)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             target.rmdir()
         shutil.move(str(folder), target)  # whole, or not at all
-    size = (target / graph.name).stat().st_size / 1e6
-    print(f"export: {served.model} -> {target / graph.name} ({size:.2f} MB); {report}", file=sys.stderr)
+    graphs = sorted(target.glob("*.onnx"))  # a sequence-to-sequence model's encoder and decoder
+    size = sum(g.stat().st_size for g in graphs) / 1e6
+    print(f"export: {served.model} -> {', '.join(str(g) for g in graphs)} ({size:.2f} MB); {report}",
+          file=sys.stderr)
     if "/" in served.model and served.run_id:  # a registered version: its run keeps the export, the version names it
         registered, version = served.model.rsplit("/", 1)
         path, tag = f"export/v{version}-{kind}", f"export.{kind.replace('-', '.')}"
