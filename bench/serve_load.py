@@ -1,7 +1,8 @@
 """Serving under load, before and after dynamic batching, in one run: `mlflow models serve` of a registered model on
 127.0.0.1, once with SEQPIPE_SERVE_BATCHING=0 and one worker (each request's predict on its own, as MLflow serves any
 model: today's server), once batching (seqpipe.serving.batching), and once batching with --workers server
-processes (default 2); requests/s and p50/p99 latency at 1, 16 and 64 concurrent clients; and
+processes (default 2); for the classifier also with SEQPIPE_SERVE_RUNTIME=onnx (its network in ONNX Runtime) on
+--workers workers, batching and not; requests/s and p50/p99 latency at 1, 16 and 64 concurrent clients; and
 how long a small request takes while six of the largest requests the model's limits allow run.
 
 Run from the repo root after `dvc repro` (a registered language model) and, for the classifier rows, a registered
@@ -54,13 +55,13 @@ class Server:
     """`mlflow models serve` of `model` on a free port (`workers` processes), batching or not; stopped with its
     process group."""
 
-    def __init__(self, model: str, uri: str, batching: bool, workers: int = 1):
+    def __init__(self, model: str, uri: str, batching: bool, workers: int = 1, runtime: str = "torch"):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-               "SEQPIPE_SERVE_BATCHING": "1" if batching else "0"}
+               "SEQPIPE_SERVE_BATCHING": "1" if batching else "0", "SEQPIPE_SERVE_RUNTIME": runtime}
         argv = [str(BIN / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local", "--host", "127.0.0.1",
                 "--port", str(port), "--workers", str(workers)]
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -102,19 +103,22 @@ def small_while_largest(url: str, small: dict, largest: dict) -> tuple[float, fl
 
 
 def bench(name: str, model: str, uri: str, small: dict, largest: dict, clients: list[int], per_client: int,
-          workers: int = 1) -> dict:
+          workers: int = 1, onnx: bool = False) -> dict:
     """Today's server (one worker, each request on its own) against batching with one worker and, with `workers` >
-    1, with that many workers; the ratios are against today's server."""
+    1, with that many workers; with `onnx`, ONNX Runtime on `workers` workers, batching and not; the ratios are
+    against today's server."""
     rows: dict[str, object] = {}
-    figures: dict[tuple[bool, int, int], dict] = {}
-    setups = [(False, 1), (True, 1)] + ([(True, workers)] if workers > 1 else [])
-    for batching, n_workers in setups:
-        server = Server(model, uri, batching, n_workers)
-        mode = ("batched" if batching else "one at a time") + f", {n_workers} worker{'s' if n_workers > 1 else ''}"
+    figures: dict[tuple[bool, int, str, int], dict] = {}
+    setups = [(False, 1, "torch"), (True, 1, "torch")] + ([(True, workers, "torch")] if workers > 1 else []) + \
+        ([(True, workers, "onnx"), (False, workers, "onnx")] if onnx else [])
+    for batching, n_workers, runtime in setups:
+        server = Server(model, uri, batching, n_workers, runtime)
+        mode = ("batched" if batching else "one at a time") + f", {n_workers} worker{'s' if n_workers > 1 else ''}" \
+            + (", ONNX Runtime" if runtime == "onnx" else "")
         try:
             load(server.url, small, 4, 20)  # warm up
             for n in clients:
-                got = figures[batching, n_workers, n] = load(server.url, small, n, max(40, n * per_client))
+                got = figures[batching, n_workers, runtime, n] = load(server.url, small, n, max(40, n * per_client))
                 rows[f"{name}, {mode}, {n} clients: requests/s, p50 / p99 ms (failed)"] = \
                     f"{got['rps']:.1f}, {got['p50']:.0f} / {got['p99']:.0f} ({got['failed']})"
             took, slowest, statuses = small_while_largest(server.url, small, largest)
@@ -122,10 +126,12 @@ def bench(name: str, model: str, uri: str, small: dict, largest: dict, clients: 
                 f"{took:.2f}; {slowest:.1f} ({', '.join(map(str, statuses))})"
         finally:
             server.stop()
-    for batching, n_workers in setups[1:]:
+    for batching, n_workers, runtime in setups[1:]:
+        how = f"{'batched' if batching else 'one at a time'} with {n_workers} worker(s)" + \
+            (" in ONNX Runtime" if runtime == "onnx" else "")
         for n in clients:
-            before, after = figures[False, 1, n], figures[batching, n_workers, n]
-            rows[f"{name}, {n} clients, batched with {n_workers} worker(s) / today's server (x): requests/s; p99"] = \
+            before, after = figures[False, 1, "torch", n], figures[batching, n_workers, runtime, n]
+            rows[f"{name}, {n} clients, {how} / today's server (x): requests/s; p99"] = \
                 f"{after['rps'] / before['rps']:.2f}; {after['p99'] / before['p99']:.2f}"
     return rows
 
@@ -141,6 +147,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=20)
     ap.add_argument("--workers", type=int, default=2,
                     help="also measure batching with this many server workers (mlflow models serve --workers)")
+    ap.add_argument("--no-onnx", action="store_true", help="skip the classifier's ONNX Runtime setups")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
@@ -157,7 +164,7 @@ def main() -> None:
         long_review = " ".join((words * 4)[:680])  # 256 rows x 760 tokens: within the default max_total_tokens (200k)
         largest = {"dataframe_records": [{"text": long_review}] * 256}
         rows |= bench("imdb", args.classifier, args.classifier_uri or args.lm_uri, small, largest, clients,
-                      args.per_client, args.workers)
+                      args.per_client, args.workers, onnx=not args.no_onnx)
     report(rows, args.json, "")
 
 

@@ -256,24 +256,26 @@ def mlflow_server(root: Path, timeout_s: float = 90) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def models_serve(model_uri: str, tracking_uri: str, root: Path) -> Iterator[str]:
-    """`mlflow models serve` of a registered model on a free 127.0.0.1 port; yields its URL once /ping answers and
-    stops its process group after."""
-    with models_serve_process(model_uri, tracking_uri, root) as (url, _):
+def models_serve(model_uri: str, tracking_uri: str, root: Path, workers: int = 1,
+                 env: dict | None = None) -> Iterator[str]:
+    """`mlflow models serve` of a registered model on a free 127.0.0.1 port (`workers` processes, `env` added to
+    its environment); yields its URL once /ping answers and stops its process group after."""
+    with models_serve_process(model_uri, tracking_uri, root, workers, env) as (url, _):
         yield url
 
 
 @contextlib.contextmanager
-def models_serve_process(model_uri: str, tracking_uri: str, root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+def models_serve_process(model_uri: str, tracking_uri: str, root: Path, workers: int = 1,
+                         env: dict | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """As `models_serve`, yielding the server's process too (its process group holds the workers)."""
     import urllib.request
 
     port, bin_dir = free_port(), str(Path(sys.executable).parent)  # the server runs uvicorn from the env's bin/
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     log = root / "serve.log"
     proc = subprocess.Popen([f"{bin_dir}/mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-                             "--host", "127.0.0.1", "--port", str(port)], cwd=root, env=env,
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -4,6 +4,8 @@ the parts of a large one, and while long generations run."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -154,6 +156,53 @@ def test_served_rows_answer_as_they_do_alone(path, column, texts):
     if "tagger" in path:
         with pytest.raises(InputError, match="row 1: .*'Z'"):
             served.predict(None, pd.DataFrame({"text": ["ACGT", "ACZ"]}))
+
+
+@pytest.mark.parametrize("path,texts", [
+    ("models-0.1/classifier", ["a good film", "an awful film", "good", "film film awful boring"]),
+    ("models-before-tasks/tagger", ["ACGTACGTTT", "GGC", "A", "ACGTTGCAACGTAGGATTAC"]),
+])
+def test_rows_run_in_onnx_runtime_answer_as_in_pytorch(path, texts):
+    """SEQPIPE_SERVE_RUNTIME=onnx: the network a server's forward_rows runs, exported and checked when it loads,
+    gives PyTorch's answers (labels and tags the same, probabilities within 1e-4), alone and batched."""
+    from seqpipe.serving.onnx_export import OnnxNet, runtime_net
+
+    served = mlflow.pyfunc.load_model(str(OLD / path)).unwrap_python_model()
+    request = pd.DataFrame({"text": texts})
+    want = served.predict(None, request)
+    served.rows_net = runtime_net(served, threads=1)
+    assert isinstance(served.rows_net, OnnxNet)
+    pd.testing.assert_frame_equal(served.predict(None, request), want, atol=1e-4, check_exact=False)
+    served.start_batching()
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda t: served.predict(None, pd.DataFrame({"text": [t]})), texts))
+    pd.testing.assert_frame_equal(pd.concat(together, ignore_index=True), want, atol=1e-4, check_exact=False)
+
+
+def test_a_server_worker_takes_its_share_of_the_cores(monkeypatch):
+    """Workers that each use every core slow each other down: a batching worker's network calls use the cores
+    divided among uvicorn's --workers, an unbatched one's a thread per request; SEQPIPE_SERVE_THREADS overrides."""
+    from seqpipe.serving import guard
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setitem(sys.modules, f"{guard.SERVER}.app", sys)  # as inside `mlflow models serve`
+    monkeypatch.delenv("SEQPIPE_SERVE_THREADS", raising=False)
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    for argv, workers in ((["uvicorn", "--workers", "2", "app"], 2), (["uvicorn", "--workers=3"], 3),
+                          (["uvicorn", "--port", "5000"], 1)):
+        monkeypatch.setattr(sys, "argv", argv)
+        assert guard.workers() == workers
+        monkeypatch.setenv("SEQPIPE_SERVE_BATCHING", "1")
+        assert guard.threads() == max(1, cores // workers)
+        monkeypatch.setenv("SEQPIPE_SERVE_BATCHING", "0")
+        assert guard.threads() == 1
+    monkeypatch.setenv("SEQPIPE_SERVE_THREADS", "3")
+    assert guard.threads() == 3
+    monkeypatch.setenv("SEQPIPE_SERVE_RUNTIME", "tensorrt")
+    with pytest.raises(Exception, match="SEQPIPE_SERVE_RUNTIME='tensorrt' is not a runtime: use torch"):
+        guard.runtime()
+    monkeypatch.setenv("SEQPIPE_SERVE_RUNTIME", "ONNX")
+    assert guard.runtime() == "onnx"
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from Bio.Seq import Seq
 from Bio.SeqFeature import SeqFeature, SimpleLocation
 from Bio.SeqRecord import SeqRecord
-from conftest import CONF, FEW_BATCHES, run_pipeline, working_dir, write_reviews
+from conftest import CONF, FEW_BATCHES, models_serve, post_json, run_pipeline, working_dir, write_reviews
 
 from seqpipe import cli, fetch, prepare
 from seqpipe.cli.predict import generate
@@ -136,6 +137,27 @@ def test_predict_text_imports_neither_mlflow_nor_pandas_nor_lightning(classifier
         pd.DataFrame({"text": ["a really superb film"]})).iloc[0]
     assert done.stdout == "\t".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()) + \
         "\n"
+
+
+def test_a_server_running_the_classifier_in_onnx_runtime_answers_as_pytorch(classifier):
+    """`SEQPIPE_SERVE_RUNTIME=onnx mlflow models serve --workers 2`: each worker exports the network when it loads
+    it, says so in the log, and answers as the model does in PyTorch in-process."""
+    root, out = classifier
+    uri, model = out["cfg"].mlflow.tracking_uri, "models:/seqpipe-text_csv@champion"
+    texts = ["so dull", "lovely cast", "a really superb film " * 100, "awful plot, awful acting"]
+    use_tracking_uri(uri)
+    want = mlflow.pyfunc.load_model(model).predict(pd.DataFrame({"text": texts}))
+    body = json.dumps({"dataframe_records": [{"text": t} for t in texts]}).encode()
+    with models_serve(model, uri, root, workers=2, env={"SEQPIPE_SERVE_RUNTIME": "onnx"}) as url:
+        answers = [post_json(f"{url}/invocations", body) for _ in range(4)]  # both workers, most likely
+    for status, answer in answers:
+        assert status == 200, answer
+        got = pd.DataFrame(answer["predictions"])
+        assert got["label"].tolist() == want["label"].tolist()
+        assert (got[["prob_neg", "prob_pos"]] - want[["prob_neg", "prob_pos"]]).abs().max().max() < 1e-4
+    log = (root / "serve.log").read_text()
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)  # each worker: its share of the cores
+    assert log.count(f"in ONNX Runtime, {threads} thread(s) per network call, batching") == 2, log[-3000:]
 
 
 def test_labels_outside_the_configured_set(tmp_path):

@@ -10,27 +10,12 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import torch
 
 from seqpipe.cli.predict import load_model
 from seqpipe.errors import SeqpipeError
-from seqpipe.serving.onnx_export import OnnxNet, compared_logits, export_model, fixed_input
+from seqpipe.serving.onnx_export import OnnxNet, check_parity, export_model
 
 TOLERANCE = {None: 1e-4, "int8": None}  # int8 changes the logits by design: its agreement is reported, not asserted
-
-
-def _check_parity(net: torch.nn.Module, folder: Path, quantize: str | None) -> str:
-    """Run the exported graph and the PyTorch network on one fixed batch (a sequence-to-sequence model: its first
-    decoder steps); refuse a float export that disagrees."""
-    x, lengths = fixed_input(net)
-    want, got = compared_logits(net, x, lengths), compared_logits(OnnxNet(folder), x, lengths)
-    diff = float((want - got).abs().max())
-    agree = float((want.argmax(-1) == got.argmax(-1)).float().mean()) if want.size(-1) > 1 else float("nan")
-    limit = TOLERANCE[quantize]
-    if limit is not None and not diff <= limit:
-        raise SeqpipeError(f"the exported graph disagrees with PyTorch (max |logit difference| {diff:.2e} > {limit}): "
-                           "nothing was written; please report it with the model's config")
-    return f"max |logit difference| vs PyTorch {diff:.1e}, same argmax on {agree:.1%} of outputs"
 
 
 def run(model_uri: str, tracking_uri: str, fmt: str, quantize: str | None, out: str | None) -> Path:
@@ -50,7 +35,10 @@ def run(model_uri: str, tracking_uri: str, fmt: str, quantize: str | None, out: 
     with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent if target.parent.exists() else None) as tmp:
         folder = Path(tmp) / "out"
         export_model(served, folder, quantize)
-        report = _check_parity(served.net, folder, quantize)
+        try:  # a float export that disagrees is refused before anything is written where it stays
+            report = check_parity(served.net, OnnxNet(folder), TOLERANCE[quantize])
+        except SeqpipeError as e:
+            raise SeqpipeError(f"{e}; nothing was written") from None
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             target.rmdir()

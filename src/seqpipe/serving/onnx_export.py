@@ -12,6 +12,7 @@ the next state). The gate-by-gate reference cells (lstm_ref, gru_ref: Python loo
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -224,6 +225,34 @@ def compared_logits(net: nn.Module, x: Tensor, lengths: Tensor, steps: int = 4, 
             logits, state = net.step(tokens, state)  # type: ignore[operator]
             out.append(logits)
         return torch.stack(out, 1)
+
+
+def check_parity(net: nn.Module, onnx: nn.Module, limit: float | None) -> str:
+    """Run the PyTorch network and its exported graph on one fixed batch (a sequence-to-sequence model: its first
+    decoder steps); refuse (SeqpipeError) a graph whose logits differ by more than `limit` (None: report only)."""
+    x, lengths = fixed_input(net)
+    want, got = compared_logits(net, x, lengths), compared_logits(onnx, x, lengths)
+    diff = float((want - got).abs().max())
+    agree = float((want.argmax(-1) == got.argmax(-1)).float().mean()) if want.size(-1) > 1 else float("nan")
+    if limit is not None and not diff <= limit:
+        raise SeqpipeError(f"the exported graph disagrees with PyTorch (max |logit difference| {diff:.2e} > {limit}): "
+                           "please report it with the model's config")
+    return f"max |logit difference| vs PyTorch {diff:.1e}, same argmax on {agree:.1%} of outputs"
+
+
+def runtime_net(served: object, threads: int | None = None) -> nn.Module:
+    """A served model's network run by ONNX Runtime (a server's SEQPIPE_SERVE_RUNTIME=onnx): exported to a temporary
+    folder (ONNX Runtime reads the graph into memory) and checked against PyTorch as `seqpipe export` checks it."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise SeqpipeError("SEQPIPE_SERVE_RUNTIME=onnx needs onnx and onnxruntime in the server's environment: pip "
+                           "install 'seqpipe[onnx]'") from None
+    with tempfile.TemporaryDirectory(prefix="seqpipe-onnx-") as tmp:
+        export_model(served, Path(tmp))
+        onnx = OnnxNet(tmp, threads)
+    check_parity(served.net, onnx, 1e-4)  # type: ignore[attr-defined]
+    return onnx
 
 
 class OnnxNet(nn.Module):

@@ -6,6 +6,8 @@ model that gave it (`model`, `run_id`)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -19,7 +21,9 @@ from seqpipe.data.inputs import kind_of
 from seqpipe.data.request_checks import RequestError
 from seqpipe.data.requests import InputError
 from seqpipe.errors import SeqpipeError
+from seqpipe.models.nets import SequenceClassifier, SequenceTagger
 from seqpipe.serving import guard as server_guard
+from seqpipe.serving.onnx_export import runtime_net
 from seqpipe.serving.served import Served, legacy_meta
 from seqpipe.tasks import get_task
 
@@ -54,10 +58,17 @@ class SeqpipeModel(Served, mlflow.pyfunc.PythonModel):
         self.state = self.task.load_served(meta)
         self.folder = Path(context.artifacts["weights"]).parents[1]  # the model's folder (MLmodel, requirements)
         self.model, self.run_id = identity(self.folder)
-        if server_guard.serving():  # loaded by `mlflow models serve`: bound the body, one-line error answers, and
-            server_guard.install(self.limits)  # the rows of concurrent requests run together
+        if server_guard.serving():  # loaded by `mlflow models serve`: its share of the cores, bound bodies, one-line
+            torch.set_num_threads(threads := server_guard.threads())  # error answers, and the rows of concurrent
+            server_guard.install(self.limits)  # requests run together
+            runs = "PyTorch"
+            if server_guard.runtime() == "onnx" and isinstance(self.net, SequenceClassifier | SequenceTagger):
+                self.rows_net, runs = runtime_net(self, threads), "ONNX Runtime"  # what forward_rows runs
             if server_guard.batching():
                 self.start_batching()
+            print(f"seqpipe: serving {self.model} in {runs}, {threads} thread(s) per network call, "
+                  f"{'batching' if self._batcher else 'one request at a time'} (worker {os.getpid()})",
+                  file=sys.stderr, flush=True)
 
     # A DataFrame in and out: MLflow infers no schema from these hints (the signature is logged instead) and, given
     # them, does not warn on every load that predict has none.
@@ -65,7 +76,8 @@ class SeqpipeModel(Served, mlflow.pyfunc.PythonModel):
         """The task's answer to a request. A request the model refuses raises InputError (HTTP 400, one line);
         anything else that goes wrong is logged here and answered without its stack trace (HTTP 500)."""
         try:
-            return self.task.predict(self, model_input, params).assign(model=self.model, run_id=self.run_id)
+            rows = self.task.predict(self, model_input, params)
+            return pd.DataFrame([{**row, "model": self.model, "run_id": self.run_id} for row in rows])  # made once
         except MlflowException:
             raise
         except RequestError as e:  # the lean checks' refusal (seqpipe.data.request_checks), as an HTTP 400

@@ -48,6 +48,7 @@ class Served:
     share the network's calls (seqpipe.serving.batching)."""
     unit = "tokens"
     long_inputs = "cut"
+    rows_net: nn.Module | None = None  # what forward_rows runs instead of `net` (ONNX Runtime, when serving so)
     _batcher: RowBatcher | None = None
     _engine: GenerationEngine | None = None
 
@@ -114,7 +115,8 @@ class Served:
             for start in range(0, len(order), size):
                 rows = order[start:start + size]
                 batch = pad_collate([(xs[i], torch.tensor(0)) for i in rows])
-                y, _ = self.net(batch["x"], batch["lengths"])
+                net = self.net if self.rows_net is None else self.rows_net
+                y, _ = net(batch["x"], batch["lengths"])
                 for k, i in enumerate(rows):
                     out[i] = y[k, :len(xs[i])] if y.dim() == 3 else y[k]
         return out

@@ -116,8 +116,9 @@ class Task(TaskRules):
         loaded once from the model's meta; `predict` finds it in `model.state`."""
         return {}
 
-    def predict(self, model: object, model_input: object, params: dict | None) -> pd.DataFrame:
-        """The served model's answer for a request (model: the loaded SeqpipeModel)."""
+    def predict(self, model: object, model_input: object, params: dict | None) -> list[dict]:
+        """The served model's answer for a request, one row (column -> value) per input row (model: the loaded
+        SeqpipeModel, which adds the columns naming the model and makes the table)."""
         raise NotImplementedError
 
     def run_cli(self, args: argparse.Namespace, model: object) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -50,8 +49,8 @@ class Classify(ClassifyRules, ExampleTask):
     def answer_example(self) -> dict:
         return {"label": ["x"]}
 
-    def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
-        return pd.DataFrame(classify_served.answer_rows(model, self.name, *model.encode(model_input, self.name)))
+    def predict(self, model, model_input, params) -> list[dict]:  # noqa: ANN001
+        return classify_served.answer_rows(model, self.name, *model.encode(model_input, self.name))
 
 
 class Tag(TagRules, Classify):

@@ -15,7 +15,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -204,7 +203,7 @@ class CTC(CTCRules, ExampleTask):
     def output_example(self, meta: dict) -> dict:
         return {"text": ["x"], "score": [-0.5]}
 
-    def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
+    def predict(self, model, model_input, params) -> list[dict]:  # noqa: ANN001
         p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
         if unknown := sorted(set(p) - set(PARAMS)):
             raise InputError(f"unknown params {unknown}; this model takes: {', '.join(PARAMS)}")
@@ -230,8 +229,8 @@ class CTC(CTCRules, ExampleTask):
         found: list[list[tuple[list[int], float]]] = [[([], 0.0)]] * len(xs)
         for i, answer in zip(heard, model.rows(self.name, model.net.log_probs, [xs[i] for i in heard])):
             found[i] = [greedy(answer)] if width == 1 else prefix_beam_search(answer, width)[:n_best]
-        out = pd.DataFrame({"text": [text(f[0][0]) for f in found], "score": [f[0][1] for f in found]})
+        rows = [{"text": text(f[0][0]), "score": f[0][1]} for f in found]
         if n_best > 1:
-            out["n_best"] = [json.dumps([{"text": text(labels), "score": round(score, 4)} for labels, score in f])
-                             for f in found]
-        return out
+            for row, f in zip(rows, found):
+                row["n_best"] = json.dumps([{"text": text(labels), "score": round(score, 4)} for labels, score in f])
+        return rows

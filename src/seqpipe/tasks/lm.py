@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -99,7 +98,7 @@ class LanguageModelling(LanguageModellingRules, Task):
     def output_example(self, meta: dict) -> dict:
         return {"text": ["generated text"]}
 
-    def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
+    def predict(self, model, model_input, params) -> list[dict]:  # noqa: ANN001
         texts = texts_from(model_input, self.column)
         p = generation_params(params, model.limits)
         model.check_size(model.tokenize(texts), p["max_new_tokens"] * p["beam_width"])
@@ -109,7 +108,7 @@ class LanguageModelling(LanguageModellingRules, Task):
             if p["logprobs"]:  # [[token, log-probability], ...] and their sum
                 rows[-1] |= {"logprob": sum(lp for _, lp in logprobs), "token_logprobs": json.dumps(
                     [[piece, round(lp, 5)] for piece, lp in logprobs], ensure_ascii=False)}
-        return pd.DataFrame(rows)
+        return rows
 
     def run_cli(self, args: argparse.Namespace, model: object) -> None:
         lm_served.run_cli(args, model)

@@ -208,7 +208,7 @@ class PianoRoll(PianoRollRules, Task):
         output = pd.DataFrame({"notes": ["[[60, 64, 67]]"], "midi_base64": ["TVRoZA=="], **WHO})
         return infer_signature(example, output, params=PARAMS), example
 
-    def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
+    def predict(self, model, model_input, params) -> list[dict]:  # noqa: ANN001
         p = music_params(params, model.limits)
         values = column_values(model_input, self.column, model.limits)
         for i, value in enumerate(values):
@@ -234,7 +234,7 @@ class PianoRoll(PianoRollRules, Task):
             notes = generate(model.net, target, primer, p["steps"], p["temperature"], p["seed"])
             rows.append({"notes": json.dumps(notes),
                          "midi_base64": base64.b64encode(midi_bytes(notes, target["frame"])).decode("ascii")})
-        return pd.DataFrame(rows)
+        return rows
 
 
     def run_cli(self, args: argparse.Namespace, model: object) -> None:

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -85,9 +84,9 @@ class Regress(RegressRules, ExampleTask):
     def output_example(self, meta: dict) -> dict:
         return {"prediction": [0.5]}
 
-    def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
+    def predict(self, model, model_input, params) -> list[dict]:  # noqa: ANN001
         xs, _ = model.encode(model_input, self.name)
-        return pd.DataFrame(classify_served.answer_rows(model, self.name, xs, None), columns=["prediction"])
+        return classify_served.answer_rows(model, self.name, xs, None)
 
 
 def plot_predictions(pred: np.ndarray, target: np.ndarray, out_png: Path) -> None:

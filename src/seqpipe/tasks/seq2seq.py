@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 
 import lightning.pytorch as L
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -142,5 +141,5 @@ class Seq2SeqTask(Seq2SeqRules, ExampleTask):
         return {"target_vocab": Vocab(target["tokens"], target["tokenizer"]),
                 "target_tokenizer": load_tokenizer(target["tokenizer"])}
 
-    def predict(self, model, model_input, params) -> pd.DataFrame:  # noqa: ANN001
+    def predict(self, model, model_input, params) -> list[dict]:  # noqa: ANN001
         return serve(model, model_input, params)

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
@@ -211,7 +210,7 @@ def decode_params(params: dict | None, model: object) -> dict:
             "temperature": float(p["temperature"]), "top_k": int(p["top_k"]), "seed": int(p["seed"])}
 
 
-def serve(model: object, model_input: object, params: dict | None) -> pd.DataFrame:
+def serve(model: object, model_input: object, params: dict | None) -> list[dict]:
     """Every input string's best output (with its log-probability, whether it ended with <eos>, the share of its
     tokens the source vocabulary does not know) and its n-best list as JSON [[output, score], ...]."""
     p = decode_params(params, model)
@@ -237,4 +236,4 @@ def serve(model: object, model_input: object, params: dict | None) -> pd.DataFra
         rows.append({"output": texts[0], "score": hyps[0].logprob, "complete": hyps[0].finished,
                      "unk_fraction": unk[i] if unk else 0.0,
                      "n_best": json.dumps([[t, round(h.logprob, 4)] for t, h in zip(texts, hyps)])})
-    return pd.DataFrame(rows)
+    return rows
