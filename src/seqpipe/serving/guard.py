@@ -44,32 +44,15 @@ def batching() -> bool:
     return serving() and os.environ.get("SEQPIPE_SERVE_BATCHING", "1") != "0"
 
 
-def workers() -> int:
-    """How many server processes share this machine: uvicorn's `--workers` (MLflow starts `uvicorn --workers N`, and
-    uvicorn starts each worker with its own command line), else WEB_CONCURRENCY (uvicorn's default for it), else 1."""
-    argv = sys.argv
-    for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == "--workers" and i + 1 < len(argv) else arg.partition("=")[2] \
-            if arg.startswith("--workers=") else None
-        if value is not None and value.isdigit():
-            return max(1, int(value))
-    value = os.environ.get("WEB_CONCURRENCY", "1")
-    return max(1, int(value)) if value.isdigit() else 1
-
-
 def threads() -> int:
-    """The compute threads of one server process's network calls: SEQPIPE_SERVE_THREADS, else, batching, this
-    machine's cores shared among the workers (one batch thread per worker runs the network), else 1 (each request
-    runs in its own thread: the requests are the parallelism). Torch (and ONNX Runtime) would otherwise use every
-    core in every call, and calls that each use every core slow each other down: on 2 cores, the IMDB classifier at
-    16 clients, batched with 2 workers, 190 -> 231 requests/s; unbatched with 1 worker, 109 -> 114 (one run each)."""
+    """The compute threads of one server process's network calls: SEQPIPE_SERVE_THREADS, else 1. The parallelism of a
+    server is its workers and its requests: a network call that spreads over every core fights the worker's own
+    HTTP work and the other workers for them. On 2 cores, the IMDB classifier, batched with one worker: 1 thread 88
+    requests/s at 1 client and 153 at 16; 2 threads 14 and 41 (one run); unbatched with one worker at 16 clients,
+    114 against 109 with 2 threads. Raise it for large batches on a machine with cores to spare, and measure
+    (bench/serve_load.py)."""
     value = os.environ.get("SEQPIPE_SERVE_THREADS", "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    if not batching():
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // workers())
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 def runtime() -> str:

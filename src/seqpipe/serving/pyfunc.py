@@ -58,7 +58,7 @@ class SeqpipeModel(Served, mlflow.pyfunc.PythonModel):
         self.state = self.task.load_served(meta)
         self.folder = Path(context.artifacts["weights"]).parents[1]  # the model's folder (MLmodel, requirements)
         self.model, self.run_id = identity(self.folder)
-        if server_guard.serving():  # loaded by `mlflow models serve`: its share of the cores, bound bodies, one-line
+        if server_guard.serving():  # loaded by `mlflow models serve`: one thread a call, bound bodies, one-line
             torch.set_num_threads(threads := server_guard.threads())  # error answers, and the rows of concurrent
             server_guard.install(self.limits)  # requests run together
             runs = "PyTorch"
