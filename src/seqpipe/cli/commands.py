@@ -108,6 +108,20 @@ def _study(name: str, overrides: list[str]) -> None:
     print(f"study: {', '.join(result['files'])}")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from seqpipe.errors import SeqpipeError
+    from seqpipe.experiments import report
+
+    quick_out = f"{args.work}/results.md"  # quick figures never write over the committed table
+    result = report.run(args.rows, args.quick, args.spec, args.work, args.results,
+                        args.out or (quick_out if args.quick else "docs/results.md"),
+                        None if args.quick and not args.out else args.readme, args.tracking_uri)
+    print(f"report: {', '.join(result['files'])}")
+    if result["failed"]:
+        raise SeqpipeError(f"{len(result['failed'])} row(s) did not run: {', '.join(result['failed'])} (the "
+                           "reasons are above; the table says not run for them)")
+
+
 def _stage(name: str) -> None:
     import importlib
 
@@ -296,6 +310,21 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("name", help="the study: gating (tanh RNN, GRU, LSTM)")
     st.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. recipe=adding study.parallel=2 "
                     "study.trainer.max_epochs=10")
+    rp = sub.add_parser("report", help="train each recipe's defaults and set its figure beside its published "
+                        "anchor in docs/results.md, the README and a plot (conf/report.yaml; docs/results.md)")
+    rp.add_argument("--rows", default=None, help="comma-separated rows of conf/report.yaml (default: all); the "
+                    "others keep their last figures")
+    rp.add_argument("--quick", action="store_true", help="a few batches a row: checks every row runs (CI); "
+                    "writes WORK/results.md, not the docs, unless --out")
+    rp.add_argument("--spec", default=None, help="the rows (default: conf/report.yaml)")
+    rp.add_argument("--work", default="outputs/report", help="data, checkpoints and reports of the rows "
+                    "(default: %(default)s)")
+    rp.add_argument("--results", default="reports/results", help="each row's figures, ROW.json (default: "
+                    "%(default)s)")
+    rp.add_argument("--out", default=None, help="the page to write (default: docs/results.md)")
+    rp.add_argument("--readme", default="README.md", help="its Results section gets the table too")
+    rp.add_argument("--tracking-uri", default=None,
+                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     c = sub.add_parser("compose", help="compose conf/ (plus overrides) into params.yaml for DVC")
     c.add_argument("overrides", nargs="*")
     c.add_argument("--check", action="store_true", help="only check that params.yaml is up to date")
@@ -399,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             _compose(args.overrides, args.check, args.reset)
         elif args.command == "stage":
             _stage(args.name)
+        elif args.command == "report":
+            _report(args)
         elif args.command == "generate":
             _generate(args)
         elif args.command == "predict":
