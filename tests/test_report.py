@@ -71,8 +71,8 @@ def test_the_table_says_reached_or_not_against_goal_anchor_or_baseline_and_why_a
     assert "**1.540**" in rows["shakespeare"] and "| yes (goal 1.553) |" in rows["shakespeare"]
     assert "| no (baseline 58.0%) |" in rows["sentiment"]  # no published figure: the baseline is the bar
     assert "**33.8%**" in rows["g2p"] and "| no (goal 30.0%); on a GPU: `experiment=g2p_gpu` |" in rows["g2p"]
-    assert "not run: the genome is missing" in rows["dna"] and "`seqpipe report --rows dna`" in rows["dna"]
-    assert "not run: apt-get install pocketsphinx-testdata" in rows["speech"]  # the row's needs
+    assert "not run yet: the genome is missing" in rows["dna"] and "`seqpipe report --rows dna`" in rows["dna"]
+    assert "not run yet: needs apt-get install pocketsphinx-testdata" in rows["speech"]  # the row's needs
     assert "old table" not in text and text.startswith("# Results\n\nintro") and text.endswith("## Details kept\n")
     assert (tmp_path / "docs" / "results.png").stat().st_size > 1000 and len(files) == 3
     assert "**88.4%**" in readme.read_text() and readme.read_text().endswith(f"{report.END}\n")

@@ -35,6 +35,27 @@ def test_sqlite_store_checks(tmp_path):
         check_store(f"sqlite:///{garbage}")
 
 
+def test_a_store_whose_writer_was_killed_mid_transaction_is_rolled_back_and_opens(tmp_path):
+    """SIGKILL during an MLflow write leaves a hot journal; a read-only check cannot roll it back (SQLite says
+    "attempt to write a readonly database"), and training killed at that moment must still resume."""
+    import sqlite3
+    import sys
+
+    db = tmp_path / "mlflow.db"
+    con = sqlite3.connect(db)
+    con.executescript("CREATE TABLE alembic_version (v TEXT); CREATE TABLE runs (x TEXT);"
+                      "INSERT INTO runs VALUES ('kept');")
+    con.close()
+    writer = ("import os, signal, sqlite3, sys; con = sqlite3.connect(sys.argv[1]); con.execute('PRAGMA cache_size=1');"
+              "con.execute('BEGIN'); [con.execute('INSERT INTO runs VALUES (?)', ('x' * 500,)) for _ in range(2000)];"
+              "os.kill(os.getpid(), signal.SIGKILL)")
+    assert subprocess.run([sys.executable, "-c", writer, str(db)]).returncode == -9
+    assert (tmp_path / "mlflow.db-journal").stat().st_size > 0  # hot: the half-written transaction's undo log
+    check_store(f"sqlite:///{db}")
+    assert sqlite3.connect(db).execute("SELECT x FROM runs").fetchall() == [("kept",)]
+    assert not (tmp_path / "mlflow.db-journal").exists()
+
+
 def test_passwords_stay_out_of_messages():
     assert shown_uri("https://alice:s3cret@mlflow.example.com/x") == "https://alice:***@mlflow.example.com/x"
     assert shown_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
@@ -56,7 +77,7 @@ def test_git_state_ignores_generated_files(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("overrides,name", [
-    ([], "shakespeare-lstm-1x256"),
+    ([], "shakespeare-gru-1x256"),
     (["recipe=imdb"], "imdb-bigru-1x128"),
     (["model.cell=rnn", "model.num_layers=3", "model.hidden_size=64"], "shakespeare-rnn-3x64"),
 ])

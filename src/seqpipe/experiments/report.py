@@ -146,11 +146,15 @@ def _train_row(job: dict) -> dict:
 
 
 def _commit() -> str | None:
+    """The checkout's commit, with `+changes` when src/ or conf/ differ from it (what the row really ran)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "conf"], capture_output=True, text=True,
+                               timeout=10)
     except OSError:
         return None
-    return out.stdout.strip() or None
+    sha = head.stdout.strip()
+    return f"{sha}{'+changes' if dirty.stdout.strip() else ''}" if sha else None
 
 
 def run(names: str | None = None, quick: bool = False, spec_path: str | None = None,
@@ -225,8 +229,8 @@ def table(spec: dict, results: dict[str, dict], failed: dict[str, str]) -> list[
         source = f"{anchor['source']}; {anchor['split']}" + (f" (ours: {row['ours_split']})"
                                                              if row.get("ours_split") else "")
         if res is None:
-            why = failed.get(name) or row.get("needs") or "not run yet"
-            lines.append(f"| {name} | {row.get('label', row['metric'])} | not run: {why} | "
+            why = failed.get(name) or (f"needs {row['needs']}" if row.get("needs") else "")
+            lines.append(f"| {name} | {row.get('label', row['metric'])} | not run yet{': ' + why if why else ''} | "
                          f"{shown(row, anchor['value'])} | {source} | - | - | `seqpipe report --rows {name}` |")
             continue
         value, against = res["value"], "goal"

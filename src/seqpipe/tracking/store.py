@@ -56,6 +56,16 @@ def _check_server(uri: str, timeout_s: float, retries: int) -> None:
                            f"{hint}; nothing was changed") from None
 
 
+def _quick_check(path: Path, mode: str, timeout_s: float) -> tuple[str, set[str]]:
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True, timeout=timeout_s)
+    try:
+        (verdict,) = con.execute("PRAGMA quick_check(1)").fetchone()
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        con.close()
+    return verdict, tables
+
+
 def _check_sqlite(uri: str, timeout_s: float, must_exist: bool) -> None:
     path = sqlite_path(uri)
     if not path.exists():
@@ -63,15 +73,18 @@ def _check_sqlite(uri: str, timeout_s: float, must_exist: bool) -> None:
             raise SeqpipeError(f"no MLflow store at {path} ({uri}): run the pipeline first (`dvc repro`), or point "
                                "MLFLOW_TRACKING_URI (or --tracking-uri) at the store that holds your models")
         return  # MLflow creates it
+    tables: set[str] = set()
     try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout_s)
-        try:
-            (verdict,) = con.execute("PRAGMA quick_check(1)").fetchone()
-            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            con.close()
+        verdict, tables = _quick_check(path, "ro", timeout_s)
     except sqlite3.Error as e:
         verdict = str(e)
+        if getattr(e, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK":
+            # A writer was killed mid-transaction and left a hot journal: only a read-write open rolls it back (what
+            # any MLflow writer would do next); the store is then as it was before that transaction.
+            try:
+                verdict, tables = _quick_check(path, "rw", timeout_s)
+            except sqlite3.Error as e2:
+                verdict = f"{e2}; a killed writer left {path.name}-journal, which needs write access to roll back"
     if verdict != "ok":
         raise SeqpipeError(f"{path} is not a readable MLflow store (sqlite: {verdict}); it may be truncated or "
                            "overwritten. Restore it from a backup, or move it away to start a new store; nothing was "
