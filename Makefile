@@ -22,8 +22,8 @@ lint: $(VENV)/.installed  ## ruff, and lint-imports: the layers and no import cy
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports --no-logo
 
-test: lint  ## lint, then the fast tier (tiny models, a few batches; about 70 s on 2 cores)
-	$(BIN)/pytest -q -m "not slow" --durations=20
+test: lint  ## lint, then the fast tier (tiny models, a few batches; about 75 s on 2 cores, two workers)
+	$(BIN)/pytest -q -m "not slow" -n 2 --dist loadfile --no-loadscope-reorder --durations=20
 
 # Two workers, one torch thread each (tests/conftest.py); a test file stays on one worker so its module fixtures train
 # once. Most of the slow tier waits on process start-ups and servers, so two workers fill the two cores.
