@@ -19,7 +19,7 @@ from conftest import CONF, tiny_overrides, write_corpus
 from seqpipe import fetch, prepare
 from seqpipe.config import compose
 from seqpipe.errors import SeqpipeError
-from seqpipe.experiments.tune import check_space, space_items
+from seqpipe.experiments.tune import check_space, space_items, trial_rows
 
 SEQPIPE = str(Path(sys.executable).parent / "seqpipe")
 RAY = str(Path(sys.executable).parent / "ray")
@@ -66,6 +66,34 @@ def test_space_is_read_from_the_nested_yaml():
         ("model.num_layers", "choice"), ("model.hidden_size", "lograndint"), ("model.cell", "choice"),
         ("optim.lr", "loguniform")]
     assert check_space(cfg)[0] == ("model.num_layers", "choice", [1, 2, 3])
+
+
+@pytest.mark.parametrize("space", sorted(p.stem for p in (CONF / "tune").glob("*.yaml")))
+def test_every_shipped_space_is_accepted(space):
+    """conf/tune/*.yaml (depth_hidden, and the sweeps behind recipe defaults, e.g. chorales) pass the checks a sweep
+    makes before Ray starts: every key exists and every value it can draw is one `seqpipe train` takes."""
+    assert check_space(compose([f"tune={space}"], config_dir=CONF))
+
+
+def test_a_sweep_reads_only_its_own_trials_when_an_earlier_one_had_its_name(tmp_path):
+    """A sweep folder removed and a new sweep started under the same tune.name: the earlier sweep's trial runs carry
+    the same `sweep` tag in MLflow, but another parent. The new sweep's results (and so its best trial, written to
+    conf/experiment/) come from its own trials only; the earlier one's better figure is not taken for its own."""
+    cfg = compose(["mlflow.experiment=sweeps"], config_dir=CONF)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("sweeps", artifact_location=(tmp_path / "artifacts").as_uri())
+    parents = {}
+    for sweep, losses in (("old", [1.0, 0.5]), ("new", [2.0, 1.5, 1.2])):
+        parents[sweep] = client.create_run(experiment, tags={"sweep": "same-name", "sweep.role": "parent"}).info.run_id
+        for i, loss in enumerate(losses):
+            run = client.create_run(experiment, tags={"mlflow.parentRunId": parents[sweep], "sweep": "same-name",
+                                                      "trial": f"{sweep}_{i}", "space.model.hidden_size": "32"})
+            client.log_metric(run.info.run_id, cfg.monitor, loss, step=0)
+            client.set_terminated(run.info.run_id)
+    rows = trial_rows(client, cfg, "same-name", parents["new"])
+    assert [r["trial"] for r in rows] == ["new_0", "new_1", "new_2"]
+    assert min(r["best"] for r in rows) == 1.2  # not the old sweep's 0.5
+    assert [r["trial"] for r in trial_rows(client, cfg, "same-name", parents["old"])] == ["old_0", "old_1"]
 
 
 @pytest.mark.parametrize("overrides,message", [
