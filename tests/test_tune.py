@@ -90,10 +90,10 @@ def test_a_sweep_reads_only_its_own_trials_when_an_earlier_one_had_its_name(tmp_
                                                       "trial": f"{sweep}_{i}", "space.model.hidden_size": "32"})
             client.log_metric(run.info.run_id, cfg.monitor, loss, step=0)
             client.set_terminated(run.info.run_id)
-    rows = trial_rows(client, cfg, "same-name", parents["new"])
+    rows = trial_rows(client, cfg, parents["new"])
     assert [r["trial"] for r in rows] == ["new_0", "new_1", "new_2"]
     assert min(r["best"] for r in rows) == 1.2  # not the old sweep's 0.5
-    assert [r["trial"] for r in trial_rows(client, cfg, "same-name", parents["old"])] == ["old_0", "old_1"]
+    assert [r["trial"] for r in trial_rows(client, cfg, parents["old"])] == ["old_0", "old_1"]
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -267,7 +267,7 @@ def finish(cfg: DictConfig, sweep_dir: Path, name: str, parent: str, wall: float
     client = mlflow.MlflowClient()
     trials = ray_trials(sweep_dir)
     pending = sum(t.status not in ("TERMINATED", "ERROR") for t in trials.values())
-    rows = trial_rows(client, cfg, name, parent)
+    rows = trial_rows(client, cfg, parent)
     for row in rows:
         trial = trials.get(row["trial"])
         row["failures"] = trial.num_failures if trial else 0
@@ -313,14 +313,14 @@ def ray_trials(sweep_dir: Path) -> dict:
     return {t.trial_id: t for t in ExperimentAnalysis(str(sweep_dir)).trials}
 
 
-def trial_rows(client: object, cfg: DictConfig, name: str, parent: str) -> list[dict]:
-    """One row per trial of this sweep (the child runs of its parent run) from its MLflow run: status, sampled
-    values, best and last monitored value, epochs, the node it ran on (last). The run of an attempt that was lost and
-    started afresh by the next one is left out. An earlier sweep of the same name (its folder removed since) has
-    another parent: its trials are not this sweep's, and its best is not written as this sweep's best."""
+def trial_rows(client: object, cfg: DictConfig, parent: str) -> list[dict]:
+    """One row per trial of the sweep whose parent run is `parent` (its child runs), from the trial's MLflow run:
+    status, sampled values, best and last monitored value, epochs, the node it ran on (last). The run of an attempt
+    that was lost and started afresh by the next one is left out. By parent, not by the `sweep` name tag: an earlier
+    sweep of the same name (its folder removed since) has another parent, and its trials are not this sweep's."""
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
-    runs = client.search_runs([experiment.experiment_id], f"tags.sweep = '{name}' and tags.trial != '' and "
-                              f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
+    runs = client.search_runs([experiment.experiment_id],
+                              f"tags.mlflow.parentRunId = '{parent}' and tags.trial != ''", max_results=10000)
     rows = []
     for r in sorted(runs, key=lambda r: r.info.start_time):
         if "superseded_by" in r.data.tags:
