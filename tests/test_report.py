@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import mlflow
 import numpy as np
@@ -80,6 +81,65 @@ def test_the_table_says_reached_or_not_against_goal_anchor_or_baseline_and_why_a
     # regenerating replaces the section, never appends a second
     report.render(spec, results, out, readme, failed={"dna": "the genome is missing: apt-get install x"})
     assert readme.read_text().count(report.START) == 1 and len(readme.read_text()) == len(again)
+
+
+def test_the_hardware_names_the_torch_threads_when_a_row_had_fewer_than_the_cores():
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(os.cpu_count() or 1)
+        assert "thread" not in report.hardware()
+        torch.set_num_threads(1)
+        assert ("; 1 torch thread)" in report.hardware()) == ((os.cpu_count() or 1) > 1)
+    finally:
+        torch.set_num_threads(before)
+
+
+ROW_SCRIPT = """
+import multiprocessing, os, time
+from concurrent.futures import ProcessPoolExecutor
+
+from seqpipe.experiments import report
+
+
+def row(parent):
+    report.exit_with_parent(parent, every_s=0.1)
+    time.sleep(120)  # a row that trains for two minutes
+
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:  # as report.run starts rows
+        pool.submit(row, os.getpid()).result()
+"""
+
+
+def test_a_row_stops_when_the_report_that_started_it_is_killed(tmp_path):
+    import psutil
+
+    (tmp_path / "rows.py").write_text(ROW_SCRIPT)
+    report_proc = subprocess.Popen([sys.executable, str(tmp_path / "rows.py")], cwd=tmp_path)
+    started: list = []
+    try:
+        parent = psutil.Process(report_proc.pid)
+        deadline = time.monotonic() + 60
+        while not (rows := [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]):
+            assert time.monotonic() < deadline and report_proc.poll() is None, "the row's process never started"
+            time.sleep(0.2)
+        started = parent.children(recursive=True)
+        time.sleep(3)  # the row has imported seqpipe and watches its parent
+        report_proc.kill()  # SIGKILL: the report cannot tell its row to stop
+        report_proc.wait(10)
+        gone, alive = psutil.wait_procs(rows, timeout=15)
+        assert not alive, f"the row's process {rows[0].pid} kept running after its report was killed"
+    finally:
+        for p in started:  # only the processes this test started, by their id
+            if p.is_running():
+                p.kill()
+        if report_proc.poll() is None:
+            report_proc.kill()
 
 
 def test_the_bag_of_words_baseline_learns_a_separable_split(tmp_path):

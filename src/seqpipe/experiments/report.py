@@ -17,6 +17,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
@@ -90,7 +91,9 @@ def hardware() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()} CPU cores ({platform.machine()}), {gpu}, torch {torch.__version__}"
+    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+    used = f"; {threads} torch thread{'s' * (threads > 1)}" if threads < cores else ""  # a row run beside another
+    return f"{cores} CPU cores ({platform.machine()}{used}), {gpu}, torch {torch.__version__}"
 
 
 def bow_logreg(prepared: Path) -> float:
@@ -115,10 +118,25 @@ def bow_logreg(prepared: Path) -> float:
     return float(best.score(xte, yte))
 
 
+def exit_with_parent(parent: int, every_s: float = 1.0) -> threading.Thread:
+    """A row's process stops when the `seqpipe report` that started it is gone (killed, even with SIGKILL, which
+    leaves no chance to stop it), instead of training on unseen for half an hour beside whatever runs next."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        print(f"report: the seqpipe report process ({parent}) is gone; this row stops", file=sys.stderr)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def _train_row(job: dict) -> dict:
     """In a fresh process: the row's stages, as `dvc repro` runs them, then its figures."""
     from seqpipe import evaluate, fetch, prepare, train
 
+    exit_with_parent(job["parent"])
     cfg = compose(job["overrides"])
     validate(cfg)
     paths = {k: Path(v) for k, v in cfg.paths.items()}
@@ -173,7 +191,8 @@ def run(names: str | None = None, quick: bool = False, spec_path: str | None = N
         overrides = row_overrides(spec, name, quick, work_dir, uri)
         print(f"report: row {i}/{len(chosen)} {name}: seqpipe train {' '.join(overrides[:-5])}"
               f"{' (quick)' if quick else ''}", file=sys.stderr)
-        job = {"name": name, "row": spec["rows"][name], "overrides": overrides, "quick": quick, "tracking_uri": uri}
+        job = {"name": name, "row": spec["rows"][name], "overrides": overrides, "quick": quick, "tracking_uri": uri,
+               "parent": os.getpid()}
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             try:
                 result = pool.submit(_train_row, job).result()
