@@ -36,6 +36,8 @@ def test_the_shipped_rows_name_recipes_metrics_and_anchors_and_compose(tmp_path)
     ({"recipe": "imdb", "metric": "test/acc", "anchor": {"value": 1}}, "anchor must give value"),
     ({"recipe": "imdb", "metric": "test/acc", "anchor": {"value": 1, "source": "s", "split": "p"}, "colour": 1},
      "unknown keys \\['colour'\\]"),
+    ({"recipe": "g2p", "metric": "test/wer", "anchor": {"value": 1, "source": "s", "split": "p"},
+      "also": {"metric": "test/per"}}, "also must give metric"),
 ])
 def test_a_bad_row_is_refused_with_what_to_fix(tmp_path, row, problem):
     path = tmp_path / "report.yaml"
@@ -57,7 +59,8 @@ def test_the_table_says_reached_or_not_against_goal_anchor_or_baseline_and_why_a
     for name, res in {"imdb": _result("imdb", 0.884, baseline={"name": "bow", "value": 0.87}),
                       "shakespeare": _result("shakespeare", 1.540),
                       "sentiment": _result("sentiment", 0.55, baseline={"name": "bow", "value": 0.58}),
-                      "g2p": _result("g2p", 0.338)}.items():
+                      "g2p": _result("g2p", 0.338, also={"metric": "test/wer", "label": "with stress",
+                                                          "about": "stress digits kept", "value": 0.392})}.items():
         (results / f"{name}.json").parent.mkdir(exist_ok=True)
         (results / f"{name}.json").write_text(json.dumps(res))
     out, readme = tmp_path / "docs" / "results.md", tmp_path / "README.md"
@@ -72,6 +75,7 @@ def test_the_table_says_reached_or_not_against_goal_anchor_or_baseline_and_why_a
     assert "**1.540**" in rows["shakespeare"] and "| yes (goal 1.553) |" in rows["shakespeare"]
     assert "| no (baseline 58.0%) |" in rows["sentiment"]  # no published figure: the baseline is the bar
     assert "**33.8%**" in rows["g2p"] and "| no (goal 30.0%); on a GPU: `experiment=g2p_gpu` |" in rows["g2p"]
+    assert "| test/wer | 39.2% | | stress digits kept |" in rows["g2p: with stress"]  # the row's other figure
     assert "not run yet: the genome is missing" in rows["dna"] and "`seqpipe report --rows dna`" in rows["dna"]
     assert "not run yet: needs apt-get install pocketsphinx-testdata" in rows["speech"]  # the row's needs
     assert "old table" not in text and text.startswith("# Results\n\nintro") and text.endswith("## Details kept\n")
@@ -157,6 +161,8 @@ QUICK_SPEC = {"quick_overrides": ["trainer.max_epochs=1", "trainer.limit_train_b
                                   "optim.warmup_steps=0", "trainer.enable_progress_bar=false"],
               "rows": {"dates": {"recipe": "dates", "metric": "test/exact_match", "label": "exact match",
                                  "percent": True, "quick": ["recipe.fetch.n=300", "evaluate.beam_width=1"],
+                                 "also": {"metric": "test/token_error_rate", "label": "per character",
+                                          "about": "edits"},
                                  "anchor": {"value": 1.0, "source": "s", "split": "p"}},
                        "adding": {"recipe": "adding", "metric": "test/loss", "lower_is_better": True,
                                   "quick": ["recipe.fetch.size=200", "recipe.length=10"],
@@ -182,4 +188,6 @@ def test_a_quick_report_trains_each_row_tracks_it_and_writes_the_table(tmp_path)
         assert run.data.metrics[res["metric"]] == pytest.approx(res["value"])
         assert res["quick"] and res["epochs"] == 1 and set(res["stage_seconds"]) == {"fetch", "prepare", "train",
                                                                                     "evaluate"}
+    also = json.loads((tmp_path / "reports" / "results" / "dates.quick.json").read_text())["also"]
+    assert f"| dates: per character | test/token_error_rate | {100 * also['value']:.1f}% |" in page  # its other figure
     assert "row dates: test/exact_match = " in done.stderr and "row adding: test/loss = " in done.stderr

@@ -19,7 +19,7 @@ from seqpipe.config import compose, validate
 from seqpipe.data.splits import split_examples
 from seqpipe.data.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, SUPPRESS
 from seqpipe.errors import SeqpipeError
-from seqpipe.metrics.text import bleu, edit_distance, error_rates
+from seqpipe.metrics.text import bleu, edit_distance, error_rates, folded_tokens
 from seqpipe.models.attention import Attention, Seq2Seq
 from seqpipe.models.decoding import beam_search, greedy, length_penalty, sample
 from seqpipe.tasks.seq2seq import Seq2SeqTask, TeacherForcing, collate
@@ -192,6 +192,12 @@ def test_scores_on_hand_computed_examples():
     r = error_rates(hyps, refs)
     assert r["exact_match"] == pytest.approx(2 / 3) and r["seq_error_rate"] == pytest.approx(1 / 3)
     assert r["token_error_rate"] == pytest.approx(1 / (3 + 6 + 4))  # edits to the closest reference / its length
+    # scored without stress (evaluate.fold, as the g2p papers score): a wrong stress digit is no longer an error
+    folded = error_rates([folded_tokens(h, "[012]$") for h in [["K", "AE2", "T", "S"], ["AH0", "B"]]],
+                         [[folded_tokens(r, "[012]$") for r in rs] for rs in [[["K", "AE1", "T", "S"]], [["AH1"]]]])
+    assert folded_tokens(["P", "AY1", "0"], "[012]$") == ["P", "AY"]  # a token left empty is dropped
+    assert folded["exact_match"] == pytest.approx(1 / 2) and folded["token_error_rate"] == pytest.approx(1 / 5)
+    assert error_rates([["K", "AE2", "T", "S"]], [[["K", "AE1", "T", "S"]]])["exact_match"] == 0
     assert bleu(["the cat sat on the mat"], [["the cat sat on the mat"]]) == pytest.approx(100.0)
     assert bleu(["a b"], [["the cat sat on the mat"]]) < 5
 
@@ -213,7 +219,10 @@ def test_config_refuses_bad_seq2seq_values():
     validate(compose(base, config_dir=CONF))
     for override, words in [("seq2seq.attention=dot", "bahdanau, luong"), ("seq2seq.teacher_forcing=1.5", "[0, 1]"),
                             ("evaluate.beam_width=0", "positive integer"), ("evaluate.max_output_len=-3", "null"),
-                            ("train.carry_state=true", "carry_state=false")]:
+                            ("train.carry_state=true", "carry_state=false"),
+                            ("evaluate.fold={remove:x}", "must be {suffix: _name, remove: REGEX}"),
+                            ("evaluate.fold={suffix:nostress,remove:x}", "must start with _"),
+                            ("evaluate.fold={suffix:_x,remove:'[0-'}", "is not a regular expression")]:
         with pytest.raises(SeqpipeError, match=words.replace("[", r"\[").replace("]", r"\]")):
             validate(compose([*base, override], config_dir=CONF))
 
@@ -242,7 +251,8 @@ def pairs_model(tmp_path_factory):
         out = run_pipeline(root, ["recipe=pairs", f"recipe.fetch.path={root / 'pairs.tsv'}", "prepare.max_len=12",
                                   "model.embedding_dim=16", "model.hidden_size=48", "data.batch_size=16",
                                   "trainer.max_epochs=8", "optim.lr=0.01", "optim.warmup_steps=0",
-                                  "evaluate.beam_width=3", "evaluate.prompt=abcd"])
+                                  "evaluate.beam_width=3", "evaluate.prompt=abcd",
+                                  "evaluate.fold={suffix:_no_ab,remove:'[AB]'}"])
         yield root, out
 
 
@@ -252,6 +262,8 @@ def test_pairs_learn_and_report(pairs_model):
     m = out["metrics"]
     assert m["test/exact_match"] > 0.6 and m["test/token_error_rate"] < 0.15
     assert {"test/bleu", "test/exact_match_greedy", "test/unfinished", "test/token_acc"} <= set(m)
+    # scored again with A and B taken out of every output (evaluate.fold): what was equal stays equal
+    assert m["test/exact_match_no_ab"] >= m["test/exact_match"] and "test/token_error_rate_no_ab_greedy" in m
     report = root / "reports" / "evaluate"
     lines = (report / "predictions.tsv").read_text().splitlines()
     assert lines[0].split("\t")[:4] == ["source", "prediction", "references", "correct"]

@@ -30,7 +30,7 @@ from seqpipe.config import compose, conf_dir, validate
 from seqpipe.errors import SeqpipeError
 
 ROW_KEYS = {"recipe", "overrides", "metric", "label", "percent", "lower_is_better", "anchor", "goal", "ours_split",
-            "baseline", "needs", "gpu", "quick"}
+            "baseline", "needs", "gpu", "quick", "also"}
 BASELINES = ("bow_logreg",)
 START, END = "<!-- report:start (seqpipe report writes this part) -->", "<!-- report:end -->"
 
@@ -61,6 +61,11 @@ def load_spec(path: str | Path | None = None) -> dict:
             raise SeqpipeError(f"{where}: anchor must give value (null if none), source and split")
         if row.get("baseline") not in (None, *BASELINES):
             raise SeqpipeError(f"{where}: baseline {row['baseline']!r} is not one of: {', '.join(BASELINES)}")
+        also = row.get("also")
+        if also is not None and (not isinstance(also, dict) or set(also) != {"metric", "label", "about"}
+                                 or not isinstance(also["metric"], str) or "/" not in also["metric"]):
+            raise SeqpipeError(f"{where}: also must give metric (another key of metrics.json, e.g. test/wer), label "
+                               "and about (what differs from the row's own figure)")
     spec["rows"] = rows
     spec.setdefault("quick_overrides", [])
     return spec
@@ -148,15 +153,18 @@ def _train_row(job: dict) -> dict:
     metrics = json.loads((paths["reports"] / "metrics.json").read_text())
     trained = json.loads((paths["reports"] / "train.json").read_text())
     row = job["row"]
-    if row["metric"] not in metrics:
-        raise SeqpipeError(f"row {job['name']!r}: metrics.json has no {row['metric']!r}; it has: "
-                           f"{', '.join(sorted(metrics))}")
+    for metric in (row["metric"], *([row["also"]["metric"]] if row.get("also") else [])):
+        if metric not in metrics:
+            raise SeqpipeError(f"row {job['name']!r}: metrics.json has no {metric!r}; it has: "
+                               f"{', '.join(sorted(metrics))}")
     result = {"row": job["name"], "recipe": row["recipe"], "metric": row["metric"], "value": metrics[row["metric"]],
               "quick": job["quick"], "overrides": job["overrides"][:1 + len(row.get("overrides", []))],
               "run_id": trained["run_id"], "tracking_uri": job["tracking_uri"], "experiment": cfg.mlflow.experiment,
               "epochs": trained.get("epochs"), "steps": trained.get("steps"), "fit_seconds": trained.get("fit_seconds"),
               "stage_seconds": times, "wall_seconds": round(sum(times.values()), 1), "hardware": hardware(),
               "date": datetime.now(UTC).strftime("%Y-%m-%d"), "commit": _commit()}
+    if row.get("also"):  # the same run's figure on another metric, e.g. g2p's WER with stress digits
+        result["also"] = {**row["also"], "value": metrics[row["also"]["metric"]]}
     if row.get("baseline") == "bow_logreg":
         result["baseline"] = {"name": "bag-of-words logistic regression (tf-idf, C on val)",
                               "value": bow_logreg(paths["prepared"])}
@@ -264,6 +272,9 @@ def table(spec: dict, results: dict[str, dict], failed: dict[str, str]) -> list[
         lines.append(f"| {name} | {row.get('label', row['metric'])} | **{shown(row, value)}**{quick} | "
                      f"{shown(row, anchor['value'])} | {source} | {verdict} | {budget} | "
                      f"`{res['run_id'][:12]}` ({res['date']}) |")
+        if res.get("also"):
+            a = res["also"]
+            lines.append(f"| {name}: {a['label']} | {a['metric']} | {shown(row, a['value'])} | | {a['about']} | | | |")
         if res.get("baseline"):
             b = res["baseline"]
             lines.append(f"| {name}: baseline | {row.get('label', row['metric'])} | {shown(row, b['value'])} | | "

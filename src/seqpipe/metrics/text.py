@@ -1,8 +1,10 @@
 """Text metrics shared by seq2seq and ctc: edit distance, error rates against every reference of an input (exact
-match, token and sequence error rates; CER and WER of transcripts) and corpus BLEU."""
+match, token and sequence error rates; CER and WER of transcripts), tokens folded before scoring (g2p without stress)
+and corpus BLEU."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import sacrebleu
@@ -31,6 +33,12 @@ def error_rates(hyps: Sequence[Sequence], refs: Sequence[Sequence[Sequence]]) ->
         dist, length = dist + d, length + len(ref)
     n = max(len(hyps), 1)
     return {"exact_match": exact / n, "seq_error_rate": 1 - exact / n, "token_error_rate": dist / max(length, 1)}
+
+
+def folded_tokens(tokens: Sequence[str], remove: str) -> list[str]:
+    """Output tokens with the part that matches the regular expression `remove` taken out of each (a token that
+    becomes empty is dropped): ["P", "AY1", "P"] with remove="[012]$" is ["P", "AY", "P"]."""
+    return [t for t in (re.sub(remove, "", token) for token in tokens) if t]
 
 
 def error_rates_of(hyps: list[str], refs: list[str]) -> dict[str, float]:

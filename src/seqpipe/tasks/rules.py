@@ -6,6 +6,7 @@ instead of the ~5 s those imports take on 2 cores."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Literal
 
 from seqpipe.errors import SeqpipeError
@@ -100,6 +101,27 @@ class Seq2SeqRules(TaskRules):
         if e.max_output_len is not None and (not isinstance(e.max_output_len, int) or e.max_output_len < 1):
             raise SeqpipeError(f"evaluate.max_output_len={e.max_output_len!r} must be a positive integer, or null "
                                "(twice the longest train output)")
+        check_fold(e.fold)
+
+
+def check_fold(fold: object) -> None:
+    """evaluate.fold of a seq2seq recipe: {suffix, remove}, the outputs scored again with the regular expression
+    `remove` taken out of each token (g2p: the stress digits, as its anchors score), as test/<metric><suffix>."""
+    if fold is None:
+        return
+    keys = set(fold) if hasattr(fold, "keys") else set()  # type: ignore[arg-type]
+    if keys != {"suffix", "remove"}:
+        raise SeqpipeError(f"evaluate.fold={fold!r} must be {{suffix: _name, remove: REGEX}} (g2p: "
+                           "{suffix: _nostress, remove: '[012]$'}), or null")
+    suffix, remove = fold["suffix"], fold["remove"]  # type: ignore[index]
+    if not isinstance(suffix, str) or not re.fullmatch(r"_[a-z0-9_]+", suffix):
+        raise SeqpipeError(f"evaluate.fold.suffix={suffix!r} must start with _ and hold only a-z, 0-9 and _ (it ends "
+                           "the metric names, e.g. test/wer_nostress)")
+    try:
+        re.compile(remove)
+    except (re.error, TypeError) as err:
+        raise SeqpipeError(f"evaluate.fold.remove={remove!r} is not a regular expression ({err}); e.g. '[012]$' "
+                           "removes a token's final stress digit") from None
 
 
 class PianoRollRules(TaskRules):

@@ -22,7 +22,7 @@ from seqpipe.data.requests import InputError, texts_from
 from seqpipe.data.sampling_bounds import check_seed, check_temperature
 from seqpipe.data.text_tokens import load_tokenizer
 from seqpipe.data.vocab import EOS_ID, PAD_ID, SUPPRESS, Vocab
-from seqpipe.metrics.text import bleu, error_rates
+from seqpipe.metrics.text import bleu, error_rates, folded_tokens
 from seqpipe.models.attention import DecoderState
 from seqpipe.models.decoding import Hypothesis, beam_search, generator, greedy, sample
 from seqpipe.tasks.base import test_scores
@@ -121,12 +121,18 @@ def evaluate_seq2seq(cfg: DictConfig, module: object, dm: object, out_dir: Path)
     metrics: dict[str, float] = {"test/loss": float(scores["test/loss"]),
                                  "test/token_acc": float(scores.get("test/token_acc", float("nan")))}
     names = dict(cfg.recipe.get("metric_names") or {})  # e.g. g2p: seq_error_rate -> wer, token_error_rate -> per
+    fold = e.fold  # e.g. g2p: also scored with the stress digits removed, as its anchors score
     found: dict[int, list[list[Hypothesis]]] = {}
     for width in widths:
         print(f"evaluate: decoding {len(xs):,} test inputs, beam width {width}", file=sys.stderr)
         found[width] = decode(net, xs, width, limit, e.length_penalty, attention=False)
         best = [h[0] for h in found[width]]
         rates = error_rates([h.tokens for h in best], refs)
+        if fold:
+            folded = error_rates([folded_tokens(tgt_vocab.decode(h.tokens), fold.remove) for h in best],
+                                 [[folded_tokens(tgt_vocab.decode(r), fold.remove) for r in rs] for rs in refs])
+            rates |= {f"{key}{fold.suffix}": value for key, value in folded.items()}
+            names |= {f"{key}{fold.suffix}": f"{names[key]}{fold.suffix}" for key in folded if key in names}
         rates["bleu"] = bleu([tgt_tok.detokenize(tgt_vocab.decode(h.tokens)) for h in best],
                              [[tgt_tok.detokenize(tgt_vocab.decode(r)) for r in rs] for rs in refs])
         rates["unfinished"] = float(np.mean([not h.finished for h in best]))
