@@ -103,28 +103,34 @@ def test_the_hardware_names_the_torch_threads_when_a_row_had_fewer_than_the_core
 
 
 ROW_SCRIPT = """
-import multiprocessing, os, time
+import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from seqpipe.experiments import report
 
 
-def row(parent):
-    report.exit_with_parent(parent, every_s=0.1)
-    time.sleep(120)  # a row that trains for two minutes
+def row(parent, run_file, uri):
+    report.exit_with_parent(parent, every_s=0.1, run_file=Path(run_file), tracking_uri=uri)
+    time.sleep(120)  # a row that trains for two minutes, its MLflow run RUNNING
 
 
 if __name__ == "__main__":
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:  # as report.run starts rows
-        pool.submit(row, os.getpid()).result()
+        pool.submit(row, os.getpid(), *sys.argv[1:]).result()
 """
 
 
-def test_a_row_stops_when_the_report_that_started_it_is_killed(tmp_path):
+def test_a_row_stops_when_the_report_that_started_it_is_killed_and_its_run_ends_killed(tmp_path):
     import psutil
 
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("rows")).info.run_id  # as the row's train stage starts it
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": run_id}))
     (tmp_path / "rows.py").write_text(ROW_SCRIPT)
-    report_proc = subprocess.Popen([sys.executable, str(tmp_path / "rows.py")], cwd=tmp_path)
+    report_proc = subprocess.Popen([sys.executable, str(tmp_path / "rows.py"), str(tmp_path / "run.json"), uri],
+                                   cwd=tmp_path)
     started: list = []
     try:
         parent = psutil.Process(report_proc.pid)
@@ -136,8 +142,9 @@ def test_a_row_stops_when_the_report_that_started_it_is_killed(tmp_path):
         time.sleep(3)  # the row has imported seqpipe and watches its parent
         report_proc.kill()  # SIGKILL: the report cannot tell its row to stop
         report_proc.wait(10)
-        gone, alive = psutil.wait_procs(rows, timeout=15)
+        gone, alive = psutil.wait_procs(rows, timeout=30)
         assert not alive, f"the row's process {rows[0].pid} kept running after its report was killed"
+        assert client.get_run(run_id).info.status == "KILLED"  # not left RUNNING
     finally:
         for p in started:  # only the processes this test started, by their id
             if p.is_running():

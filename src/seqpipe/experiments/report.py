@@ -11,6 +11,7 @@ written over full ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -123,13 +124,18 @@ def bow_logreg(prepared: Path) -> float:
     return float(best.score(xte, yte))
 
 
-def exit_with_parent(parent: int, every_s: float = 1.0) -> threading.Thread:
+def exit_with_parent(parent: int, every_s: float = 1.0, run_file: Path | None = None,
+                     tracking_uri: str | None = None) -> threading.Thread:
     """A row's process stops when the `seqpipe report` that started it is gone (killed, even with SIGKILL, which
-    leaves no chance to stop it), instead of training on unseen for half an hour beside whatever runs next."""
+    leaves no chance to stop it), instead of training on unseen for half an hour beside whatever runs next. The MLflow
+    run its training had started (`run_file`: the train stage's models/run.json) is ended as KILLED, not left
+    RUNNING."""
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(every_s)
         print(f"report: the seqpipe report process ({parent}) is gone; this row stops", file=sys.stderr)
+        if run_file is not None:
+            end_run_as_killed(run_file, tracking_uri)
         os._exit(1)
 
     thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
@@ -137,12 +143,30 @@ def exit_with_parent(parent: int, every_s: float = 1.0) -> threading.Thread:
     return thread
 
 
+def end_run_as_killed(run_file: Path, tracking_uri: str | None) -> str | None:
+    """End the MLflow run that `run_file` names as KILLED if it is still RUNNING (a row stopped mid-training); its
+    id, or None when there was none to end. Never raises: the process is on its way out, and a store that does not
+    answer within seconds leaves the run as it was."""
+    import mlflow
+
+    from seqpipe.tracking.store import bounded_http
+
+    with contextlib.suppress(Exception), bounded_http(5.0):
+        run_id = json.loads(run_file.read_text()).get("run_id")
+        client = mlflow.MlflowClient(tracking_uri)
+        if run_id and client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "KILLED")
+            print(f"report: MLflow run {run_id} ended as KILLED", file=sys.stderr)
+            return run_id
+    return None
+
+
 def _train_row(job: dict) -> dict:
     """In a fresh process: the row's stages, as `dvc repro` runs them, then its figures."""
     from seqpipe import evaluate, fetch, prepare, train
 
-    exit_with_parent(job["parent"])
     cfg = compose(job["overrides"])
+    exit_with_parent(job["parent"], run_file=Path(cfg.paths.models) / "run.json", tracking_uri=job["tracking_uri"])
     validate(cfg)
     paths = {k: Path(v) for k, v in cfg.paths.items()}
     times = {}
