@@ -289,8 +289,8 @@ def table(spec: dict, results: dict[str, dict], failed: dict[str, str]) -> list[
             target, against = res["baseline"]["value"], "baseline"
         verdict = "-" if target is None else ("yes" if reached(row, value, target) else "no") + \
             (f" ({against} {shown(row, target)})" if target != anchor["value"] else "")
-        if row.get("gpu") and target is not None and not reached(row, value, target):
-            verdict += f"; on a GPU: `{' '.join(row['gpu'])}`"
+        if row.get("gpu") and anchor["value"] is not None and not reached(row, value, anchor["value"]):
+            verdict += f"; on a GPU: `{' '.join(row['gpu'])}`"  # the configuration meant for the anchor
         budget = budget_text(res)
         quick = " (quick)" if res.get("quick") else ""
         lines.append(f"| {name} | {row.get('label', row['metric'])} | **{shown(row, value)}**{quick} | "
