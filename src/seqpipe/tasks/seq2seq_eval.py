@@ -122,6 +122,9 @@ def evaluate_seq2seq(cfg: DictConfig, module: object, dm: object, out_dir: Path)
                                  "test/token_acc": float(scores.get("test/token_acc", float("nan")))}
     names = dict(cfg.recipe.get("metric_names") or {})  # e.g. g2p: seq_error_rate -> wer, token_error_rate -> per
     fold = e.fold  # e.g. g2p: also scored with the stress digits removed, as its anchors score
+    if fold:  # the references folded once, for every width
+        folded_refs = [[folded_tokens(tgt_vocab.decode(r), fold.remove) for r in rs] for rs in refs]
+        names |= {f"{key}{fold.suffix}": f"{name}{fold.suffix}" for key, name in names.items()}
     found: dict[int, list[list[Hypothesis]]] = {}
     for width in widths:
         print(f"evaluate: decoding {len(xs):,} test inputs, beam width {width}", file=sys.stderr)
@@ -129,10 +132,8 @@ def evaluate_seq2seq(cfg: DictConfig, module: object, dm: object, out_dir: Path)
         best = [h[0] for h in found[width]]
         rates = error_rates([h.tokens for h in best], refs)
         if fold:
-            folded = error_rates([folded_tokens(tgt_vocab.decode(h.tokens), fold.remove) for h in best],
-                                 [[folded_tokens(tgt_vocab.decode(r), fold.remove) for r in rs] for rs in refs])
+            folded = error_rates([folded_tokens(tgt_vocab.decode(h.tokens), fold.remove) for h in best], folded_refs)
             rates |= {f"{key}{fold.suffix}": value for key, value in folded.items()}
-            names |= {f"{key}{fold.suffix}": f"{names[key]}{fold.suffix}" for key in folded if key in names}
         rates["bleu"] = bleu([tgt_tok.detokenize(tgt_vocab.decode(h.tokens)) for h in best],
                              [[tgt_tok.detokenize(tgt_vocab.decode(r)) for r in rs] for rs in refs])
         rates["unfinished"] = float(np.mean([not h.finished for h in best]))
