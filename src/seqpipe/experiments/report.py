@@ -147,15 +147,11 @@ def end_run_as_killed(run_file: Path, tracking_uri: str | None) -> str | None:
     """End the MLflow run that `run_file` names as KILLED if it is still RUNNING (a row stopped mid-training); its
     id, or None when there was none to end. Never raises: the process is on its way out, and a store that does not
     answer within seconds leaves the run as it was."""
-    import mlflow
+    from seqpipe.tracking.runs import end_if_running
 
-    from seqpipe.tracking.store import bounded_http
-
-    with contextlib.suppress(Exception), bounded_http(5.0):
+    with contextlib.suppress(Exception):
         run_id = json.loads(run_file.read_text()).get("run_id")
-        client = mlflow.MlflowClient(tracking_uri)
-        if run_id and client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, "KILLED")
+        if run_id and end_if_running(run_id, "KILLED", tracking_uri):
             print(f"report: MLflow run {run_id} ended as KILLED", file=sys.stderr)
             return run_id
     return None

@@ -115,6 +115,17 @@ def experiment_id_for(client: object, name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+def end_if_running(run_id: str, status: str, tracking_uri: str | None = None) -> bool:
+    """End the run `run_id` as `status` (FAILED, KILLED) if it is still RUNNING; whether it did. Never raises: it runs
+    on the way out of a failure, where the store may be what failed, and gives a store 5 s to answer."""
+    with contextlib.suppress(Exception), bounded_http(5.0):
+        client = mlflow.MlflowClient(tracking_uri)
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status)
+            return True
+    return False
+
+
 @contextlib.contextmanager
 def ended_if_failed(run_id: str | None) -> Iterator[None]:
     """End the run `run_id` as FAILED (KILLED on Ctrl-C) when the block raises and the run is still RUNNING, so that
@@ -122,10 +133,6 @@ def ended_if_failed(run_id: str | None) -> Iterator[None]:
     try:
         yield
     except BaseException as e:
-        if run_id is not None:
-            client = mlflow.MlflowClient()
-            # the store may be what failed (after minutes of retries): the error that matters is `e`, now
-            with contextlib.suppress(Exception), bounded_http(5.0):
-                if client.get_run(run_id).info.status == "RUNNING":
-                    client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        if run_id is not None:  # the store may be what failed (after minutes of retries): the error that matters is `e`
+            end_if_running(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
