@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -147,15 +148,20 @@ def test_a_server_running_the_classifier_in_onnx_runtime_answers_as_pytorch(clas
     use_tracking_uri(uri)
     want = mlflow.pyfunc.load_model(model).predict(pd.DataFrame({"text": texts}))
     body = json.dumps({"dataframe_records": [{"text": t} for t in texts]}).encode()
+    loaded = "in ONNX Runtime, 1 thread(s) per network call, batching"
     with models_serve(model, uri, root, workers=2, env={"SEQPIPE_SERVE_RUNTIME": "onnx"}) as url:
         answers = [post_json(f"{url}/invocations", body) for _ in range(4)]  # both workers, most likely
+        # /ping answers once one worker is up: the other may still be loading, so wait for it before the server stops
+        deadline = time.monotonic() + 60
+        while (root / "serve.log").read_text().count(loaded) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
     for status, answer in answers:
         assert status == 200, answer
         got = pd.DataFrame(answer["predictions"])
         assert got["label"].tolist() == want["label"].tolist()
         assert (got[["prob_neg", "prob_pos"]] - want[["prob_neg", "prob_pos"]]).abs().max().max() < 1e-4
     log = (root / "serve.log").read_text()
-    assert log.count("in ONNX Runtime, 1 thread(s) per network call, batching") == 2, log[-3000:]
+    assert log.count(loaded) == 2, log[-3000:]
 
 
 def test_labels_outside_the_configured_set(tmp_path):
