@@ -88,6 +88,9 @@ CLI_CASES = [
     ("tied-sizes", ["train", "model.tie_weights=true"], "needs model.embedding_dim == model.hidden_size"),
     ("bidirectional-lm", ["train", "model.bidirectional=true"], "a language model (task=lm) reads left to right"),
     ("carry-state-classify", ["train", "recipe=sentiment", "train.carry_state=true"], "set train.carry_state=false"),
+    ("augment-for-tokens", ["train", "data.augment.speed=0.2"],
+     "data.augment.speed=0.2 changes frames at random, but task=lm does not warp its inputs (classify and regress on "
+     "frames do): set data.augment.speed=0"),
     ("missing-params", ["stage", "fetch"], "params.yaml not found: run `seqpipe compose`"),
     ("train-before-prepare", ["train", "paths.prepared=nowhere"], "nowhere/meta.json not found: run the prepare"),
     ("ts-file-without-train", ["compose", "recipe=ts_file"], "recipe.fetch.train has no value: give it, e.g. "

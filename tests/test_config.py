@@ -35,11 +35,22 @@ def test_trainer_group(trainer, accelerator):
     ("model.tie_weights=true", "needs model.embedding_dim == model.hidden_size"),
     ("optim.lr=-1", "optim.lr=-1 must be a positive number"),
     ("data.bptt=abc", "data.bptt='abc' must be a positive integer"),
+    ("data.augment.speed=1.5", "data.augment.speed=1.5 must be a number in [0, 1)"),
+    ("data.augment.scale=0.1", "data.augment.scale=0.1 changes frames at random, but task=lm does not warp its inputs"),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(override, message):
     with pytest.raises(SeqpipeError) as e:
         validate(compose([override], config_dir=CONF))
     assert message in str(e.value)
+
+
+def test_augment_is_refused_where_it_would_change_tokens_or_per_step_tags():
+    with pytest.raises(SeqpipeError, match=r"data.augment.speed=0.2 changes frames at random, but prepare.inputs="
+                                           r"tokens is not frames: set data.augment.speed=0"):
+        validate(compose(["recipe=sentiment", "data.augment.speed=0.2"], config_dir=CONF))
+    with pytest.raises(SeqpipeError, match="task=tag does not warp its inputs"):
+        validate(compose(["recipe=dna", "data.augment.scale=0.1"], config_dir=CONF))
+    validate(compose(["recipe=activity", "data.augment.speed=0.2", "data.augment.scale=0.1"], config_dir=CONF))
 
 
 def test_unknown_key_and_unknown_recipe_are_refused():

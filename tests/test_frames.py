@@ -17,6 +17,7 @@ from seqpipe import cli, prepare
 from seqpipe.config import compose
 from seqpipe.data.batching import pad_collate
 from seqpipe.data.examples import ExampleDataset
+from seqpipe.data.frames import warp
 from seqpipe.data.inputs import fit_frames, frames_array
 from seqpipe.data.requests import InputError
 from seqpipe.models.nets import SequenceClassifier
@@ -54,6 +55,32 @@ def test_a_frames_classifier_ignores_padding():
     assert batch["x"].shape == (2, 5, 3) and batch["x"].dtype == torch.float32
     together, _ = net(batch["x"], batch["lengths"])
     assert torch.allclose(together, torch.cat(alone), atol=1e-6)
+
+
+def test_warp_changes_pace_and_strength_and_nothing_when_off():
+    ramp = torch.stack([torch.linspace(0, 1, 100), torch.linspace(2, -2, 100)], 1)  # (100, 2)
+    rng = np.random.default_rng(0)
+    assert torch.equal(warp(ramp, rng), ramp)  # data.augment off: the example as it was
+    stretched = [warp(ramp, rng, speed=0.2) for _ in range(40)]
+    lengths = [len(x) for x in stretched]
+    assert 100 / 1.2 - 1 <= min(lengths) < 95 and 105 < max(lengths) <= 100 / 0.8 + 1  # faster and slower
+    for x in stretched:  # the same movement: it starts and ends where it did and stays a straight ramp
+        assert torch.allclose(x[[0, -1]], ramp[[0, -1]]) and (x[1:, 0] > x[:-1, 0]).all()
+    scaled = warp(ramp, rng, scale=0.1)
+    gains = scaled[-1] / ramp[-1]  # one gain per feature, the same at every step
+    assert torch.allclose(scaled, ramp * gains) and ((gains > 0.9) & (gains < 1.1)).all() and gains[0] != gains[1]
+    one = torch.tensor([[3.0, 4.0]])
+    assert len(warp(one, rng, speed=0.3)) == 1  # a single step stays one step
+
+
+def test_augment_warps_the_train_batches_only():
+    cfg = compose(["recipe=activity", "data.augment.speed=0.3"], config_dir=CONF)
+    collate, train_collate = get_task("classify").collate(cfg)
+    assert collate is None  # val and test: padded as they are
+    batch = [(torch.arange(40, dtype=torch.float32).reshape(40, 1), torch.tensor(1))] * 8
+    lengths = train_collate(batch)["lengths"]
+    assert len(set(lengths.tolist())) > 1 and torch.equal(train_collate(batch)["y"], torch.ones(8, dtype=torch.long))
+    assert get_task("classify").collate(compose(["recipe=activity"], config_dir=CONF)) == (None, None)
 
 
 def _frames_docs(raw: Path, rows: list[dict]) -> None:

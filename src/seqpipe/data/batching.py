@@ -1,4 +1,5 @@
-"""Length bucketing for variable-length sequences: a batch sampler, a padding collate, and padding-waste figures."""
+"""Length bucketing for variable-length sequences: a batch sampler, a padding collate (and its warped twin for the
+train split under data.augment), and padding-waste figures."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Sampler
 
+from seqpipe.data.frames import warp
 from seqpipe.data.vocab import IGNORE_INDEX, PAD_ID
 
 
@@ -106,6 +108,12 @@ def pad_collate(batch: Sequence[tuple[Tensor, Tensor | int]], pad_id: int = PAD_
             raise ValueError("per-step targets must be as long as their sequence")
         y = pad_sequence(targets, batch_first=True, padding_value=ignore_index)  # (B, T_max)
     return {"x": x, "y": y, "lengths": lengths}
+
+
+def warped_collate(batch: Sequence[tuple[Tensor, Tensor | int]], rng: np.random.Generator, speed: float = 0.0,
+                   scale: float = 0.0) -> dict[str, Tensor]:
+    """`pad_collate` after `warp` (seqpipe.data.frames) of each example's frames: the train split under data.augment."""
+    return pad_collate([(warp(x, rng, speed, scale), y) for x, y in batch])
 
 
 def padding_waste(lengths_per_batch: Iterable[Sequence[int]]) -> float:

@@ -67,6 +67,19 @@ def fit_frames(train: Sequence[np.ndarray]) -> dict:
             "std": std.round(8).tolist()}
 
 
+def warp(x: Tensor, rng: np.random.Generator, speed: float = 0.0, scale: float = 0.0) -> Tensor:
+    """One example's frames (T, F), changed at random as the train split is read (data.augment): played faster or
+    slower by a factor drawn from 1 +/- `speed` (linear interpolation in time: T becomes about T / factor) and each
+    feature multiplied by a gain drawn from 1 +/- `scale`; the same movement made at another pace or strength."""
+    x = x.float()
+    if speed and len(x) > 1:
+        steps = max(2, round(len(x) / rng.uniform(1 - speed, 1 + speed)))
+        x = torch.nn.functional.interpolate(x.T.unsqueeze(0), size=steps, mode="linear", align_corners=True)[0].T
+    if scale:
+        x = x * torch.from_numpy(rng.uniform(1 - scale, 1 + scale, size=x.shape[1]).astype(np.float32))
+    return x
+
+
 class FrameInput(nn.Module):
     """Float frames (B, T, F) -> (B, T, E): standardised with the train split's mean and std (buffers, so the served
     model applies the same), then projected by a Linear layer in place of an embedding."""

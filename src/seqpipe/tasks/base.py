@@ -15,13 +15,16 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning.pytorch as L
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from seqpipe.data.batching import warped_collate
 from seqpipe.data.documents import Document
 from seqpipe.data.examples import ExampleDataModule
 from seqpipe.data.inputs import kind_of
@@ -159,8 +162,12 @@ class ExampleTask(Task):
         return None
 
     def collate(self, cfg: DictConfig) -> tuple[object, object]:
-        """(collate, train-split collate) for the data module; None: pad inputs and targets."""
-        return None, None
+        """(collate, train-split collate) for the data module; None: pad inputs and targets. Under data.augment
+        (frames, one target per sequence: checked with the config) the train split's frames are warped first."""
+        augment = {key: float(value) for key, value in cfg.data.augment.items()}
+        if not any(augment.values()):
+            return None, None
+        return None, partial(warped_collate, rng=np.random.default_rng(cfg.seed), **augment)
 
     def datamodule(self, cfg: DictConfig, meta: dict) -> LightningDataModule:
         d = cfg.data

@@ -27,6 +27,21 @@ def check_beam_width(width: object) -> None:
         raise SeqpipeError(f"evaluate.beam_width={width!r} must be a positive integer (1 = greedy)")
 
 
+def check_augment(cfg: DictConfig, rules: TaskRules) -> None:
+    """data.augment: fractions in [0, 1), and only where the task warps frames (classify and regress on frames)."""
+    augment = cfg.data.get("augment") or {}
+    for key, value in augment.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+            raise SeqpipeError(f"data.augment.{key}={value!r} must be a number in [0, 1) (0: off; 0.2: up to 20% "
+                               "either way)")
+    on = [key for key, value in augment.items() if value]
+    if on and not (rules.warps_frames and cfg.prepare.inputs == "frames"):
+        why = (f"prepare.inputs={cfg.prepare.inputs} is not frames" if rules.warps_frames else
+               f"task={rules.name} does not warp its inputs (classify and regress on frames do)")
+        raise SeqpipeError(f"data.augment.{on[0]}={augment[on[0]]} changes frames at random, but {why}: set "
+                           f"data.augment.{on[0]}=0")
+
+
 class TaskRules:
     name = ""
     inputs: tuple[str, ...] = ("tokens", "frames")  # the prepare.inputs it can read
@@ -40,6 +55,8 @@ class TaskRules:
     # output); "read" reads every step (one answer per step). Prepare cuts training inputs unless the policy refuses.
     # A rule so that a lean served model (seqpipe.serving.local) applies it without importing the task's module.
     long_inputs: Literal["cut", "refuse", "read"] = "cut"
+    # data.augment (seqpipe.data.frames.warp) applies: frames with one target per sequence (its length may change)
+    warps_frames = False
 
     def check(self, cfg: DictConfig) -> None:
         """Config rules of this task, with messages that name the key and the fix."""
@@ -49,6 +66,7 @@ class TaskRules:
         if cfg.train.carry_state and not self.carries_state:
             raise SeqpipeError(f"train.carry_state=true carries hidden state across chunks of one stream (task=lm); "
                                f"task={self.name} has independent sequences: set train.carry_state=false")
+        check_augment(cfg, self)
 
 
 class LanguageModellingRules(TaskRules):
@@ -63,19 +81,23 @@ class LanguageModellingRules(TaskRules):
         if cfg.model.bidirectional:
             raise SeqpipeError("model.bidirectional=true needs a labelled task: a language model (task=lm) reads "
                                "left to right; set model.bidirectional=false")
+        check_augment(cfg, self)
 
 
 class ClassifyRules(TaskRules):
     name = "classify"
+    warps_frames = True
 
 
 class TagRules(ClassifyRules):
     name = "tag"
+    warps_frames = False  # one tag per step: a warped sequence no longer lines up with its tags
     long_inputs = "read"  # one tag per position: every position is read
 
 
 class RegressRules(TaskRules):
     name = "regress"
+    warps_frames = True
 
 
 class Seq2SeqRules(TaskRules):
