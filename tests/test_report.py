@@ -88,6 +88,16 @@ def test_the_table_says_reached_or_not_against_goal_anchor_or_baseline_and_why_a
     assert readme.read_text().count(report.START) == 1 and len(readme.read_text()) == len(again)
 
 
+def test_a_figure_equal_to_the_goal_in_float32_reaches_it():
+    row = {"percent": True}
+    import torch
+
+    assert report.reached(row, float(torch.tensor(39 / 50)), 0.78)  # 0.77999997: 39 of 50 right is the goal
+    assert not report.reached(row, 38 / 50, 0.78) and report.reached(row, 40 / 50, 0.78)
+    lower = {"lower_is_better": True}
+    assert report.reached(lower, float(torch.tensor(0.3)), 0.3) and not report.reached(lower, 0.31, 0.3)
+
+
 def test_the_hardware_names_the_torch_threads_when_a_row_had_fewer_than_the_cores():
     import os
 
