@@ -173,7 +173,8 @@ def gestures(tmp_path_factory):
     with working_dir(root):
         out = run_pipeline(root, ["recipe=ts_file", f"recipe.fetch.train={root / 'G_TRAIN.ts'}",
                                   f"recipe.fetch.test={root / 'G_TEST.ts'}", "model.hidden_size=16",
-                                  "trainer.max_epochs=15", "data.batch_size=8"])
+                                  "trainer.max_epochs=15", "data.batch_size=8",
+                                  "data.augment.speed=0.2", "data.augment.scale=0.1"])  # warped train series
     return root, out
 
 
