@@ -36,6 +36,7 @@ def test_trainer_group(trainer, accelerator):
     ("optim.lr=-1", "optim.lr=-1 must be a positive number"),
     ("data.bptt=abc", "data.bptt='abc' must be a positive integer"),
     ("data.augment.speed=1.5", "data.augment.speed=1.5 must be a number in [0, 1)"),
+    ("trainer.max_time=30min", "trainer.max_time='30min' is not a wall time: give DD:HH:MM:SS"),
     ("data.augment.scale=0.1", "data.augment.scale=0.1 changes frames at random, but task=lm does not warp its inputs"),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(override, message):

@@ -234,11 +234,14 @@ def check_devices(cfg: DictConfig) -> None:
 
 
 def check_trainer(t: DictConfig) -> None:
-    """trainer.precision, .accelerator and .devices as Lightning takes them, named in the message."""
+    """trainer.precision, .accelerator, .devices and .max_time as Lightning takes them, named in the message."""
     if t.get("precision") is not None:
         _choice("trainer.precision", str(t.precision), PRECISIONS)
     if t.get("accelerator") is not None:
         _choice("trainer.accelerator", t.accelerator, ACCELERATORS)
+    if t.get("max_time") is not None and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", str(t.max_time)):
+        raise SeqpipeError(f"trainer.max_time={t.max_time!r} is not a wall time: give DD:HH:MM:SS, e.g. 00:00:30:00 "
+                           "for half an hour (null: no limit)")
     devices = t.get("devices", "auto")
     if isinstance(devices, ListConfig):
         ok = len(devices) > 0 and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
