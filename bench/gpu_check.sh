@@ -7,62 +7,11 @@
 #   bash bench/gpu_check.sh                 # on the GPU machine, with the wheels of .whl/ (hydra, omegaconf, MLflow)
 #   DEVICE=cpu NO_WHEELS=1 PY=.venv/bin/python OUT=/tmp/gpu_check bash bench/gpu_check.sh
 #                                           # a rehearsal here: the same steps on CPU (trainer=cpu), tiny sizes
-set -u -o pipefail
-export PYTHONUNBUFFERED=1
-REPO=$PWD
 OUT=${OUT:-/tmp/gpu_check_out}
-DEVICE=${DEVICE:-cuda}          # cuda (the check) | cpu (a rehearsal of the same steps, tiny and quick)
-PY=${PY:-python3}
-case $PY in */*) PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;; esac  # the runs cd to $WORK
 WORK=${WORK:-/tmp/gpu_check_work}
-mkdir -p "$OUT"
-rm -rf "$WORK" && mkdir -p "$WORK"
-SUMMARY=$OUT/summary.txt
-: >"$SUMMARY"
-failed=0
-DEADLINE=$((SECONDS + ${BUDGET_S:-460}))  # the whole script ends within 8 minutes
-t() {  # t LIMIT: a step's timeout, LIMIT seconds or what is left of the budget (at least 5)
-    local left=$((DEADLINE - SECONDS))
-    [ $left -lt 5 ] && left=5
-    echo $(($1 < left ? $1 : left))
-}
-step() {  # step NAME RC: one line per step in summary.txt
-    echo "step $1: rc $2" | tee -a "$SUMMARY"
-    [ "$2" = 0 ] || failed=1
-}
-
-# 0. The packages the GPU image lacks (hydra-core, omegaconf, antlr4, MLflow and its needs), as wheels in .whl/.
-if [ -z "${NO_WHEELS:-}" ]; then
-    timeout -k 5 "$(t 90)" "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl 2>&1 | tail -20 >"$OUT/env.txt"
-    rc=$?; step install $rc; [ $rc = 0 ] || { cat "$OUT/env.txt"; exit 1; }
-    export PYTHONPATH=/tmp/site:$REPO/src
-else
-    export PYTHONPATH=$REPO/src
-    : >"$OUT/env.txt"
-fi
-export SEQPIPE_CONF_DIR=$REPO/conf      # the runs work in $WORK (Hydra's and MLflow's folders go there)
-unset MLFLOW_TRACKING_URI
-
-{
-    date -u
-    timeout "$(t 20)" nvidia-smi 2>&1 || echo "nvidia-smi: not available"
-    timeout -k 5 "$(t 60)" "$PY" - <<'EOF'
-import sys, torch, lightning, torchmetrics, hydra, omegaconf, mlflow, sqlalchemy, alembic
-print("python", sys.version.split()[0], "| torch", torch.__version__, "| CUDA", torch.version.cuda,
-      "| cuDNN", torch.backends.cudnn.version(), "enabled", torch.backends.cudnn.enabled)
-print("lightning", lightning.__version__, "| torchmetrics", torchmetrics.__version__, "| hydra", hydra.__version__,
-      "| omegaconf", omegaconf.__version__, "| mlflow", mlflow.__version__, "| sqlalchemy", sqlalchemy.__version__,
-      "| alembic", alembic.__version__)
-if torch.cuda.is_available():
-    print("GPU", torch.cuda.get_device_name(), "| capability", torch.cuda.get_device_capability(),
-          "| bf16 supported", torch.cuda.is_bf16_supported())
-else:
-    print("no CUDA device")
-EOF
-} >>"$OUT/env.txt" 2>&1
-step env $?
-cat "$OUT/env.txt"
+BUDGET_S=${BUDGET_S:-460}       # the whole script ends within 8 minutes
+# shellcheck source=bench/gpu_env.sh
+source "$(dirname "$0")/gpu_env.sh"
 
 if [ "$DEVICE" = cuda ]; then
     TRAINER=gpu
